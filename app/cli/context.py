@@ -1,0 +1,46 @@
+"""What every CLI command may need (paths, settings, library), created lazily so `--help` stays instant."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from functools import cached_property
+from typing import Any, TextIO
+
+from app.core.library import Library
+from app.core.logs import setup_logging
+from app.core.paths import AppPaths
+from app.core.settings import Settings
+
+
+class CliContext:
+    """Lazily built core objects plus output helpers shared by the subcommands."""
+
+    def __init__(self, *, debug: bool = False, out: TextIO | None = None) -> None:
+        self.debug = debug
+        self.out = out or sys.stdout
+
+    @cached_property
+    def paths(self) -> AppPaths:
+        return AppPaths.default().ensure()
+
+    @cached_property
+    def log_file(self) -> str:
+        return str(setup_logging(self.paths.logs_dir, logging.DEBUG if self.debug else logging.INFO))
+
+    @cached_property
+    def settings(self) -> Settings:
+        _ = self.log_file
+        return Settings(self.paths.settings_file)
+
+    @cached_property
+    def library(self) -> Library:
+        return Library(self.paths, self.settings)
+
+    def print_json(self, value: Any) -> None:
+        json.dump(value, self.out, indent=2, ensure_ascii=False)
+        self.out.write("\n")
+
+    def print(self, text: str = "") -> None:
+        self.out.write(text + "\n")

@@ -1,0 +1,195 @@
+"""User settings, declared once as data (type, default, range, help), validated, migrated, saved as JSON.
+
+A bad or hand-edited settings file never stops Hearth: unreadable files are moved aside, invalid values fall
+back to their defaults (and are logged). Observers get the name of each changed setting; the GUI bridges
+that to a Qt signal, the core never imports Qt.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from app.core.errors import SettingsError
+
+log = logging.getLogger("hearth.settings")
+
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Option:
+    """One setting: its JSON type, default, allowed range or choices, and a sentence for the UI."""
+
+    name: str
+    kind: type
+    default: Any
+    help: str
+    minimum: float | None = None
+    maximum: float | None = None
+    choices: tuple[Any, ...] | None = None
+
+    def validate(self, value: Any) -> Any:
+        """Return the value (ints accepted for floats) or raise SettingsError saying what is allowed."""
+        if self.kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, self.kind) or (self.kind is int and isinstance(value, bool)):
+            raise SettingsError(f"{self.name} must be {self.kind.__name__}, not {type(value).__name__}")
+        if self.choices is not None and value not in self.choices:
+            allowed = ", ".join(map(str, self.choices))
+            raise SettingsError(f"{self.name} must be one of {allowed}; got {value!r}")
+        if self.minimum is not None and value < self.minimum:
+            raise SettingsError(f"{self.name} must be at least {self.minimum}; got {value}")
+        if self.maximum is not None and value > self.maximum:
+            raise SettingsError(f"{self.name} must be at most {self.maximum}; got {value}")
+        if self.kind is list and not all(isinstance(v, str) for v in value):
+            raise SettingsError(f"{self.name} must be a list of strings")
+        return value
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("model_folders", list, [], "Extra folders scanned (recursively) for GGUF files."),
+    Option(
+        "scan_external_libraries",
+        bool,
+        True,
+        "Also list GGUF files from the Hugging Face cache and the LM Studio and GPT4All model folders.",
+    ),
+    Option("theme", str, "system", "Colour theme.", choices=("system", "light", "dark")),
+    Option(
+        "hub_endpoint", str, "", "Hugging Face Hub endpoint for mirrors; empty means HF_ENDPOINT or the Hub."
+    ),
+    Option("default_n_ctx", int, 4096, "Context size for new loads (0 = the model's own).", 0, 1 << 20),
+    Option(
+        "default_n_gpu_layers",
+        int,
+        -2,
+        "Layers offloaded to the GPU: -2 = auto (as many as fit), -1 = all, 0 = CPU only.",
+        -2,
+        10_000,
+    ),
+    Option("default_threads", int, 0, "Generation threads (0 = the number of physical cores).", 0, 1024),
+    Option("default_flash_attention", bool, False, "Use flash attention when the backend supports it."),
+    Option("default_kv_cache_type", str, "f16", "KV cache precision.", choices=("f16", "q8_0", "q4_0")),
+    Option("default_sampling_preset", str, "balanced", "Sampling preset for new conversations."),
+    Option("default_system_prompt", str, "", "System prompt for new conversations."),
+    Option("last_model", str, "", "The model loaded last time (path)."),
+    Option("last_conversation", int, 0, "The conversation open last time (id).", 0),
+    Option("window_geometry", str, "", "Main window geometry (base64 of Qt's saveGeometry)."),
+    Option("window_state", str, "", "Main window splitter and panel state (base64)."),
+    Option(
+        "model_overrides", dict, {}, "Per-model settings keyed by model file name: template, load settings."
+    ),
+)
+OPTIONS_BY_NAME = {option.name: option for option in OPTIONS}
+
+
+def _migrate(data: dict[str, Any], version: int) -> dict[str, Any]:
+    """Bring a settings dict from an older schema version to SCHEMA_VERSION (one step per version)."""
+    # Version 1 is the first schema; future renames/conversions go here as `if version < N: ...`.
+    return data
+
+
+class Settings:
+    """The settings file, loaded once; `set` validates, saves atomically and notifies observers."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._values: dict[str, Any] = {}
+        self._observers: list[Callable[[str], None]] = []
+        self._load()
+
+    def _load(self) -> None:
+        raw: dict[str, Any] = {}
+        if self.path.exists():
+            try:
+                raw = json.loads(self.path.read_text(encoding="utf-8"))
+                if not isinstance(raw, dict):
+                    raise ValueError("not a JSON object")
+            except (OSError, ValueError) as exc:
+                aside = self.path.with_name(f"{self.path.name}.broken-{int(time.time())}")
+                log.warning(
+                    "settings file %s unreadable (%s); moved to %s, using defaults", self.path, exc, aside
+                )
+                try:
+                    os.replace(self.path, aside)
+                except OSError:
+                    pass
+                raw = {}
+        version = raw.pop("schema_version", SCHEMA_VERSION) if raw else SCHEMA_VERSION
+        if not isinstance(version, int) or version > SCHEMA_VERSION:
+            log.warning(
+                "settings schema %r is newer than this Hearth (%d); unknown keys kept",
+                version,
+                SCHEMA_VERSION,
+            )
+            version = SCHEMA_VERSION
+        raw = _migrate(raw, version)
+        for name, value in raw.items():
+            option = OPTIONS_BY_NAME.get(name)
+            if option is None:
+                self._values[name] = value  # keep what a newer version wrote; never lose user data
+                continue
+            try:
+                self._values[name] = option.validate(value)
+            except SettingsError as exc:
+                log.warning("ignoring invalid setting: %s", exc)
+
+    def get(self, name: str) -> Any:
+        option = OPTIONS_BY_NAME.get(name)
+        if option is None:
+            raise SettingsError(f"unknown setting {name!r}")
+        value = self._values.get(name, option.default)
+        return json.loads(json.dumps(value)) if isinstance(value, (list, dict)) else value
+
+    def set(self, name: str, value: Any) -> None:
+        option = OPTIONS_BY_NAME.get(name)
+        if option is None:
+            raise SettingsError(f"unknown setting {name!r}")
+        value = option.validate(value)
+        if self._values.get(name, option.default) == value:
+            return
+        self._values[name] = value
+        self.save()
+        for observer in list(self._observers):
+            observer(name)
+
+    def subscribe(self, observer: Callable[[str], None]) -> Callable[[], None]:
+        """Call observer(name) after each change; returns a function that unsubscribes."""
+        self._observers.append(observer)
+        return lambda: self._observers.remove(observer)
+
+    def model_override(self, model_key: str) -> dict[str, Any]:
+        """Per-model settings (e.g. {"template": "chatml"}); empty when the user never changed any."""
+        return dict(self.get("model_overrides").get(model_key, {}))
+
+    def set_model_override(self, model_key: str, name: str, value: Any) -> None:
+        """Set (or with value None, clear) one per-model setting."""
+        overrides = self.get("model_overrides")
+        entry = overrides.setdefault(model_key, {})
+        if value is None:
+            entry.pop(name, None)
+            if not entry:
+                overrides.pop(model_key)
+        else:
+            entry[name] = value
+        self.set("model_overrides", overrides)
+
+    def save(self) -> None:
+        """Write atomically (temp file + rename) so a crash never leaves half a settings file."""
+        data = {"schema_version": SCHEMA_VERSION, **self._values}
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".settings-", suffix=".json", dir=self.path.parent)
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                json.dump(data, handle, indent=2, sort_keys=True)
+            os.replace(tmp, self.path)
+        except OSError as exc:
+            raise SettingsError(f"cannot save settings to {self.path}: {exc.strerror or exc}") from exc

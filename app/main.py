@@ -1,0 +1,22 @@
+"""Hearth's single entry point (`hearth`, `python -m app`, the frozen app): the GUI or a CLI command."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """No arguments opens the app; any argument is a CLI command (which never opens a window)."""
+    args = [a for a in (sys.argv[1:] if argv is None else argv) if not a.startswith("-psn_")]  # macOS Finder
+    if args:
+        from app.cli import run
+
+        return run(args)
+    from app.ui.app import run_gui  # imported only here so the CLI never loads Qt
+
+    return run_gui()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
