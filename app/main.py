@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
+
+# No request the user did not ask for: huggingface_hub reads this once, when it is first imported.
+os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

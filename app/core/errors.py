@@ -41,3 +41,35 @@ class HubError(HearthError):
 
 class DownloadError(HubError):
     """A download failed or was refused (no space, checksum mismatch, cancelled)."""
+
+
+class HubOfflineError(HubError):
+    """The Hub endpoint cannot be reached at all (no network, DNS failure, refused, offline mode)."""
+
+
+class HubAuthError(HubError):
+    """The Hub refused access: gated repository, missing/invalid token, or 403 Forbidden."""
+
+
+class HubUnavailableError(HubError):
+    """The Hub answered with a server error (5xx, 429) or too slowly: temporary, worth retrying later."""
+
+
+class HubNotFoundError(HubError):
+    """The repository, revision or file does not exist (or is private and no token grants access)."""
+
+
+class TokenStoreError(HubError):
+    """The Hub token cannot be saved or read (no OS keyring backend, keyring locked)."""
+
+
+class ChecksumError(DownloadError):
+    """A downloaded file's sha256 differs from the Hub's; the file was kept out of the library."""
+
+
+class DiskFullError(DownloadError):
+    """Not enough free space to start or finish a download; the partial file is kept for resuming."""
+
+
+class DownloadCancelled(DownloadError):
+    """A download was paused or cancelled by the user (not a failure to report loudly)."""

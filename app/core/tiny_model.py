@@ -52,6 +52,7 @@ class TinyModelSpec:
     basename: str | None = None
     size_label: str | None = None
     extra_metadata: dict[str, str | int | float | bool] = field(default_factory=dict)
+    split_max_tensors: int = 0  # > 0 writes a split model (stem-0000i-of-0000N.gguf) like gguf-split does
 
 
 def _vocabulary(spec: TinyModelSpec) -> tuple[list[str], list[float], list[int]]:
@@ -87,12 +88,12 @@ def _vocabulary(spec: TinyModelSpec) -> tuple[list[str], list[float], list[int]]
 
 
 def write_tiny_model(path: str | os.PathLike[str], spec: TinyModelSpec | None = None) -> Path:
-    """Write a tiny random-weight model to path (F32 weights) and return the path."""
+    """Write a tiny random-weight model to path (F32 weights); returns its path (first part if split)."""
     spec = spec or TinyModelSpec()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tokens, scores, types = _vocabulary(spec)
-    writer = GGUFWriter(str(path), spec.architecture)
+    writer = GGUFWriter(str(path), spec.architecture, split_max_tensors=spec.split_max_tensors)
     writer.add_type("model")
     writer.add_name(spec.name)
     if spec.basename:
@@ -131,6 +132,8 @@ def write_tiny_model(path: str | os.PathLike[str], spec: TinyModelSpec | None = 
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
+    if spec.split_max_tensors:  # GGUFWriter named the parts itself; the first part stands for the model
+        return next(iter(sorted(path.parent.glob(f"{path.stem}-00001-of-*.gguf"))), path)
     return path
 
 

@@ -1,0 +1,215 @@
+"""A repo's GGUF files as a user picks them: one option per quantization, split parts as one, with a fit."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import PurePosixPath
+from typing import Any
+
+import psutil
+
+from app.core.gguf_info import SPLIT_RE
+
+# Quantization names as they appear in file names: Q4_K_M, IQ4_XS, Q4_0_4_4, UD-Q4_K_XL, TQ1_0, F16, BF16 ...
+# The last match wins ("model-f16-Q4_K_M.gguf" is a Q4_K_M made from an f16).
+_QUANT_RE = re.compile(
+    r"(?<![A-Za-z0-9])((?:UD-)?(?:I?Q[1-8](?:_[0-9A-Z]{1,4}){0,3}|TQ[12]_0|MXFP4(?:_MOE)?|BF16|FP16|F16|F32))"
+    r"(?![A-Za-z0-9])",
+    re.IGNORECASE,
+)
+_PROJECTOR_RE = re.compile(r"(^|[-_.])mmproj([-_.]|$)", re.IGNORECASE)
+
+# Which quantization to suggest first when several fit: quality per byte, the community's usual default first.
+PREFERRED_QUANTS = (
+    "Q4_K_M", "Q4_K_S", "IQ4_XS", "Q5_K_M", "Q4_0", "IQ4_NL", "Q5_K_S", "Q3_K_L", "Q3_K_M", "IQ3_M",
+    "IQ3_XS", "Q6_K", "Q3_K_S", "Q2_K", "IQ2_M", "Q8_0",
+)  # fmt: skip
+
+
+class Fit(StrEnum):
+    """Whether a model of this size can run here: comfortably, after closing other apps, or not at all."""
+
+    FITS = "fits"
+    TIGHT = "tight"
+    TOO_BIG = "too_big"
+
+
+@dataclass(frozen=True)
+class MemoryBudget:
+    """The memory a model can use. A stand-in for app.core.hardware's snapshot until they are joined."""
+
+    total_ram: int
+    available_ram: int
+    vram_total: int = 0
+    vram_free: int = 0
+
+
+def memory_budget() -> MemoryBudget:
+    """This machine's RAM from psutil (no GPU yet: the hardware module will add VRAM)."""
+    memory = psutil.virtual_memory()
+    return MemoryBudget(total_ram=memory.total, available_ram=memory.available)
+
+
+def quant_fit(size_bytes: int, hardware: MemoryBudget | None = None) -> Fit:
+    """Fit of a GGUF of size_bytes: weights plus ~10 % (at least 512 MiB) for KV cache and compute buffers.
+
+    INTEGRATION SEAM: this is the only fit rule the hub layer uses; point it at app.core.hardware's estimator
+    when that exists (HubClient takes `fit=` too, so tests and the GUI can pass another one).
+    """
+    hardware = hardware or memory_budget()
+    need = size_bytes + max(512 * 1024 * 1024, size_bytes // 10)
+    if need <= hardware.available_ram + hardware.vram_free:
+        return Fit.FITS
+    if need <= int(hardware.total_ram * 0.9) + hardware.vram_total:
+        return Fit.TIGHT  # fits once other programs give memory back
+    return Fit.TOO_BIG
+
+
+FitEstimator = Callable[[int], Fit]
+
+
+def quant_name(file_name: str) -> str | None:
+    """The quantization named in a GGUF file name ("Q4_K_M"), or None when the name does not say."""
+    matches = _QUANT_RE.findall(PurePosixPath(file_name).name.removesuffix(".gguf"))
+    if not matches:
+        return None
+    name = matches[-1].upper()
+    return "F16" if name == "FP16" else name
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """One file in a Hub repository: its path there, size, and checksums (sha256 for LFS files)."""
+
+    path: str
+    size: int
+    sha256: str | None = None
+    git_oid: str | None = None  # the git blob id: the only checksum the Hub gives for a non-LFS file
+
+    @property
+    def name(self) -> str:
+        return PurePosixPath(self.path).name
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "size": self.size, "sha256": self.sha256, "git_oid": self.git_oid}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RemoteFile:
+        return cls(str(data["path"]), int(data["size"]), data.get("sha256"), data.get("git_oid"))
+
+
+@dataclass(frozen=True)
+class QuantOption:
+    """One downloadable model: a single GGUF or all parts of a split one, with its quantization and fit."""
+
+    name: str  # the file name (the first part's for a split model)
+    quant: str  # "Q4_K_M", or "?" when the file name does not say
+    files: tuple[RemoteFile, ...]
+    fit: Fit
+    projector: bool = False  # a vision projector (mmproj), not a model to chat with on its own
+    missing_parts: tuple[int, ...] = field(default=())  # split parts the repo lacks (1-based)
+
+    @property
+    def size(self) -> int:
+        return sum(f.size for f in self.files)
+
+    @property
+    def is_split(self) -> bool:
+        return len(self.files) > 1 or bool(self.missing_parts)
+
+    @property
+    def complete(self) -> bool:
+        return not self.missing_parts
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "quant": self.quant,
+            "size": self.size,
+            "fit": str(self.fit),
+            "projector": self.projector,
+            "complete": self.complete,
+            "files": [f.to_dict() for f in self.files],
+        }
+
+
+def _group_key(path: str) -> tuple[str, str, int]:
+    """(folder, stem, part count) for a split part; (folder, name, 1) for a single file."""
+    pure = PurePosixPath(path)
+    match = SPLIT_RE.match(pure.name)
+    if match:
+        return str(pure.parent), match.group("stem"), int(match.group("count"))
+    return str(pure.parent), pure.name, 1
+
+
+def group_gguf_files(files: Iterable[RemoteFile], fit: FitEstimator = quant_fit) -> list[QuantOption]:
+    """GGUF files grouped into options (split parts together), models by size then projectors."""
+    groups: dict[tuple[str, str, int], dict[int, RemoteFile]] = {}
+    for remote in files:
+        if not remote.path.lower().endswith(".gguf"):
+            continue
+        key = _group_key(remote.path)
+        match = SPLIT_RE.match(remote.name)
+        number = int(match.group("no")) if match else 1
+        groups.setdefault(key, {})[number] = remote
+    options: list[QuantOption] = []
+    for (_folder, _stem, count), parts in groups.items():
+        ordered = tuple(parts[n] for n in sorted(parts))
+        missing = tuple(n for n in range(1, count + 1) if n not in parts)
+        first = ordered[0]
+        size = sum(f.size for f in ordered)
+        options.append(
+            QuantOption(
+                name=first.name,
+                quant=quant_name(first.path) or quant_name(first.path.rsplit("/", 1)[0]) or "?",
+                files=ordered,
+                fit=fit(size),
+                projector=bool(_PROJECTOR_RE.search(first.name)),
+                missing_parts=missing,
+            )
+        )
+    options.sort(key=lambda o: (o.projector, o.size, o.name))
+    return options
+
+
+def recommend(options: Sequence[QuantOption]) -> QuantOption | None:
+    """The option to suggest: the preferred quantization that fits, else the smallest that fits at all."""
+    models = [o for o in options if not o.projector and o.complete]
+    for fit in (Fit.FITS, Fit.TIGHT):
+        candidates = [o for o in models if o.fit == fit]
+        for quant in PREFERRED_QUANTS:
+            for option in candidates:
+                if option.quant.removeprefix("UD-") == quant:
+                    return option
+        if candidates:
+            return min(candidates, key=lambda o: o.size)
+    return None
+
+
+def select_option(
+    options: Sequence[QuantOption], *, file: str | None = None, quant: str | None = None
+) -> QuantOption:
+    """The option a user named by file (any part, with or without folder) or by quantization.
+
+    Raises LookupError with a one-line message listing what exists.
+    """
+    if file:
+        wanted = file.strip().lstrip("/")
+        for option in options:
+            if any(f.path == wanted or f.name == wanted for f in option.files):
+                return option
+        names = ", ".join(o.name for o in options) or "none"
+        raise LookupError(f"no GGUF file named {file!r} (files: {names})")
+    if quant:
+        matches = [o for o in options if o.quant.upper() == quant.strip().upper()]
+        if len(matches) == 1:
+            return matches[0]
+        if len(matches) > 1:
+            names = ", ".join(o.name for o in matches)
+            raise LookupError(f"several {quant.upper()} files ({names}); name the FILE instead")
+        quants = ", ".join(sorted({o.quant for o in options if not o.projector})) or "none"
+        raise LookupError(f"no {quant.upper()} file (available: {quants})")
+    raise LookupError("name a FILE or a --quant")
