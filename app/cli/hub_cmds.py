@@ -111,7 +111,7 @@ def details_lines(details: RepoDetails) -> list[str]:
     lines.append(f"{'QUANT':<10} {'SIZE':>10} {'FIT':<8} {'SHA256':<12}  FILE")
     lines += [option_row(o) for o in details.options]
     if (best := recommend(details.options)) is not None:
-        lines += ["", f"Suggested for this machine: {best.quant} ({best.name})"]
+        lines += ["", f"Suggested for this machine: {_label(best)}"]
     return lines
 
 
@@ -187,8 +187,13 @@ def _pick(details: RepoDetails, file: str | None, quant: str | None) -> QuantOpt
     best = recommend(details.options)
     if best is None:
         raise HubError(f"{details.repo_id}: no GGUF file fits this machine; name a FILE or --quant to insist")
-    print(f"Picked {best.quant} ({best.name}): it fits this machine.", file=sys.stderr)
+    how = "fits this machine" if best.fit is Fit.FITS else "fits once other programs free memory"
+    print(f"Picked {_label(best)}: it {how}.", file=sys.stderr)
     return best
+
+
+def _label(option: QuantOption) -> str:
+    return option.name if option.quant == "?" else f"{option.quant} ({option.name})"
 
 
 def cmd_download(args: argparse.Namespace, ctx: CliContext) -> int:
