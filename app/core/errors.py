@@ -73,3 +73,23 @@ class DiskFullError(DownloadError):
 
 class DownloadCancelled(DownloadError):
     """A download was paused or cancelled by the user (not a failure to report loudly)."""
+
+
+class ConfigError(HearthError):
+    """A load or sampling setting is out of range or an invalid combination (refused before llama.cpp)."""
+
+
+class ModelOutOfMemoryError(ModelLoadError):
+    """llama.cpp could not allocate memory for the model or its context; may carry a suggested layer count."""
+
+    def __init__(self, message: str, suggested_gpu_layers: int | None = None) -> None:
+        super().__init__(message)
+        self.suggested_gpu_layers = suggested_gpu_layers
+
+
+class ContextOverflowError(GenerationError):
+    """The prompt cannot fit in the context window even after dropping old turns."""
+
+
+class EngineBusyError(GenerationError):
+    """The engine is generating; the request (unload, a second generation) must wait."""

@@ -170,3 +170,41 @@ def _weights(spec: TinyModelSpec, n_vocab: int) -> Iterable[tuple[str, np.ndarra
         yield f"blk.{i}.ffn_gate.weight", rand(spec.n_ff, spec.n_embd)
         yield f"blk.{i}.ffn_up.weight", rand(spec.n_ff, spec.n_embd)
         yield f"blk.{i}.ffn_down.weight", rand(spec.n_embd, spec.n_ff)
+
+
+def write_tiny_lora(
+    path: str | os.PathLike[str],
+    spec: TinyModelSpec | None = None,
+    *,
+    rank: int = 4,
+    alpha: float = 8.0,
+    seed: int = 1,
+    strength: float = 4.0,
+) -> Path:
+    """Write a LoRA adapter GGUF for a tiny model of `spec`'s shape (attention q/v of every block).
+
+    Layout as llama.cpp's convert_lora_to_gguf.py writes it: general.type "adapter", adapter.type "lora",
+    adapter.lora.alpha, and per adapted weight W two tensors W.lora_a (rank x n_in) and W.lora_b (n_out x
+    rank) in numpy order. `strength` scales the random update so its effect on the output is obvious.
+    """
+    spec = spec or TinyModelSpec()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    writer = GGUFWriter(str(path), spec.architecture)
+    writer.add_type("adapter")
+    writer.add_string("adapter.type", "lora")
+    writer.add_float32("adapter.lora.alpha", alpha)
+    head_dim = spec.n_embd // spec.n_head
+    outputs = {"attn_q": spec.n_embd, "attn_v": spec.n_head_kv * head_dim}
+    for i in range(spec.n_layer):
+        for name, n_out in outputs.items():
+            a = (rng.standard_normal((rank, spec.n_embd)) * strength).astype(np.float32)
+            b = (rng.standard_normal((n_out, rank)) * strength).astype(np.float32)
+            writer.add_tensor(f"blk.{i}.{name}.weight.lora_a", a)
+            writer.add_tensor(f"blk.{i}.{name}.weight.lora_b", b)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path

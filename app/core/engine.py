@@ -1,0 +1,106 @@
+"""The engine interface the GUI and CLI depend on, and the events a generation streams.
+
+LlamaCppEngine (app/core/llama_engine.py) is the first implementation; a llama.cpp server subprocess or a
+remote OpenAI-compatible server can implement the same Protocol without the GUI changing.
+
+Threading contract: one thread at a time calls load/unload/generate (the GUI's engine worker); cancel()
+may be called from any thread and takes effect within one token (or aborts a prompt evaluation).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol, runtime_checkable
+
+from app.core.gguf_info import ModelInfo
+from app.core.load_config import LoadConfig
+from app.core.sampling import SamplingSettings
+
+FinishReason = Literal["stop", "length", "cancelled", "error"]
+ProgressCallback = Callable[[float], None]
+
+
+@dataclass(frozen=True)
+class PromptRequest:
+    """One completion: the rendered prompt, what ends it, and how tokens are chosen."""
+
+    text: str
+    stop: tuple[str, ...] = ()
+    sampling: SamplingSettings = field(default_factory=SamplingSettings)
+    grammar: str | None = None  # GBNF; see app.core.structured for JSON mode / JSON schema
+
+
+@dataclass(frozen=True)
+class TextChunk:
+    """Newly generated text, safe to show (never part of a stop string)."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class GenerationStats:
+    """The final event of every generation."""
+
+    finish_reason: FinishReason
+    prompt_tokens: int  # tokens in the prompt
+    evaluated_tokens: int  # prompt tokens actually evaluated (the rest came from the KV cache)
+    generated_tokens: int
+    ttft_ms: float  # request start to first token sampled
+    prompt_tps: float  # evaluated prompt tokens per second
+    gen_tps: float  # generated tokens per second after the first
+    total_ms: float
+    error: str | None = None
+    dropped_messages: int = 0  # set by the conversation layer when old turns were left out
+    seed: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+Event = TextChunk | GenerationStats
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """What is loaded and how: shown in the status bar and stored with each reply."""
+
+    path: Path
+    info: ModelInfo
+    config: LoadConfig
+    n_ctx: int  # the context llama.cpp actually allocated
+    n_gpu_layers: int  # layers actually offloaded (0 on a CPU-only build)
+    backend: str  # "CPU", "CUDA", "Metal", "Vulkan" ...
+    load_ms: float
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """What Hearth needs from an inference backend."""
+
+    @property
+    def model(self) -> LoadedModel | None: ...
+
+    @property
+    def busy(self) -> bool: ...
+
+    def load(self, path: Path, config: LoadConfig, progress: ProgressCallback | None = None) -> LoadedModel:
+        """Load a model (unloading any other first). Raises ModelLoadError (and subclasses), ConfigError."""
+        ...
+
+    def unload(self) -> None:
+        """Free the model. Raises EngineBusyError while a generation runs (stop it first)."""
+        ...
+
+    def tokenize(self, text: str, *, add_bos: bool | None = None) -> list[int]:
+        """Tokens of text with special tokens parsed; add_bos None = as the model wants, unless present."""
+        ...
+
+    def generate(self, request: PromptRequest) -> Iterator[Event]:
+        """Stream TextChunk events, then exactly one GenerationStats. Errors end in finish_reason 'error'."""
+        ...
+
+    def cancel(self) -> None:
+        """Stop the current generation or load as soon as possible (any thread)."""
+        ...

@@ -1,0 +1,162 @@
+"""LoadConfig: how a model is loaded (GPU layers, context, threads, KV cache ...), refused early when invalid."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from app.core.errors import ConfigError, GGUFError
+from app.core.gguf_info import ModelInfo, inspect
+
+# KV cache element types as llama.cpp's GGML_TYPE_* ids (stable across releases).
+KV_CACHE_TYPES: dict[str, int] = {"f16": 1, "q8_0": 8, "q4_0": 2}
+CTX_GRANULARITY = 256  # llama.cpp pads n_ctx to 256; other values break llama-cpp-python's buffers (trap 3)
+MAX_CTX = 1 << 20
+
+
+def physical_cores() -> int:
+    """Generation threads default to physical cores: hyper-threads only fight over the same FPUs."""
+    return psutil.cpu_count(logical=False) or os.cpu_count() or 1
+
+
+def logical_cores() -> int:
+    return os.cpu_count() or physical_cores()
+
+
+@dataclass(frozen=True)
+class LoraAdapter:
+    """A LoRA adapter GGUF applied on top of the model, with its strength."""
+
+    path: Path
+    scale: float = 1.0
+
+    @classmethod
+    def parse(cls, text: str) -> LoraAdapter:
+        """ "FILE" or "FILE:SCALE" as typed on the command line."""
+        path, sep, scale = text.rpartition(":")
+        if sep and path and not scale.startswith(("/", "\\")):
+            try:
+                return cls(Path(path).expanduser(), float(scale))
+            except ValueError:
+                pass
+        return cls(Path(text).expanduser())
+
+
+@dataclass(frozen=True)
+class LoadConfig:
+    """Everything that decides how a model is loaded. 0 for threads means 'pick for this machine'."""
+
+    n_gpu_layers: int = 0  # -1 = every layer; otherwise 0..block_count (+1 offloads the output layer too)
+    n_ctx: int = 4096  # 0 = the model's training context; otherwise a multiple of 256
+    n_threads: int = 0
+    n_threads_batch: int = 0
+    n_batch: int = 512
+    flash_attention: bool = False
+    kv_cache_type: str = "f16"
+    use_mmap: bool = True
+    use_mlock: bool = False
+    loras: tuple[LoraAdapter, ...] = field(default_factory=tuple)
+    seed: int | None = None  # default seed for replies whose sampling settings fix none
+
+    @property
+    def threads(self) -> int:
+        return self.n_threads or physical_cores()
+
+    @property
+    def threads_batch(self) -> int:
+        # Prompt processing is compute-bound and scales with every logical core.
+        return self.n_threads_batch or logical_cores()
+
+    def effective_ctx(self, info: ModelInfo | None) -> int:
+        if self.n_ctx:
+            return self.n_ctx
+        return (info.context_length if info and info.context_length else 4096) or 4096
+
+    def validate(self, info: ModelInfo | None = None) -> LoadConfig:
+        """Return self, or raise ConfigError with what to change. info enables model-specific checks."""
+        if not isinstance(self.n_gpu_layers, int) or self.n_gpu_layers < -1:
+            raise ConfigError(f"GPU layers must be -1 (all) or 0 or more; got {self.n_gpu_layers!r}")
+        if not isinstance(self.n_ctx, int) or not 0 <= self.n_ctx <= MAX_CTX:
+            raise ConfigError(f"context size must be 0 (the model's own) to {MAX_CTX}; got {self.n_ctx!r}")
+        if self.n_ctx % CTX_GRANULARITY:
+            lower = max(CTX_GRANULARITY, self.n_ctx // CTX_GRANULARITY * CTX_GRANULARITY)
+            raise ConfigError(
+                f"context size {self.n_ctx} is not a multiple of {CTX_GRANULARITY}; use {lower} or "
+                f"{lower + CTX_GRANULARITY}"
+            )
+        for name in ("n_threads", "n_threads_batch"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or not 0 <= value <= 1024:
+                raise ConfigError(f"{name.replace('n_', '').replace('_', ' ')} must be 0 (auto) to 1024")
+        if not isinstance(self.n_batch, int) or not 1 <= self.n_batch <= 65536:
+            raise ConfigError(f"batch size must be 1 to 65536; got {self.n_batch!r}")
+        if self.kv_cache_type not in KV_CACHE_TYPES:
+            raise ConfigError(
+                f"KV cache type must be one of {', '.join(KV_CACHE_TYPES)}; got {self.kv_cache_type!r}"
+            )
+        if self.kv_cache_type != "f16" and not self.flash_attention:
+            raise ConfigError(
+                f"a {self.kv_cache_type} KV cache needs flash attention (llama.cpp cannot quantize the V cache "
+                "without it): turn flash attention on or use f16"
+            )
+        if self.seed is not None and not 0 <= self.seed < 2**32 - 1:
+            raise ConfigError(f"seed must be 0 to {2**32 - 2}; got {self.seed}")
+        for adapter in self.loras:
+            self._check_lora(adapter, info)
+        if info is not None:
+            self._check_model(info)
+        return self
+
+    def _check_model(self, info: ModelInfo) -> None:
+        if info.is_adapter:
+            raise ConfigError(f"{info.path.name} is a LoRA adapter, not a model; load it as an adapter")
+        if info.model_type not in ("model", ""):
+            raise ConfigError(f"{info.path.name} is a {info.model_type} file, not a chat model")
+        head = info.key_length or 0
+        if self.kv_cache_type != "f16" and head % 32:
+            raise ConfigError(
+                f"{info.display_name} has {head}-wide attention heads; a {self.kv_cache_type} KV cache needs a "
+                "multiple of 32: use f16"
+            )
+        blocks = info.block_count or 0
+        if blocks and self.n_gpu_layers > blocks + 1:
+            raise ConfigError(
+                f"{info.display_name} has {blocks} layers; GPU layers can be at most {blocks + 1} (or -1 for all)"
+            )
+
+    @staticmethod
+    def _check_lora(adapter: LoraAdapter, info: ModelInfo | None) -> None:
+        if not -10.0 <= adapter.scale <= 10.0:
+            raise ConfigError(f"LoRA scale for {adapter.path.name} must be between -10 and 10")
+        try:
+            lora = inspect(adapter.path)
+        except GGUFError as exc:
+            raise ConfigError(f"LoRA adapter unusable: {exc}") from None
+        if not lora.is_adapter:
+            raise ConfigError(
+                f"{adapter.path.name} is not a LoRA adapter (general.type is {lora.model_type!r})"
+            )
+        if info is not None and lora.architecture != info.architecture:
+            raise ConfigError(
+                f"LoRA {adapter.path.name} is for {lora.architecture} models, not {info.architecture}"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["loras"] = [{"path": str(a.path), "scale": a.scale} for a in self.loras]
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LoadConfig:
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        known["loras"] = tuple(
+            LoraAdapter(Path(a["path"]), float(a.get("scale", 1.0))) for a in data.get("loras", ())
+        )
+        return cls(**known)
+
+    def with_changes(self, **changes: Any) -> LoadConfig:
+        return replace(self, **changes)

@@ -1,0 +1,346 @@
+"""The llama.cpp engine on real GGUF files: load, stream, stop, cancel, reuse, overflow, grammars, LoRA."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from app.core.engine import Engine, GenerationStats, PromptRequest, TextChunk
+from app.core.errors import (
+    ConfigError,
+    ContextOverflowError,
+    EngineBusyError,
+    GenerationError,
+    ModelLoadError,
+)
+from app.core.llama_engine import LlamaCppEngine
+from app.core.load_config import LoadConfig, LoraAdapter
+from app.core.sampling import SamplingSettings, preset
+from app.core.structured import json_grammar
+from app.core.tiny_model import TinyModelSpec, write_tiny_lora, write_tiny_model
+
+GREEDY = SamplingSettings(temperature=0.0, max_tokens=16, repeat_penalty=1.0)
+
+
+def run(engine: LlamaCppEngine, text: str, **kwargs) -> tuple[str, GenerationStats, list[str]]:
+    chunks: list[str] = []
+    stats = None
+    for event in engine.generate(PromptRequest(text, **kwargs)):
+        if isinstance(event, TextChunk):
+            chunks.append(event.text)
+        else:
+            stats = event
+    assert isinstance(stats, GenerationStats)
+    return "".join(chunks), stats, chunks
+
+
+@pytest.fixture
+def engine(tiny_model: Path):
+    engine = LlamaCppEngine()
+    engine.load(tiny_model, LoadConfig(n_ctx=512))
+    yield engine
+    engine.unload()
+
+
+def test_is_an_engine_and_reports_what_it_loaded(engine: LlamaCppEngine, tiny_model: Path):
+    assert isinstance(engine, Engine)
+    loaded = engine.model
+    assert loaded is not None and loaded.path == tiny_model and loaded.n_ctx == 512
+    assert loaded.backend == "CPU" and loaded.n_gpu_layers == 0
+    assert loaded.info.architecture == "llama"
+
+
+def test_stream_and_stats(engine: LlamaCppEngine):
+    text, stats, chunks = run(engine, "hello the world", sampling=SamplingSettings(max_tokens=24, seed=3))
+    assert stats.finish_reason in ("length", "stop")
+    assert stats.prompt_tokens == len(engine.tokenize("hello the world"))
+    assert stats.evaluated_tokens == stats.prompt_tokens
+    assert 1 <= stats.generated_tokens <= 24
+    assert stats.ttft_ms > 0 and stats.prompt_tps > 0 and stats.total_ms >= stats.ttft_ms
+    assert text == "".join(chunks) and all(chunks)
+    assert stats.seed == 3
+
+
+def test_progress_is_reported_while_loading(tiny_model: Path):
+    seen: list[float] = []
+    engine = LlamaCppEngine()
+    engine.load(tiny_model, LoadConfig(n_ctx=256), progress=seen.append)
+    engine.unload()
+    assert seen and seen[-1] == pytest.approx(1.0)
+    assert seen == sorted(seen)
+
+
+def test_fixed_seed_repeats_and_fresh_seeds_differ(engine: LlamaCppEngine):
+    hot = SamplingSettings(temperature=1.5, top_k=0, top_p=1.0, min_p=0.0, max_tokens=24, seed=42)
+    first, _, _ = run(engine, "the", sampling=hot)
+    again, _, _ = run(engine, "the", sampling=hot)
+    assert first == again
+    unfixed = SamplingSettings(temperature=1.5, top_k=0, top_p=1.0, min_p=0.0, max_tokens=24)
+    replies = {run(engine, "the", sampling=unfixed)[0] for _ in range(4)}
+    assert len(replies) > 1  # trap 8: llama.cpp's default seed would repeat
+
+
+def test_follow_up_turn_evaluates_only_new_tokens(engine: LlamaCppEngine):
+    first = "you said hello and then the world was"
+    _, stats1, _ = run(engine, first, sampling=GREEDY)
+    reply, _, _ = run(engine, first, sampling=GREEDY)  # identical prompt: only the last token again
+    _, same, _ = run(engine, first, sampling=GREEDY)
+    assert same.evaluated_tokens == 1
+    follow = first + reply + " and more words here"
+    _, stats2, _ = run(engine, follow, sampling=GREEDY)
+    new_tokens = stats2.prompt_tokens - stats1.prompt_tokens
+    assert stats2.evaluated_tokens <= new_tokens + 2  # tokenization may merge at the join
+    assert stats2.evaluated_tokens < stats2.prompt_tokens - stats1.prompt_tokens + 3
+    assert stats2.evaluated_tokens < stats2.prompt_tokens
+
+
+def test_stop_strings_never_leak_even_split_across_tokens(engine: LlamaCppEngine):
+    grammar = 'root ::= "The answer is 42.<|END|> and text after the stop"'
+    text, stats, chunks = run(
+        engine,
+        "hello",
+        stop=("<|END|>",),
+        grammar=grammar,
+        sampling=GREEDY.__class__(temperature=0.0, max_tokens=64, repeat_penalty=1.0),
+    )
+    assert text == "The answer is 42."
+    assert stats.finish_reason == "stop"
+    assert not any("<" in chunk for chunk in chunks)
+
+
+def test_held_back_prefix_is_released_when_no_stop_follows(engine: LlamaCppEngine):
+    grammar = 'root ::= "value <|EN then more"'
+    text, stats, _ = run(
+        engine,
+        "hello",
+        stop=("<|END|>",),
+        grammar=grammar,
+        sampling=SamplingSettings(temperature=0.0, max_tokens=64, repeat_penalty=1.0),
+    )
+    assert text == "value <|EN then more" and stats.finish_reason == "stop"  # EOG after the grammar ends
+
+
+def test_json_mode_output_is_valid_from_a_random_model(engine: LlamaCppEngine):
+    schema = {
+        "type": "object",
+        "properties": {
+            "name": {"type": "string", "maxLength": 12},
+            "ok": {"type": "boolean"},
+            "color": {"enum": ["red", "green", "blue"]},
+        },
+        "required": ["name", "ok", "color"],
+        "additionalProperties": False,
+    }
+    for seed in range(3):
+        text, stats, _ = run(
+            engine,
+            "Turn this into JSON: Bob, fine, blue",
+            grammar=json_grammar(schema),
+            sampling=SamplingSettings(temperature=1.0, max_tokens=200, seed=seed),
+        )
+        data = json.loads(text)
+        assert set(data) == {"name", "ok", "color"} and data["color"] in ("red", "green", "blue")
+        assert stats.finish_reason == "stop"
+
+
+def test_invalid_grammar_and_schema_are_clear_errors(engine: LlamaCppEngine):
+    with pytest.raises(ConfigError, match="invalid grammar: .*expecting"):
+        run(engine, "x", grammar="root ::= (((", sampling=GREEDY)
+    assert run(engine, "x", sampling=GREEDY)[1].error is None  # the engine is free again
+    with pytest.raises(ConfigError, match="JSON schema"):
+        json_grammar("{not json")
+
+
+def test_cancel_during_generation_takes_effect_within_a_token(engine: LlamaCppEngine):
+    chunks = 0
+    stats = None
+    for event in engine.generate(PromptRequest("the", sampling=SamplingSettings(max_tokens=400, seed=1))):
+        if isinstance(event, TextChunk):
+            chunks += 1
+            if chunks == 3:
+                threading.Thread(target=engine.cancel).start()
+                time.sleep(0.05)  # the other thread's cancel lands while we are between tokens
+        else:
+            stats = event
+    assert stats.finish_reason == "cancelled"
+    assert stats.generated_tokens <= 5
+    _, after, _ = run(engine, "the world", sampling=GREEDY)
+    assert after.finish_reason in ("length", "stop") and after.generated_tokens > 0
+
+
+@pytest.mark.slow
+def test_cancel_interrupts_a_long_prompt_evaluation(gemma_path: Path):
+    engine = LlamaCppEngine()
+    engine.load(gemma_path, LoadConfig(n_ctx=4096, n_batch=4096))
+    try:
+        prompt = "The quick brown fox jumps over the lazy dog. " * 300  # ~3,000 tokens in one batch
+        timer = threading.Timer(0.3, engine.cancel)
+        started = time.perf_counter()
+        timer.start()
+        _, stats, _ = run(engine, prompt, sampling=GREEDY)
+        elapsed = time.perf_counter() - started
+        assert stats.finish_reason == "cancelled" and stats.generated_tokens == 0
+        assert stats.evaluated_tokens < stats.prompt_tokens
+        assert elapsed < 2.0, elapsed  # the whole prompt takes ~8 s on two cores
+        _, after, _ = run(
+            engine,
+            "<start_of_turn>user\nHi<end_of_turn>\n<start_of_turn>model\n",
+            sampling=SamplingSettings(temperature=0, max_tokens=4),
+        )
+        assert after.finish_reason in ("length", "stop") and after.error is None
+    finally:
+        engine.unload()
+
+
+def test_prompt_larger_than_context_is_a_clear_error(engine: LlamaCppEngine):
+    with pytest.raises(ContextOverflowError, match="context holds 512"):
+        run(engine, "the " * 600)
+    _, stats, _ = run(
+        engine, "the " * 450, sampling=SamplingSettings(max_tokens=100, seed=1, temperature=1.0)
+    )
+    assert stats.prompt_tokens + stats.generated_tokens <= 512
+    assert stats.finish_reason in ("length", "stop")
+
+
+def test_unload_refused_mid_generation_and_fine_when_idle(tiny_model: Path):
+    engine = LlamaCppEngine()
+    engine.load(tiny_model, LoadConfig(n_ctx=256))
+    stream = engine.generate(PromptRequest("the", sampling=SamplingSettings(max_tokens=50, seed=1)))
+    next(stream)
+    assert engine.busy
+    with pytest.raises(EngineBusyError, match="stop it first"):
+        engine.unload()
+    with pytest.raises(EngineBusyError):
+        engine.load(tiny_model, LoadConfig(n_ctx=256))
+    engine.cancel()
+    assert isinstance(list(stream)[-1], GenerationStats)
+    engine.unload()
+    assert engine.model is None and not engine.busy
+    with pytest.raises(GenerationError, match="no model"):
+        run(engine, "the")
+    engine.unload()  # unloading twice is harmless
+
+
+def test_load_errors_are_typed_and_the_process_survives(tmp_path: Path):
+    engine = LlamaCppEngine()
+    with pytest.raises(ModelLoadError, match="file not found"):
+        engine.load(tmp_path / "missing.gguf", LoadConfig())
+    bad = tmp_path / "bad.gguf"
+    bad.write_text("<html>this is not a model, it is an error page</html>")
+    with pytest.raises(ModelLoadError, match="not a GGUF file"):
+        engine.load(bad, LoadConfig())
+    alien = write_tiny_model(tmp_path / "alien.gguf", TinyModelSpec(architecture="hearthformer"))
+    with pytest.raises(ModelLoadError, match="does not support the 'hearthformer' architecture"):
+        engine.load(alien, LoadConfig(n_ctx=256))
+    assert engine.model is None
+
+
+@pytest.mark.parametrize(
+    ("config", "pattern"),
+    [
+        (LoadConfig(n_ctx=100), "multiple of 256; use 256 or 512"),
+        (LoadConfig(n_ctx=1000), "use 768 or 1024"),
+        (LoadConfig(kv_cache_type="q8_0"), "needs flash attention"),
+        (LoadConfig(kv_cache_type="q5"), "KV cache type must be one of"),
+        (LoadConfig(n_gpu_layers=-5), "GPU layers"),
+        (LoadConfig(n_gpu_layers=40), "at most 3"),
+        (LoadConfig(n_batch=0), "batch size"),
+    ],
+)
+def test_invalid_load_configs_are_refused_before_llama_cpp(
+    tiny_model: Path, config: LoadConfig, pattern: str
+):
+    with pytest.raises(ConfigError, match=pattern):
+        LlamaCppEngine().load(tiny_model, config)
+
+
+def test_quantized_kv_cache_with_flash_attention_loads(tiny_model: Path, make_tiny_model):
+    wide = make_tiny_model("tiny-head32.gguf", n_embd=128, n_head=4, n_head_kv=2)
+    engine = LlamaCppEngine()
+    for kv in ("q8_0", "q4_0"):
+        engine.load(wide, LoadConfig(n_ctx=256, flash_attention=True, kv_cache_type=kv))
+        _, stats, _ = run(engine, "hello", sampling=GREEDY)
+        assert stats.error is None and stats.generated_tokens > 0
+    engine.unload()
+    with pytest.raises(ConfigError, match="16-wide attention heads"):  # caught before llama.cpp refuses it
+        engine.load(tiny_model, LoadConfig(n_ctx=256, flash_attention=True, kv_cache_type="q8_0"))
+
+
+def test_lora_adapter_measurably_changes_the_output(tmp_path: Path, tiny_model: Path):
+    lora = write_tiny_lora(tmp_path / "adapter.gguf")
+    engine = LlamaCppEngine()
+    outputs = {}
+    for scale in (None, 1.0, 0.0):
+        loras = () if scale is None else (LoraAdapter(lora, scale),)
+        engine.load(tiny_model, LoadConfig(n_ctx=256, loras=loras))
+        outputs[scale] = run(engine, "hello the", sampling=GREEDY)[0]
+    engine.unload()
+    assert outputs[1.0] != outputs[None]
+    assert outputs[0.0] == outputs[None]
+    with pytest.raises(ConfigError, match="not a LoRA adapter"):
+        LoadConfig(loras=(LoraAdapter(tiny_model),)).validate()
+    assert LoraAdapter.parse(f"{lora}:0.5") == LoraAdapter(lora, 0.5)
+    assert LoraAdapter.parse(str(lora)) == LoraAdapter(lora, 1.0)
+
+
+def test_no_double_bos_when_the_template_writes_it(engine: LlamaCppEngine):
+    with_bos = engine.tokenize("<s>hello")
+    plain = engine.tokenize("hello")
+    assert with_bos[0] == plain[0] == 1
+    assert with_bos.count(1) == 1
+    assert engine.tokenize("hello", add_bos=False)[0] != 1
+
+
+def test_llama_log_goes_to_the_log_not_the_terminal(tiny_model: Path, capfd, caplog):
+    caplog.set_level(logging.DEBUG, logger="hearth.llama")
+    engine = LlamaCppEngine()
+    engine.load(tiny_model, LoadConfig(n_ctx=256))
+    engine.unload()
+    captured = capfd.readouterr()
+    assert "llama" not in captured.err and "llama" not in captured.out
+    assert any(r.name == "hearth.llama" for r in caplog.records)
+
+
+def test_presets_and_sampling_validation():
+    mistral = preset("mistral-tutorial")
+    assert (
+        mistral.temperature,
+        mistral.top_k,
+        mistral.top_p,
+        mistral.repeat_penalty,
+        mistral.max_tokens,
+    ) == (0.9, 55, 0.93, 1.2, 2048)
+    with pytest.raises(ConfigError, match="unknown sampling preset"):
+        preset("wild")
+    for bad, pattern in [
+        ({"temperature": -1}, "temperature must be between 0 and 5"),
+        ({"top_p": 1.5}, "top_p"),
+        ({"top_k": 2.5}, "whole number"),
+        ({"max_tokens": 0}, "max_tokens"),
+        ({"temperature": float("nan")}, "temperature"),
+        ({"seed": 2**32}, "seed"),
+    ]:
+        with pytest.raises(ConfigError, match=pattern):
+            SamplingSettings(**bad).validate()
+    stored = SamplingSettings(temperature=0.3, seed=7).to_dict() | {"from_the_future": 1}
+    assert SamplingSettings.from_dict(stored) == SamplingSettings(temperature=0.3, seed=7)
+
+
+@pytest.mark.slow
+def test_memory_returns_after_load_unload_cycles(gemma_path: Path):
+    import psutil
+
+    process = psutil.Process()
+    engine = LlamaCppEngine()
+    samples = []
+    for _ in range(10):
+        engine.load(gemma_path, LoadConfig(n_ctx=1024))
+        run(engine, "<start_of_turn>user\nHi<end_of_turn>\n", sampling=GREEDY)
+        engine.unload()
+        samples.append(process.memory_info().rss)
+    assert samples[-1] <= samples[0] * 1.05, [s // 2**20 for s in samples]
