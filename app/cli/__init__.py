@@ -19,7 +19,7 @@ from app.core.errors import HearthError
 
 log = logging.getLogger("hearth.cli")
 
-COMMAND_MODULES = ("app.cli.library_cmds", "app.cli.hub_cmds")
+COMMAND_MODULES = ("app.cli.library_cmds", "app.cli.hub_cmds", "app.cli.template_cmds")
 
 EXIT_OK = 0
 EXIT_FAILURE = 1

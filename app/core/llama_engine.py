@@ -91,7 +91,7 @@ class _Captured:
 
 @contextlib.contextmanager
 def captured_stderr() -> Iterator[_Captured]:
-    """Collect what native code writes to file descriptor 2 during the block (and keep it off the terminal)."""
+    """Collect what native code writes to fd 2 during the block (and keep it off the terminal)."""
     result = _Captured()
     sys.stderr.flush()
     saved = os.dup(2)
@@ -278,12 +278,14 @@ class LlamaCppEngine:
             return ModelLoadError(f"{name}: loading cancelled")
         if "unknown model architecture" in text or "unknown architecture" in text:
             return ModelLoadError(
-                f"{name}: this llama.cpp build does not support the '{arch}' architecture; update llama-cpp-python"
+                f"{name}: this llama.cpp build does not support the '{arch}' architecture; "
+                "update llama-cpp-python"
             )
         if any(marker in text for marker in _OOM_MARKERS):
             what = f"the context (n_ctx {n_ctx or 'model default'})" if stage == "context" else "the model"
             return ModelOutOfMemoryError(
-                f"{name}: out of memory while allocating {what}; offload fewer GPU layers or use a smaller context"
+                f"{name}: out of memory while allocating {what}; offload fewer GPU layers "
+                "or use a smaller context"
             )
         detail = problems[-1] if problems else "no reason given (see the log)"
         return ModelLoadError(f"{name}: llama.cpp could not create the {stage}: {detail}")
@@ -500,6 +502,11 @@ class LlamaCppEngine:
                     sampling.presence_penalty,
                 ),
             )
+        if sampling.logit_bias:
+            biases = (lib.llama_logit_bias * len(sampling.logit_bias))(
+                *[lib.llama_logit_bias(token, bias) for token, bias in sampling.logit_bias]
+            )
+            add(chain, lib.llama_sampler_init_logit_bias(n_vocab, len(sampling.logit_bias), biases))
         if sampling.temperature <= 0:
             add(chain, lib.llama_sampler_init_greedy())
             return chain

@@ -1,4 +1,4 @@
-"""LoadConfig: how a model is loaded (GPU layers, context, threads, KV cache ...), refused early when invalid."""
+"""LoadConfig: how a model is loaded (GPU layers, context, threads, KV cache ...), checked early."""
 
 from __future__ import annotations
 
@@ -100,7 +100,8 @@ class LoadConfig:
             )
         if self.kv_cache_type != "f16" and not self.flash_attention:
             raise ConfigError(
-                f"a {self.kv_cache_type} KV cache needs flash attention (llama.cpp cannot quantize the V cache "
+                f"a {self.kv_cache_type} KV cache needs flash attention "
+                "(llama.cpp cannot quantize the V cache "
                 "without it): turn flash attention on or use f16"
             )
         if self.seed is not None and not 0 <= self.seed < 2**32 - 1:
@@ -119,13 +120,15 @@ class LoadConfig:
         head = info.key_length or 0
         if self.kv_cache_type != "f16" and head % 32:
             raise ConfigError(
-                f"{info.display_name} has {head}-wide attention heads; a {self.kv_cache_type} KV cache needs a "
+                f"{info.display_name} has {head}-wide attention heads; "
+                f"a {self.kv_cache_type} KV cache needs a "
                 "multiple of 32: use f16"
             )
         blocks = info.block_count or 0
         if blocks and self.n_gpu_layers > blocks + 1:
             raise ConfigError(
-                f"{info.display_name} has {blocks} layers; GPU layers can be at most {blocks + 1} (or -1 for all)"
+                f"{info.display_name} has {blocks} layers; "
+                f"GPU layers can be at most {blocks + 1} (or -1 for all)"
             )
 
     @staticmethod

@@ -56,12 +56,20 @@ class SamplingSettings:
     mirostat_eta: float = 0.1
     seed: int | None = None
     max_tokens: int = 1024
+    # (token id, bias) pairs added to the logits before sampling, as in OpenAI's API: -100 bans a token,
+    # a large positive bias forces it. For scripts and tests; the GUI does not expose it.
+    logit_bias: tuple[tuple[int, float], ...] = ()
 
     def validate(self) -> SamplingSettings:
         """Return self, or raise ConfigError naming the first setting out of range."""
+        for token, bias in self.logit_bias:
+            if not isinstance(token, int) or token < 0 or not -100.0 <= bias <= 100.0:
+                raise ConfigError(
+                    f"logit bias needs a token id >= 0 and a bias from -100 to 100; got {token}, {bias}"
+                )
         for item in fields(self):
             value = getattr(self, item.name)
-            if item.name == "seed" and value is None:
+            if item.name == "logit_bias" or (item.name == "seed" and value is None):
                 continue
             limits = RANGES[item.name]
             integral = item.type in ("int", "int | None")
@@ -81,10 +89,12 @@ class SamplingSettings:
     def from_dict(cls, data: dict[str, Any]) -> SamplingSettings:
         """Build from stored JSON, ignoring unknown keys (written by a newer Hearth); validates."""
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known}).validate()
+        values = {k: v for k, v in data.items() if k in known}
+        values["logit_bias"] = tuple((int(t), float(b)) for t, b in values.get("logit_bias", ()))
+        return cls(**values).validate()
 
     def request_seed(self) -> int:
-        """The seed for one reply: the fixed one, else fresh randomness (llama.cpp's default repeats; trap 8)."""
+        """The seed for one reply: the fixed one, else fresh randomness (a default seed repeats; trap 8)."""
         return self.seed if self.seed is not None else secrets.randbelow(MAX_SEED + 1)
 
 

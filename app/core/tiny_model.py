@@ -47,6 +47,7 @@ class TinyModelSpec:
     extra_control_tokens: Sequence[str] = ()
     eot_token: str | None = None  # one of extra_control_tokens, written as tokenizer.ggml.eot_token_id
     filler_tokens: int = 0  # extra made-up pieces, to give benchmarks a realistic vocabulary size
+    f16: bool = False  # matrices in F16 (as converters write them) instead of F32; norms stay F32
     architecture: str = "llama"
     seed: int = 0
     basename: str | None = None
@@ -108,7 +109,7 @@ def write_tiny_model(path: str | os.PathLike[str], spec: TinyModelSpec | None = 
     writer.add_head_count_kv(spec.n_head_kv)
     writer.add_layer_norm_rms_eps(1e-5)
     writer.add_rope_dimension_count(spec.n_embd // spec.n_head)
-    writer.add_file_type(LlamaFileType.ALL_F32)
+    writer.add_file_type(LlamaFileType.MOSTLY_F16 if spec.f16 else LlamaFileType.ALL_F32)
     writer.add_tokenizer_model("llama")
     writer.add_token_list(tokens)
     writer.add_token_scores(scores)
@@ -154,8 +155,10 @@ def _weights(spec: TinyModelSpec, n_vocab: int) -> Iterable[tuple[str, np.ndarra
     head_dim = spec.n_embd // spec.n_head
     kv_dim = spec.n_head_kv * head_dim
 
+    dtype = np.float16 if spec.f16 else np.float32
+
     def rand(*shape: int) -> np.ndarray:
-        return (rng.standard_normal(shape) * 0.08).astype(np.float32)
+        return (rng.standard_normal(shape, dtype=np.float32) * 0.08).astype(dtype)
 
     yield "token_embd.weight", rand(n_vocab, spec.n_embd)
     yield "output_norm.weight", np.ones(spec.n_embd, dtype=np.float32)

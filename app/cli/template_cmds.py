@@ -1,0 +1,117 @@
+"""`hearth render-prompt` and `hearth templates`: see exactly what a model will be sent."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from app.cli.context import CliContext
+from app.core.errors import TemplateError
+from app.core.gguf_info import inspect
+from app.core.templates import Message, families, render_family, render_prompt, render_with_jinja_file
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    render = subparsers.add_parser("render-prompt", help="print the exact prompt text a conversation becomes")
+    source = render.add_mutually_exclusive_group(required=True)
+    source.add_argument("--template", metavar="NAME", help="a built-in family (see `hearth templates`)")
+    source.add_argument("--model", metavar="PATH", type=Path, help="choose as Hearth would for this GGUF")
+    source.add_argument("--jinja", metavar="FILE", type=Path, help="a Jinja chat template file")
+    render.add_argument(
+        "--messages", metavar="FILE", required=True, help='JSON list of {"role", "content"} ("-": stdin)'
+    )
+    render.add_argument("--no-generation-prompt", action="store_true", help="leave out the assistant prompt")
+    render.add_argument("--bos", default=None, help="BOS text for --template/--jinja (default: the family's)")
+    render.add_argument("--eos", default=None, help="EOS text for --template/--jinja")
+    render.add_argument("--json", action="store_true", help="print {template, source, reason, prompt, stop}")
+    render.set_defaults(handler=cmd_render_prompt)
+    listing = subparsers.add_parser("templates", help="list the built-in chat template families")
+    listing.add_argument("--json", action="store_true")
+    listing.set_defaults(handler=cmd_templates)
+
+
+def read_messages(spec: str) -> list[Message]:
+    try:
+        raw = sys.stdin.read() if spec == "-" else Path(spec).read_text(encoding="utf-8")
+        data = json.loads(raw)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise TemplateError(f"cannot read messages from {spec}: {exc}") from None
+    except ValueError as exc:
+        raise TemplateError(f"{spec} is not valid JSON: {exc}") from None
+    if not isinstance(data, list) or not data:
+        raise TemplateError(f"{spec} must hold a non-empty JSON list of messages")
+    messages = []
+    for index, item in enumerate(data):
+        if (
+            not isinstance(item, dict)
+            or not isinstance(item.get("role"), str)
+            or not isinstance(item.get("content"), str)
+        ):
+            raise TemplateError(f"message {index} needs string 'role' and 'content'")
+        if item["role"] not in ("system", "user", "assistant"):
+            raise TemplateError(f"message {index} has role {item['role']!r}; use system, user or assistant")
+        messages.append(Message(item["role"], item["content"]))
+    return messages
+
+
+def cmd_render_prompt(args: argparse.Namespace, ctx: CliContext) -> int:
+    messages = read_messages(args.messages)
+    generation = not args.no_generation_prompt
+    if args.jinja:
+        try:
+            source = args.jinja.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise TemplateError(f"cannot read {args.jinja}: {exc}") from None
+        rendered = render_with_jinja_file(
+            source,
+            messages,
+            add_generation_prompt=generation,
+            bos_token=args.bos or "",
+            eos_token=args.eos or "",
+        )
+    elif args.model:
+        rendered = render_prompt(messages, inspect(args.model), add_generation_prompt=generation)
+    else:
+        rendered = render_family(
+            args.template, messages, add_generation_prompt=generation, bos=args.bos, eos=args.eos
+        )
+    if rendered.choice.warning:
+        print(f"hearth: warning: {rendered.choice.warning}", file=sys.stderr)
+    if args.json:
+        ctx.print_json(
+            {
+                "template": rendered.choice.label,
+                "source": rendered.choice.source,
+                "reason": rendered.choice.reason,
+                "prompt": rendered.text,
+                "stop": list(rendered.stop),
+            }
+        )
+    else:
+        ctx.out.write(rendered.text)  # exactly the prompt: nothing added, no trailing newline
+    return 0
+
+
+def cmd_templates(args: argparse.Namespace, ctx: CliContext) -> int:
+    if args.json:
+        ctx.print_json(
+            [
+                {
+                    "name": f.name,
+                    "title": f.title,
+                    "source": f.source,
+                    "system": f.system_role,
+                    "stop": list(f.stops),
+                }
+                for f in families()
+            ]
+        )
+        return 0
+    for f in families():
+        system = "system prompt folded into the first turn" if f.system_role == "folded" else "system role"
+        ctx.print(f"{f.name:<17} {f.title}  [{system}]")
+        ctx.print(f"{'':<17} from: {f.source}")
+    ctx.print("\nembedded          the model's own Jinja template (used when present and valid)")
+    return 0
