@@ -19,7 +19,13 @@ from app.core.errors import HearthError
 
 log = logging.getLogger("hearth.cli")
 
-COMMAND_MODULES = ("app.cli.library_cmds", "app.cli.hub_cmds", "app.cli.template_cmds")
+COMMAND_MODULES = (
+    "app.cli.library_cmds",
+    "app.cli.hub_cmds",
+    "app.cli.template_cmds",
+    "app.cli.chat_cmds",
+    "app.cli.history_cmds",
+)
 
 EXIT_OK = 0
 EXIT_FAILURE = 1

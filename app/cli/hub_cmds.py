@@ -154,9 +154,7 @@ class ProgressBar:
             width = 30
             filled = int(status.fraction * width)
             eta = (
-                f" ETA {int(status.eta_seconds) // 60}:{int(status.eta_seconds) % 60:02d}"
-                if status.eta_seconds
-                else ""
+                f" ETA {int(status.eta_seconds) // 60}:{int(status.eta_seconds) % 60:02d}" if status.eta_seconds else ""
             )
             speed = f" {format_bytes(status.speed_bps)}/s" if status.speed_bps else ""
             self.stream.write(
@@ -168,9 +166,7 @@ class ProgressBar:
         decile = int(status.fraction * 10)
         if decile != self._last_decile:
             self._last_decile = decile
-            self._line(
-                f"{decile * 10:3d}% {format_bytes(status.done_bytes)} of {format_bytes(status.total_bytes)}"
-            )
+            self._line(f"{decile * 10:3d}% {format_bytes(status.done_bytes)} of {format_bytes(status.total_bytes)}")
 
     def finish(self) -> None:
         if self.tty:
@@ -287,10 +283,9 @@ def cmd_downloads_action(args: argparse.Namespace, ctx: CliContext) -> int:
 
 def cmd_token(args: argparse.Namespace, ctx: CliContext) -> int:
     if args.action == "set":
-        if sys.stdin.isatty():
-            value = getpass.getpass("Hugging Face token (input hidden): ")
-        else:
-            value = sys.stdin.readline()  # never from argv: it would show in `ps` and the shell history
+        # Never from argv: it would show in `ps` and in the shell history.
+        interactive = sys.stdin.isatty()
+        value = getpass.getpass("Hugging Face token (input hidden): ") if interactive else sys.stdin.readline()
         token = save_token(value)
         ctx.print(f"Saved {token.masked} in the OS keyring.")
         return 0

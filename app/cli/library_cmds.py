@@ -16,9 +16,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     info = subparsers.add_parser("info", help="show what a GGUF file is, without loading it")
     info.add_argument("path", help="a .gguf file (any part of a split model)")
     info.add_argument("--json", action="store_true", help="print one JSON object")
-    info.add_argument(
-        "--tensors", action="store_true", help="include every tensor (name, type, shape, bytes)"
-    )
+    info.add_argument("--tensors", action="store_true", help="include every tensor (name, type, shape, bytes)")
     info.set_defaults(handler=cmd_info)
 
     models = subparsers.add_parser("models", help="list the model library (or import/delete models)")
@@ -87,9 +85,7 @@ def entry_row(entry: LibraryEntry) -> str:
     if entry.info is None:
         return f"{'BROKEN':<8} {entry.path.name}  -- {entry.error}"
     info = entry.info
-    ctx_len = (
-        f"{info.context_length // 1024}k" if info.context_length and info.context_length >= 1024 else "?"
-    )
+    ctx_len = f"{info.context_length // 1024}k" if info.context_length and info.context_length >= 1024 else "?"
     return (
         f"{info.file_type:<8} {format_params(info.parameters):>6} {format_bytes(entry.size_bytes):>10} "
         f"{ctx_len:>5}  {info.display_name}  ({entry.source.value}: {entry.path})"
@@ -102,9 +98,7 @@ def cmd_models_list(args: argparse.Namespace, ctx: CliContext) -> int:
         ctx.print_json([entry.to_dict() for entry in entries])
         return 0
     if not entries:
-        ctx.print(
-            f"No models yet. Put .gguf files in {ctx.paths.models_dir} or run `hearth models import FILE`."
-        )
+        ctx.print(f"No models yet. Put .gguf files in {ctx.paths.models_dir} or run `hearth models import FILE`.")
         return 0
     ctx.print(f"{'QUANT':<8} {'PARAMS':>6} {'SIZE':>10} {'CTX':>5}  NAME")
     for entry in entries:

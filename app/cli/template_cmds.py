@@ -74,9 +74,7 @@ def cmd_render_prompt(args: argparse.Namespace, ctx: CliContext) -> int:
     elif args.model:
         rendered = render_prompt(messages, inspect(args.model), add_generation_prompt=generation)
     else:
-        rendered = render_family(
-            args.template, messages, add_generation_prompt=generation, bos=args.bos, eos=args.eos
-        )
+        rendered = render_family(args.template, messages, add_generation_prompt=generation, bos=args.bos, eos=args.eos)
     if rendered.choice.warning:
         print(f"hearth: warning: {rendered.choice.warning}", file=sys.stderr)
     if args.json:

@@ -69,7 +69,7 @@ class ChatRunner:
         def attempt(cut: int) -> tuple[RenderedPrompt, int]:
             kept = system + turns[cut:]
             rendered = render_prompt(kept, model.info, override=override, choice=choice)
-            return rendered, len(self.engine.tokenize(rendered.text))
+            return rendered, self.engine.count_tokens(rendered.text)
 
         cut = min(self._cuts.get(conversation, 0), _last_cut(turns))
         rendered, tokens = attempt(cut)

@@ -338,9 +338,7 @@ class DownloadManager:
             return self._status(item_id)
 
     # ---- commands ----------------------------------------------------------------------------------------
-    def add(
-        self, repo_id: str, option: QuantOption, *, revision: str, dest_dir: Path | None = None
-    ) -> DownloadStatus:
+    def add(self, repo_id: str, option: QuantOption, *, revision: str, dest_dir: Path | None = None) -> DownloadStatus:
         """Queue option's files (or resume the same request); returns at once."""
         if not option.complete:
             missing = ", ".join(map(str, option.missing_parts))
@@ -391,9 +389,7 @@ class DownloadManager:
         for remote, target in zip(item.files, item.targets(), strict=True):
             if target.exists():
                 if target.stat().st_size != remote.size:
-                    raise DownloadError(
-                        f"{target} already exists and differs; delete it or choose another --dest"
-                    )
+                    raise DownloadError(f"{target} already exists and differs; delete it or choose another --dest")
                 present += 1
         return present == len(item.files)
 
@@ -516,9 +512,7 @@ class DownloadManager:
                     live.message = f"paused at {format_bytes(live.done)} of {format_bytes(item.total_bytes)}"
                 self._save()
                 self._cond.notify_all()
-            log.info(
-                "download %s (%s): %s%s", item.name, item.repo_id, outcome, f": {error}" if error else ""
-            )
+            log.info("download %s (%s): %s%s", item.name, item.repo_id, outcome, f": {error}" if error else "")
             self._emit("state", item.id)
 
     def _check_space(self, item: Download) -> None:
@@ -567,9 +561,7 @@ class DownloadManager:
                 os.replace(part, target)
             except OSError as exc:
                 if exc.errno != errno.EXDEV:
-                    raise DownloadError(
-                        f"cannot move {part.name} to {target}: {exc.strerror or exc}"
-                    ) from exc
+                    raise DownloadError(f"cannot move {part.name} to {target}: {exc.strerror or exc}") from exc
                 tmp = target.with_name(f".{target.name}.tmp")  # another filesystem: copy, then rename there
                 shutil.copyfile(part, tmp)
                 os.replace(tmp, target)

@@ -97,6 +97,10 @@ class Engine(Protocol):
         """Tokens of text with special tokens parsed; add_bos None = as the model wants, unless present."""
         ...
 
+    def count_tokens(self, text: str) -> int:
+        """How many tokens generate() would put in the context for this prompt text (for fitting it)."""
+        ...
+
     def generate(self, request: PromptRequest) -> Iterator[Event]:
         """Stream TextChunk events, then exactly one GenerationStats. Errors end in finish_reason 'error'."""
         ...

@@ -107,9 +107,7 @@ class ModelInfo:
         data["path"] = str(self.path)
         data["parts"] = [str(p) for p in self.parts]
         data["layer_bytes"] = list(self.layer_bytes)
-        data["tensors"] = [
-            [t.name, t.ggml_type, list(t.shape), t.n_elements, t.n_bytes] for t in self.tensors
-        ]
+        data["tensors"] = [[t.name, t.ggml_type, list(t.shape), t.n_elements, t.n_bytes] for t in self.tensors]
         if not with_tensors:
             del data["tensors"]
         return data
@@ -187,9 +185,7 @@ def _tensor_info(t: RawTensor) -> TensorInfo:
     return TensorInfo(t.name, t.type_name, t.shape, t.n_elements, t.n_bytes)
 
 
-def _size_summary(
-    tensors: list[TensorInfo], block_count: int | None
-) -> tuple[tuple[int, ...], dict[str, int]]:
+def _size_summary(tensors: list[TensorInfo], block_count: int | None) -> tuple[tuple[int, ...], dict[str, int]]:
     layers = [0] * (block_count or 0)
     others: dict[str, int] = {}
     for tensor in tensors:

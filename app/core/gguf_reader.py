@@ -31,9 +31,7 @@ MAX_KEY_BYTES = 4096  # llama.cpp keys are < 100 bytes; anything near this is ga
 MAX_STRING_BYTES = 16 * 1024 * 1024  # a chat template is ~10 KiB; refuse to decode absurd values
 MAX_TENSOR_NAME_BYTES = 1024  # GGML_MAX_NAME is 64; be lenient but bounded
 MAX_DIMS = 4  # GGML_MAX_DIMS
-SMALL_ARRAY_LIMIT = (
-    256  # arrays up to this many scalars are decoded into the metadata (tags, per-layer values)
-)
+SMALL_ARRAY_LIMIT = 256  # arrays up to this many scalars are decoded into the metadata (tags, per-layer values)
 
 _SCALAR_FORMATS: dict[GGUFValueType, str] = {
     GGUFValueType.UINT8: "B",
@@ -106,9 +104,7 @@ class _Cursor:
 
     def need(self, n: int, what: str) -> None:
         if n < 0 or self.pos + n > self.end:
-            raise GGUFError(
-                f"truncated at byte {self.pos}: {what} needs {n} bytes, {self.end - self.pos} left"
-            )
+            raise GGUFError(f"truncated at byte {self.pos}: {what} needs {n} bytes, {self.end - self.pos} left")
 
     def scalar(self, fmt: str, size: int, what: str) -> Any:
         self.need(size, what)
@@ -232,9 +228,7 @@ class _StringArrayWalker:
 def _check_count(count: int, min_size: int, cur: _Cursor, what: str) -> None:
     room = (cur.end - cur.pos) // max(min_size, 1)
     if count > room:
-        raise GGUFError(
-            f"{what} claims {count} entries at byte {cur.pos}; the file has room for at most {room}"
-        )
+        raise GGUFError(f"{what} claims {count} entries at byte {cur.pos}; the file has room for at most {room}")
 
 
 def _value_type(raw: int, where: str) -> GGUFValueType:
@@ -249,9 +243,7 @@ def _read_array(cur: _Cursor, walker: _StringArrayWalker, key: str, header: dict
     count = cur.u64(f"array length of {key!r}")
     start = cur.pos
     if item_type == GGUFValueType.ARRAY:
-        raise GGUFError(
-            f"array {key!r} holds arrays; nested arrays are not supported (llama.cpp refuses them)"
-        )
+        raise GGUFError(f"array {key!r} holds arrays; nested arrays are not supported (llama.cpp refuses them)")
     if item_type == GGUFValueType.STRING:
         _check_count(count, 8, cur, f"string array {key!r}")
         if count <= SMALL_ARRAY_LIMIT:
@@ -388,9 +380,7 @@ def _read_header(path: Path) -> RawHeader:
             pass
 
 
-def _special_token_texts(
-    buf: Any, order: str, kv: dict[str, Any], offsets: np.ndarray | None
-) -> dict[int, str]:
+def _special_token_texts(buf: Any, order: str, kv: dict[str, Any], offsets: np.ndarray | None) -> dict[int, str]:
     if offsets is None:
         return {}
     texts: dict[int, str] = {}

@@ -211,9 +211,7 @@ def _license(info: Any) -> str | None:
 # ---- errors ------------------------------------------------------------------------------------------------
 
 
-def translate_error(
-    exc: BaseException, *, repo_id: str = "", path: str = "", has_token: bool = False
-) -> HubError:
+def translate_error(exc: BaseException, *, repo_id: str = "", path: str = "", has_token: bool = False) -> HubError:
     """A one-line HubError for anything huggingface_hub or httpx2 raised."""
     what = f"{repo_id}/{path}" if path else repo_id or "the Hub"
     if isinstance(exc, HubError):
@@ -225,8 +223,7 @@ def translate_error(
     if isinstance(exc, hf_errors.GatedRepoError):
         if has_token:
             return HubAuthError(
-                f"{repo_id} is gated and your token has no access yet: request access on its Hub page, "
-                "then try again"
+                f"{repo_id} is gated and your token has no access yet: request access on its Hub page, then try again"
             )
         return HubAuthError(
             f"{repo_id} is gated: accept its terms on its Hub page while logged in, then give Hearth "
@@ -237,9 +234,7 @@ def translate_error(
     if (response := getattr(exc, "response", None)) is not None:
         message = response.headers.get("X-Error-Message", "")
     if status == 401 and "invalid credentials" in message.lower():
-        return HubAuthError(
-            "the Hub rejected your token (invalid or expired); set a new one: `hearth token set`"
-        )
+        return HubAuthError("the Hub rejected your token (invalid or expired); set a new one: `hearth token set`")
     if isinstance(exc, hf_errors.RevisionNotFoundError):
         return HubNotFoundError(f"revision not found in {repo_id}")
     if isinstance(exc, hf_errors.RemoteEntryNotFoundError):
@@ -248,13 +243,9 @@ def translate_error(
         hint = "" if has_token else " (if it is private, give Hearth a token: `hearth token set`)"
         return HubNotFoundError(f"repository not found: {repo_id}{hint}")
     if status == 403:
-        return HubAuthError(
-            f"the Hub refused access to {what} (403 Forbidden){': ' + message if message else ''}"
-        )
+        return HubAuthError(f"the Hub refused access to {what} (403 Forbidden){': ' + message if message else ''}")
     if status == 401:
-        return HubAuthError(
-            f"the Hub wants a login for {what} (401); give Hearth a token: `hearth token set`"
-        )
+        return HubAuthError(f"the Hub wants a login for {what} (401); give Hearth a token: `hearth token set`")
     if status is not None and (status >= 500 or status == 429):
         return HubUnavailableError(f"the Hub answered {status} for {what}; try again later")
     if status is not None:
@@ -262,9 +253,7 @@ def translate_error(
     if isinstance(exc, httpx2.TimeoutException):
         return HubUnavailableError(f"the Hub did not answer in time for {what}; try again later")
     if isinstance(exc, httpx2.TransportError):
-        return HubUnavailableError(
-            f"network error talking to the Hub ({type(exc).__name__}: {exc}); try again"
-        )
+        return HubUnavailableError(f"network error talking to the Hub ({type(exc).__name__}: {exc}); try again")
     if isinstance(exc, HearthError):
         return HubError(str(exc))
     return HubError(f"unexpected answer from the Hub for {what}: {type(exc).__name__}: {exc}")
@@ -385,9 +374,5 @@ class HubClient:
         """HEAD the file: its current download location (re-resolve after failures: signed URLs expire)."""
         with self._errors(repo_id, path):
             url = hf_hub_url(repo_id, path, revision=revision, endpoint=self.endpoint)
-            meta = get_hf_file_metadata(
-                url, token=self._token or False, timeout=self.timeout, endpoint=self.endpoint
-            )
-        return ResolvedFile(
-            url=url, location=meta.location, size=meta.size, etag=meta.etag, commit=meta.commit_hash
-        )
+            meta = get_hf_file_metadata(url, token=self._token or False, timeout=self.timeout, endpoint=self.endpoint)
+        return ResolvedFile(url=url, location=meta.location, size=meta.size, etag=meta.etag, commit=meta.commit_hash)

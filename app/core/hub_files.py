@@ -189,9 +189,7 @@ def recommend(options: Sequence[QuantOption]) -> QuantOption | None:
     return None
 
 
-def select_option(
-    options: Sequence[QuantOption], *, file: str | None = None, quant: str | None = None
-) -> QuantOption:
+def select_option(options: Sequence[QuantOption], *, file: str | None = None, quant: str | None = None) -> QuantOption:
     """The option a user named by file (any part, with or without folder) or by quantization.
 
     Raises LookupError with a one-line message listing what exists.

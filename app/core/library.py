@@ -84,17 +84,13 @@ class LibraryEntry:
         }
 
 
-def external_folders(
-    home: Path | None = None, environ: dict[str, str] | None = None
-) -> list[tuple[Source, Path]]:
+def external_folders(home: Path | None = None, environ: dict[str, str] | None = None) -> list[tuple[Source, Path]]:
     """Other apps' model folders on this platform (whether or not they exist)."""
     env = os.environ if environ is None else environ
     home = Path(home) if home is not None else Path.home()
     folders: list[tuple[Source, Path]] = []
     hf_cache = env.get("HF_HUB_CACHE") or (
-        str(Path(env["HF_HOME"]) / "hub")
-        if env.get("HF_HOME")
-        else str(home / ".cache" / "huggingface" / "hub")
+        str(Path(env["HF_HOME"]) / "hub") if env.get("HF_HOME") else str(home / ".cache" / "huggingface" / "hub")
     )
     folders.append((Source.HF_CACHE, Path(hf_cache)))
     folders.append((Source.LMSTUDIO, home / ".lmstudio" / "models"))
@@ -273,9 +269,7 @@ class Library:
             if target.exists() or target.is_symlink():
                 if os.path.realpath(part) == os.path.realpath(target):
                     continue
-                raise LibraryError(
-                    f"{target.name} is already in the library ({target}); rename or delete it first"
-                )
+                raise LibraryError(f"{target.name} is already in the library ({target}); rename or delete it first")
         total = sum(part.stat().st_size for part, _ in targets)
         free = shutil.disk_usage(dest_dir).free
         if mode is ImportMode.COPY and total > free:
@@ -312,14 +306,10 @@ class Library:
                 part.unlink()
             return done + size
         except OSError as exc:
-            raise LibraryError(
-                f"cannot {mode.value} {part.name} into the library: {exc.strerror or exc}"
-            ) from exc
+            raise LibraryError(f"cannot {mode.value} {part.name} into the library: {exc.strerror or exc}") from exc
 
     @staticmethod
-    def _copy(
-        src: Path, target: Path, done: int, total: int, progress: Callable[[int, int], None] | None
-    ) -> None:
+    def _copy(src: Path, target: Path, done: int, total: int, progress: Callable[[int, int], None] | None) -> None:
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
         try:
             with open(src, "rb") as reader, os.fdopen(fd, "wb") as writer:
@@ -352,9 +342,7 @@ class Library:
         reason = self.can_delete(entry)
         if reason:
             raise LibraryError(reason)
-        roots = [
-            folder.resolve() for source, folder in self.folders() if source in (Source.HEARTH, Source.FOLDER)
-        ]
+        roots = [folder.resolve() for source, folder in self.folders() if source in (Source.HEARTH, Source.FOLDER)]
         for part in entry.parts:
             parent = part.parent.resolve()
             if not any(parent == root or root in parent.parents for root in roots):
@@ -366,9 +354,7 @@ class Library:
                 raise LibraryError(f"cannot delete {part.name}: {exc.strerror or exc}") from exc
         self._index = None
 
-    def find(
-        self, path: str | os.PathLike[str], entries: Iterable[LibraryEntry] | None = None
-    ) -> LibraryEntry | None:
+    def find(self, path: str | os.PathLike[str], entries: Iterable[LibraryEntry] | None = None) -> LibraryEntry | None:
         """The entry for a path (any part of a split model), or None."""
         wanted = os.path.realpath(path)
         for entry in entries if entries is not None else self.scan():

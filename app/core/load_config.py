@@ -55,7 +55,7 @@ class LoadConfig:
     n_threads: int = 0
     n_threads_batch: int = 0
     n_batch: int = 512
-    flash_attention: bool = False
+    flash_attention: bool | None = None  # None = llama.cpp decides (on where the backend supports it)
     kv_cache_type: str = "f16"
     use_mmap: bool = True
     use_mlock: bool = False
@@ -95,10 +95,10 @@ class LoadConfig:
         if not isinstance(self.n_batch, int) or not 1 <= self.n_batch <= 65536:
             raise ConfigError(f"batch size must be 1 to 65536; got {self.n_batch!r}")
         if self.kv_cache_type not in KV_CACHE_TYPES:
-            raise ConfigError(
-                f"KV cache type must be one of {', '.join(KV_CACHE_TYPES)}; got {self.kv_cache_type!r}"
-            )
-        if self.kv_cache_type != "f16" and not self.flash_attention:
+            raise ConfigError(f"KV cache type must be one of {', '.join(KV_CACHE_TYPES)}; got {self.kv_cache_type!r}")
+        if self.flash_attention not in (None, True, False):
+            raise ConfigError("flash attention must be on, off or auto")
+        if self.kv_cache_type != "f16" and self.flash_attention is not True:
             raise ConfigError(
                 f"a {self.kv_cache_type} KV cache needs flash attention "
                 "(llama.cpp cannot quantize the V cache "
@@ -127,8 +127,7 @@ class LoadConfig:
         blocks = info.block_count or 0
         if blocks and self.n_gpu_layers > blocks + 1:
             raise ConfigError(
-                f"{info.display_name} has {blocks} layers; "
-                f"GPU layers can be at most {blocks + 1} (or -1 for all)"
+                f"{info.display_name} has {blocks} layers; GPU layers can be at most {blocks + 1} (or -1 for all)"
             )
 
     @staticmethod
@@ -140,13 +139,9 @@ class LoadConfig:
         except GGUFError as exc:
             raise ConfigError(f"LoRA adapter unusable: {exc}") from None
         if not lora.is_adapter:
-            raise ConfigError(
-                f"{adapter.path.name} is not a LoRA adapter (general.type is {lora.model_type!r})"
-            )
+            raise ConfigError(f"{adapter.path.name} is not a LoRA adapter (general.type is {lora.model_type!r})")
         if info is not None and lora.architecture != info.architecture:
-            raise ConfigError(
-                f"LoRA {adapter.path.name} is for {lora.architecture} models, not {info.architecture}"
-            )
+            raise ConfigError(f"LoRA {adapter.path.name} is for {lora.architecture} models, not {info.architecture}")
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -156,9 +151,7 @@ class LoadConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> LoadConfig:
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        known["loras"] = tuple(
-            LoraAdapter(Path(a["path"]), float(a.get("scale", 1.0))) for a in data.get("loras", ())
-        )
+        known["loras"] = tuple(LoraAdapter(Path(a["path"]), float(a.get("scale", 1.0))) for a in data.get("loras", ()))
         return cls(**known)
 
     def with_changes(self, **changes: Any) -> LoadConfig:

@@ -64,9 +64,7 @@ class SamplingSettings:
         """Return self, or raise ConfigError naming the first setting out of range."""
         for token, bias in self.logit_bias:
             if not isinstance(token, int) or token < 0 or not -100.0 <= bias <= 100.0:
-                raise ConfigError(
-                    f"logit bias needs a token id >= 0 and a bias from -100 to 100; got {token}, {bias}"
-                )
+                raise ConfigError(f"logit bias needs a token id >= 0 and a bias from -100 to 100; got {token}, {bias}")
         for item in fields(self):
             value = getattr(self, item.name)
             if item.name == "logit_bias" or (item.name == "seed" and value is None):
@@ -77,9 +75,7 @@ class SamplingSettings:
                 kind = "a whole number" if integral else "a number"
                 raise ConfigError(f"{item.name} must be {kind}, not {value!r}")
             if value != value or not limits.low <= value <= limits.high:  # NaN fails too
-                raise ConfigError(
-                    f"{item.name} must be between {limits.low:g} and {limits.high:g}; got {value!r}"
-                )
+                raise ConfigError(f"{item.name} must be between {limits.low:g} and {limits.high:g}; got {value!r}")
         return self
 
     def to_dict(self) -> dict[str, Any]:

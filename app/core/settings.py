@@ -63,9 +63,7 @@ OPTIONS: tuple[Option, ...] = (
         "Also list GGUF files from the Hugging Face cache and the LM Studio and GPT4All model folders.",
     ),
     Option("theme", str, "system", "Colour theme.", choices=("system", "light", "dark")),
-    Option(
-        "hub_endpoint", str, "", "Hugging Face Hub endpoint for mirrors; empty means HF_ENDPOINT or the Hub."
-    ),
+    Option("hub_endpoint", str, "", "Hugging Face Hub endpoint for mirrors; empty means HF_ENDPOINT or the Hub."),
     Option("default_n_ctx", int, 4096, "Context size for new loads (0 = the model's own).", 0, 1 << 20),
     Option(
         "default_n_gpu_layers",
@@ -76,7 +74,13 @@ OPTIONS: tuple[Option, ...] = (
         10_000,
     ),
     Option("default_threads", int, 0, "Generation threads (0 = the number of physical cores).", 0, 1024),
-    Option("default_flash_attention", bool, False, "Use flash attention when the backend supports it."),
+    Option(
+        "default_flash_attention",
+        str,
+        "auto",
+        "Flash attention: auto lets llama.cpp use it where the backend supports it.",
+        choices=("auto", "on", "off"),
+    ),
     Option("default_kv_cache_type", str, "f16", "KV cache precision.", choices=("f16", "q8_0", "q4_0")),
     Option("default_sampling_preset", str, "balanced", "Sampling preset for new conversations."),
     Option("default_system_prompt", str, "", "System prompt for new conversations."),
@@ -84,9 +88,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("last_conversation", int, 0, "The conversation open last time (id).", 0),
     Option("window_geometry", str, "", "Main window geometry (base64 of Qt's saveGeometry)."),
     Option("window_state", str, "", "Main window splitter and panel state (base64)."),
-    Option(
-        "model_overrides", dict, {}, "Per-model settings keyed by model file name: template, load settings."
-    ),
+    Option("model_overrides", dict, {}, "Per-model settings keyed by model file name: template, load settings."),
 )
 OPTIONS_BY_NAME = {option.name: option for option in OPTIONS}
 
@@ -115,9 +117,7 @@ class Settings:
                     raise ValueError("not a JSON object")
             except (OSError, ValueError) as exc:
                 aside = self.path.with_name(f"{self.path.name}.broken-{int(time.time())}")
-                log.warning(
-                    "settings file %s unreadable (%s); moved to %s, using defaults", self.path, exc, aside
-                )
+                log.warning("settings file %s unreadable (%s); moved to %s, using defaults", self.path, exc, aside)
                 try:
                     os.replace(self.path, aside)
                 except OSError:

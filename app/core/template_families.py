@@ -85,9 +85,7 @@ def _llama3(messages: Sequence[ChatMessage], generation: bool, sp: Specials) -> 
     # Meta-Llama-3-8B-Instruct: header tokens per message, trimmed content, <|eot_id|>; BOS before the first.
     out = [sp.bos]
     for message in messages:
-        out.append(
-            f"<|start_header_id|>{message.role}<|end_header_id|>\n\n{message.content.strip()}<|eot_id|>"
-        )
+        out.append(f"<|start_header_id|>{message.role}<|end_header_id|>\n\n{message.content.strip()}<|eot_id|>")
     if generation:
         out.append("<|start_header_id|>assistant<|end_header_id|>\n\n")
     return "".join(out)
@@ -152,8 +150,7 @@ def _zephyr(messages: Sequence[ChatMessage], generation: bool, sp: Specials) -> 
 
 
 ALPACA_SYSTEM = (
-    "Below is an instruction that describes a task. "
-    "Write a response that appropriately completes the request."
+    "Below is an instruction that describes a task. Write a response that appropriately completes the request."
 )
 
 

@@ -74,11 +74,7 @@ class _LimitedEnvironment(ImmutableSandboxedEnvironment):
         if operator == "*":
             sized = left if isinstance(left, (str, list, tuple)) else right
             count = right if sized is left else left
-            if (
-                isinstance(sized, (str, list, tuple))
-                and isinstance(count, int)
-                and len(sized) * count > MAX_SEQUENCE
-            ):
+            if isinstance(sized, (str, list, tuple)) and isinstance(count, int) and len(sized) * count > MAX_SEQUENCE:
                 raise SecurityError("result too large")
         result = super().call_binop(context, operator, left, right)
         if isinstance(result, (str, list, tuple)) and len(result) > MAX_SEQUENCE:
@@ -86,9 +82,7 @@ class _LimitedEnvironment(ImmutableSandboxedEnvironment):
         return result
 
 
-def _tojson(
-    value: Any, indent: int | None = None, ensure_ascii: bool = False, sort_keys: bool = False
-) -> str:
+def _tojson(value: Any, indent: int | None = None, ensure_ascii: bool = False, sort_keys: bool = False) -> str:
     """transformers' tojson: no HTML escaping (Jinja's own escapes <, > and & for HTML pages)."""
     return json.dumps(value, indent=indent, ensure_ascii=ensure_ascii, sort_keys=sort_keys)
 

@@ -77,9 +77,7 @@ def family(name: str) -> Family:
     try:
         return FAMILIES[name]
     except KeyError:
-        raise TemplateError(
-            f"unknown template {name!r}; choose from {', '.join(FAMILIES)} or embedded"
-        ) from None
+        raise TemplateError(f"unknown template {name!r}; choose from {', '.join(FAMILIES)} or embedded") from None
 
 
 # ---- detection ------------------------------------------------------------------------------------------
@@ -168,17 +166,13 @@ def choose_template(info: ModelInfo | None, override: str | None = None) -> Temp
                 raise TemplateError("an embedded template needs a model")
             error, matches = _check_embedded(info, override)
             if error is None:
-                return TemplateChoice(
-                    override, "override", "you chose the model's own template", matches=matches
-                )
+                return TemplateChoice(override, "override", "you chose the model's own template", matches=matches)
             return _with_warning(fallback, f"the model's template {override!r} is unusable ({error})")
         family(override)  # raises with the list of valid names
     if info is not None and info.chat_template:
         error, matches = _check_embedded(info, EMBEDDED)
         if error is None:
-            return TemplateChoice(
-                EMBEDDED, "embedded", "the model file carries its own chat template", matches=matches
-            )
+            return TemplateChoice(EMBEDDED, "embedded", "the model file carries its own chat template", matches=matches)
         return _with_warning(fallback, f"the model's embedded template is unusable ({error})")
     return fallback
 
@@ -196,9 +190,7 @@ def _fallback(info: ModelInfo | None) -> TemplateChoice:
 
 
 def _with_warning(choice: TemplateChoice, warning: str) -> TemplateChoice:
-    return TemplateChoice(
-        choice.name, choice.source, choice.reason, f"{warning}; using {choice.name} instead"
-    )
+    return TemplateChoice(choice.name, choice.source, choice.reason, f"{warning}; using {choice.name} instead")
 
 
 # ---- rendering ------------------------------------------------------------------------------------------
@@ -261,9 +253,7 @@ def render_prompt(
             text = _render_embedded(source, info, turns, add_generation_prompt)
             return RenderedPrompt(text, _embedded_stops(source, info, choice.matches), choice)
         except TemplateError as exc:  # the probe rendered, this conversation does not: fall back, say so
-            choice = _with_warning(
-                _fallback(info), f"the model's template failed on this conversation ({exc})"
-            )
+            choice = _with_warning(_fallback(info), f"the model's template failed on this conversation ({exc})")
     fam = family(choice.name)
     text = fam.render(turns, add_generation_prompt, _specials(info, fam))
     return RenderedPrompt(text, _with_model_ends(list(fam.stops), info), choice)
@@ -281,9 +271,7 @@ def render_family(
     fam = family(name)
     specials = Specials(fam.defaults.bos if bos is None else bos, fam.defaults.eos if eos is None else eos)
     text = fam.render(normalize(messages), add_generation_prompt, specials)
-    return RenderedPrompt(
-        text, fam.stops, TemplateChoice(fam.name, "override", f"you chose the {fam.name} template")
-    )
+    return RenderedPrompt(text, fam.stops, TemplateChoice(fam.name, "override", f"you chose the {fam.name} template"))
 
 
 def render_with_jinja_file(
@@ -303,6 +291,4 @@ def render_with_jinja_file(
         add_generation_prompt=add_generation_prompt,
     )
     stops = tuple(m for m in _KNOWN_END_MARKERS if m in source) + tuple(t for t in (eos_token,) if t)
-    return RenderedPrompt(
-        text, tuple(dict.fromkeys(stops)), TemplateChoice("file", "override", "a template file")
-    )
+    return RenderedPrompt(text, tuple(dict.fromkeys(stops)), TemplateChoice("file", "override", "a template file"))

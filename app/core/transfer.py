@@ -116,9 +116,7 @@ class _Expected:
             return cls("sha256", remote.sha256.lower())
         if remote.git_oid:  # a small file kept in git: its blob id is sha1("blob <size>\0" + content)
             return cls("sha1", remote.git_oid.lower(), f"blob {remote.size}\0".encode())
-        raise DownloadError(
-            f"the Hub gives no checksum for {remote.path}; refusing to download it unverified"
-        )
+        raise DownloadError(f"the Hub gives no checksum for {remote.path}; refusing to download it unverified")
 
 
 def sidecar_path(part: Path) -> Path:
@@ -271,9 +269,7 @@ class FileTransfer:
             )
         etag = (resolved.etag or "").lower()
         if self.expected.algorithm == "sha256" and len(etag) == 64 and etag != self.expected.digest:
-            raise DownloadError(
-                f"{self.remote.path} changed on the Hub since it was listed; list the files again"
-            )
+            raise DownloadError(f"{self.remote.path} changed on the Hub since it was listed; list the files again")
         return resolved.location
 
     def _fetch(self, location: str, handle: BinaryIO, hasher: _Hasher) -> _Hasher:
@@ -282,9 +278,7 @@ class FileTransfer:
         if self.offset:
             headers["Range"] = f"bytes={self.offset}-"
         p = self.policy
-        timeout = httpx2.Timeout(
-            connect=p.connect_timeout, read=p.stall_timeout, write=p.stall_timeout, pool=5.0
-        )
+        timeout = httpx2.Timeout(connect=p.connect_timeout, read=p.stall_timeout, write=p.stall_timeout, pool=5.0)
         with get_session().stream("GET", location, headers=headers, timeout=timeout) as response:
             hasher = self._check_response(response, location, handle, hasher)
             stream = response.extensions.get("network_stream")
@@ -297,9 +291,7 @@ class FileTransfer:
                     room = self.remote.size - self.offset - len(buffer)
                     if len(piece) > room:
                         buffer += piece[:room]
-                        raise DownloadError(
-                            f"the server sent more than {self.remote.size} bytes of {self.remote.path}"
-                        )
+                        raise DownloadError(f"the server sent more than {self.remote.size} bytes of {self.remote.path}")
                     buffer += piece
                     while len(buffer) >= CHUNK_SIZE:  # whole chunks: the file grows in CHUNK_SIZE steps
                         data = bytes(buffer[:CHUNK_SIZE])
@@ -313,9 +305,7 @@ class FileTransfer:
                     self._write(handle, bytes(buffer), hasher)
         return hasher
 
-    def _check_response(
-        self, response: httpx2.Response, location: str, handle: BinaryIO, hasher: _Hasher
-    ) -> _Hasher:
+    def _check_response(self, response: httpx2.Response, location: str, handle: BinaryIO, hasher: _Hasher) -> _Hasher:
         status = response.status_code
         if status == 416 and self.offset >= self.remote.size:
             return hasher
@@ -379,9 +369,7 @@ class FileTransfer:
         failures, delay, location = 0, self.policy.backoff_initial, None
         while self.offset < self.remote.size:
             if self.stop.is_set():
-                raise DownloadCancelled(
-                    f"stopped at {format_bytes(self.offset)} of {format_bytes(self.remote.size)}"
-                )
+                raise DownloadCancelled(f"stopped at {format_bytes(self.offset)} of {format_bytes(self.remote.size)}")
             before = self.offset
             try:
                 location = location or self._location()

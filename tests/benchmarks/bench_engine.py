@@ -53,6 +53,8 @@ def llama_bench(binary: Path, model: Path, threads: int, runs: int) -> float:
             str(GEN),
             "-r",
             str(runs),
+            "-fa",
+            "0",  # flash attention off, as Hearth runs on the CPU (see LlamaCppEngine._flash_attention)
             "-o",
             "json",
         ],
@@ -72,6 +74,7 @@ def low_level_loop(model: Path, threads: int) -> float:
     cparams = lib.llama_context_default_params()
     cparams.n_ctx, cparams.n_batch, cparams.n_threads, cparams.n_threads_batch = 1024, 512, threads, threads
     cparams.no_perf = True
+    cparams.flash_attn_type = lib.LLAMA_FLASH_ATTN_TYPE_DISABLED  # as Hearth on the CPU, and llama-bench -fa 0
     ctx = lib.llama_init_from_model(handle, cparams)
     vocab = lib.llama_model_get_vocab(handle)
     data = PROMPT.encode()
@@ -107,7 +110,14 @@ def binding_high_level(model: Path, threads: int) -> float:
     from llama_cpp import Llama
 
     with open(os.devnull, "w") as devnull, contextlib.redirect_stderr(devnull):
-        llm = Llama(str(model), n_ctx=1024, n_threads=threads, n_threads_batch=threads, verbose=False)
+        llm = Llama(
+            str(model),
+            n_ctx=1024,
+            n_threads=threads,
+            n_threads_batch=threads,
+            flash_attn=False,
+            verbose=False,
+        )
     first = None
     count = 0
     for _ in llm.create_completion(PROMPT, max_tokens=GEN, temperature=0.0, stream=True):
@@ -123,16 +133,14 @@ def speed_table(model: Path, threads: int, runs: int, bench_bin: Path | None) ->
     rows: list[tuple[str, float]] = []
     if bench_bin and bench_bin.exists():
         rows.append(("llama-bench tg128 (llama.cpp)", llama_bench(bench_bin, model, threads, runs)))
-    rows.append(
-        ("low-level C-API loop", statistics.median(low_level_loop(model, threads) for _ in range(runs)))
-    )
+    rows.append(("low-level C-API loop", statistics.median(low_level_loop(model, threads) for _ in range(runs))))
     engine = LlamaCppEngine()
     engine.load(model, LoadConfig(n_ctx=1024, n_threads=threads, n_threads_batch=threads))
-    greedy = SamplingSettings(temperature=0.0, repeat_penalty=1.0, max_tokens=GEN, min_p=0.0)
-    default = SamplingSettings(max_tokens=GEN, seed=1)
-    rows.append(
-        ("Hearth engine, greedy", statistics.median(hearth_engine(engine, greedy) for _ in range(runs)))
-    )
+    info = engine.model.info
+    ban_end = tuple((t, -100.0) for t in {info.eos_token_id, info.eot_token_id} if t is not None)  # exactly GEN
+    greedy = SamplingSettings(temperature=0.0, repeat_penalty=1.0, max_tokens=GEN, min_p=0.0, logit_bias=ban_end)
+    default = SamplingSettings(max_tokens=GEN, seed=1, logit_bias=ban_end)
+    rows.append(("Hearth engine, greedy", statistics.median(hearth_engine(engine, greedy) for _ in range(runs))))
     rows.append(
         (
             "Hearth engine, default sampling",
@@ -153,22 +161,20 @@ def speed_table(model: Path, threads: int, runs: int, bench_bin: Path | None) ->
         print(f"{name:<38} {tps:>8.2f} {tps / reference * 100:>15.1f}%")
 
 
-def follow_up_table(model: Path, threads: int) -> None:
+def follow_up_table(model: Path, threads: int, flash: bool | None) -> None:
     from app.core.conversation import ChatRunner
     from app.core.templates import Message
 
     engine = LlamaCppEngine()
-    engine.load(model, LoadConfig(n_ctx=2048, n_threads=threads, n_threads_batch=threads))
+    engine.load(model, LoadConfig(n_ctx=2048, n_threads=threads, n_threads_batch=threads, flash_attention=flash))
     runner = ChatRunner(engine)
     messages = [Message("system", "You are a helpful assistant.")]
     sampling = SamplingSettings(temperature=0.7, max_tokens=24, seed=5)
-    print("\nFollow-up latency, 20 turns, same-length user messages (24-token replies)")
+    print(f"\nFollow-up latency, 20 turns, same-length user messages (24-token replies), flash attention {flash}")
     print(f"{'turn':>4} {'prompt tok':>10} {'evaluated':>10} {'TTFT ms':>9} {'dropped':>8}")
     ttft: dict[int, float] = {}
     for turn in range(1, 21):
-        messages.append(
-            Message("user", f"Question {turn:02d}: tell me one more fact about rivers and towns.")
-        )
+        messages.append(Message("user", f"Question {turn:02d}: tell me one more fact about rivers and towns."))
         reply, stats = "", None
         for event in runner.stream(messages, sampling, conversation="bench"):
             if isinstance(event, GenerationStats):
@@ -202,22 +208,19 @@ def memory_table(model: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument(
-        "--llama-bench", type=Path, default=Path("/work/bench-cache/lb-build/bin/llama-bench")
-    )
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--llama-bench", type=Path, default=Path("/work/bench-cache/lb-build/bin/llama-bench"))
     parser.add_argument("--skip", nargs="*", default=[], choices=["speed", "followup", "memory"])
+    parser.add_argument("--flash", choices=["auto", "on", "off"], default="auto", help="flash attention")
     args = parser.parse_args()
     model = args.model or bench_model("1.1b")
     if "speed" not in args.skip:
         speed_table(model, args.threads, args.runs, args.llama_bench)
     if "followup" not in args.skip:
-        follow_up_table(model, args.threads)
+        follow_up_table(model, args.threads, {"auto": None, "on": True, "off": False}[args.flash])
     if "memory" not in args.skip:
         memory_table(model)
 

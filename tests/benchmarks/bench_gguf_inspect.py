@@ -64,11 +64,7 @@ def main() -> None:
     for label, path in files.items():
         ours = timed(lambda p=path: inspect(p), 21)
         big = "262k" in label
-        theirs = (
-            None
-            if big and args.skip_ggufreader_on_big
-            else timed(lambda p=path: gguf_reader(p), 1 if big else 3)
-        )
+        theirs = None if big and args.skip_ggufreader_on_big else timed(lambda p=path: gguf_reader(p), 1 if big else 3)
         llama = timed(lambda p=path: llama_vocab_only(p), 3)
         size = f"{path.stat().st_size / 2**20:.1f} MiB"
         reader = f"{theirs:.0f} ms" if theirs is not None else "skipped"

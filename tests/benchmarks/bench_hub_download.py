@@ -100,9 +100,7 @@ def main() -> None:
         runs = ", ".join(f"{v:.2f}" for v in values)
         print(f"{label:<18} {medians[label]:>9.2f} {size / 1e6 / medians[label]:>8.0f}   {runs}")
     ratio = medians["hf_hub_download"] / medians["hearth"]
-    print(
-        f"\nHearth throughput = {ratio:.1%} of hf_hub_download (target >= 95 %); Hearth also verifies sha256"
-    )
+    print(f"\nHearth throughput = {ratio:.1%} of hf_hub_download (target >= 95 %); Hearth also verifies sha256")
 
 
 if __name__ == "__main__":

@@ -15,6 +15,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from app.core.tiny_model import TinyModelSpec, write_tiny_model
 
+# Like the chat models people run (OpenHermes, Qwen ...): ChatML turn markers are special tokens and the
+# file carries its chat template, so prompts tokenize the way they do for real models.
+CHATML = (
+    "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+CHAT = {
+    "chat_template": CHATML,
+    "extra_control_tokens": ("<|im_start|>", "<|im_end|>"),
+    "eot_token": "<|im_end|>",
+}
 SHAPES: dict[str, TinyModelSpec] = {
     "1.1b": TinyModelSpec(
         name="Bench 1.1B",
@@ -26,6 +37,7 @@ SHAPES: dict[str, TinyModelSpec] = {
         context_length=2048,
         filler_tokens=32000 - 779,
         f16=True,
+        **CHAT,
     ),
     "3b": TinyModelSpec(
         name="Bench 3B",
@@ -37,6 +49,7 @@ SHAPES: dict[str, TinyModelSpec] = {
         context_length=4096,
         filler_tokens=32000 - 779,
         f16=True,
+        **CHAT,
     ),
 }
 FTYPE_Q4_K_M = 15
@@ -64,10 +77,10 @@ def quantize(src: Path, dst: Path, ftype: int = FTYPE_Q4_K_M, threads: int = 0) 
 
 def bench_model(shape: str = "1.1b", quant: str = "Q4_K_M") -> Path:
     """Path of the cached quantized benchmark model, creating it (a minute or two) on first use."""
-    target = cache_dir() / f"bench-{shape}-{quant}.gguf"
+    target = cache_dir() / f"bench-{shape}-chat-{quant}.gguf"
     if target.exists():
         return target
-    f16 = cache_dir() / f"bench-{shape}-F16.gguf"
+    f16 = cache_dir() / f"bench-{shape}-chat-F16.gguf"
     if not f16.exists():
         started = time.perf_counter()
         write_tiny_model(f16.with_suffix(".tmp"), SHAPES[shape]).replace(f16)

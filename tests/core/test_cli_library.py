@@ -50,11 +50,7 @@ def test_info_json_is_one_object_with_the_documented_keys(gemma_path: Path):
 def test_info_text(tiny_model: Path):
     result = hearth("info", str(tiny_model))
     assert result.returncode == 0
-    assert (
-        "Tiny Llama Test" in result.stdout
-        and "F32" in result.stdout
-        and "context length  2048" in result.stdout
-    )
+    assert "Tiny Llama Test" in result.stdout and "F32" in result.stdout and "context length  2048" in result.stdout
 
 
 def test_bad_file_exits_2_with_one_line_and_no_traceback(tmp_path: Path):

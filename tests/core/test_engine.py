@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -200,9 +202,7 @@ def test_cancel_interrupts_a_long_prompt_evaluation(gemma_path: Path):
 def test_prompt_larger_than_context_is_a_clear_error(engine: LlamaCppEngine):
     with pytest.raises(ContextOverflowError, match="context holds 512"):
         run(engine, "the " * 600)
-    _, stats, _ = run(
-        engine, "the " * 450, sampling=SamplingSettings(max_tokens=100, seed=1, temperature=1.0)
-    )
+    _, stats, _ = run(engine, "the " * 450, sampling=SamplingSettings(max_tokens=100, seed=1, temperature=1.0))
     assert stats.prompt_tokens + stats.generated_tokens <= 512
     assert stats.finish_reason in ("length", "stop")
 
@@ -252,9 +252,7 @@ def test_load_errors_are_typed_and_the_process_survives(tmp_path: Path):
         (LoadConfig(n_batch=0), "batch size"),
     ],
 )
-def test_invalid_load_configs_are_refused_before_llama_cpp(
-    tiny_model: Path, config: LoadConfig, pattern: str
-):
+def test_invalid_load_configs_are_refused_before_llama_cpp(tiny_model: Path, config: LoadConfig, pattern: str):
     with pytest.raises(ConfigError, match=pattern):
         LlamaCppEngine().load(tiny_model, config)
 
@@ -333,14 +331,62 @@ def test_presets_and_sampling_validation():
 
 @pytest.mark.slow
 def test_memory_returns_after_load_unload_cycles(gemma_path: Path):
-    import psutil
-
-    process = psutil.Process()
-    engine = LlamaCppEngine()
-    samples = []
-    for _ in range(10):
-        engine.load(gemma_path, LoadConfig(n_ctx=1024))
-        run(engine, "<start_of_turn>user\nHi<end_of_turn>\n", sampling=GREEDY)
-        engine.unload()
-        samples.append(process.memory_info().rss)
+    """10 load/generate/unload cycles in a fresh process (this one's RSS moves with every other test)."""
+    code = f"""
+import psutil
+from pathlib import Path
+from app.core.engine import PromptRequest
+from app.core.llama_engine import LlamaCppEngine
+from app.core.load_config import LoadConfig
+from app.core.sampling import SamplingSettings
+engine, process, samples = LlamaCppEngine(), psutil.Process(), []
+for _ in range(10):
+    engine.load(Path({str(gemma_path)!r}), LoadConfig(n_ctx=1024))
+    list(engine.generate(PromptRequest("<start_of_turn>user\\nHi<end_of_turn>\\n",
+                                       sampling=SamplingSettings(max_tokens=8, seed=1))))
+    engine.unload()
+    samples.append(process.memory_info().rss)
+print(samples)
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    samples = json.loads(result.stdout)
     assert samples[-1] <= samples[0] * 1.05, [s // 2**20 for s in samples]
+
+
+def test_next_turn_reuses_the_models_own_reply_tokens(make_tiny_model):
+    """A random model's reply re-tokenizes differently; the next turn must still evaluate only new text."""
+    from app.core.conversation import ChatRunner
+    from app.core.templates import Message
+
+    chatml = (
+        "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
+        "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    )
+    path = make_tiny_model(
+        "reuse-chatml.gguf", chat_template=chatml, extra_control_tokens=("<|im_start|>", "<|im_end|>")
+    )
+    engine = LlamaCppEngine()
+    engine.load(path, LoadConfig(n_ctx=2048))
+    runner = ChatRunner(engine)
+    history = [Message("system", "be kind")]
+    sampling = SamplingSettings(temperature=1.0, max_tokens=30, seed=4)
+    for turn in range(4):
+        question = f"question number {turn} about the world"
+        history.append(Message("user", question))
+        reply, stats = run_chat(runner, history, sampling)
+        history.append(Message("assistant", reply))
+        if turn:
+            new_text_tokens = len(engine.tokenize(question, add_bos=False))
+            assert stats.evaluated_tokens <= new_text_tokens + 20, (turn, stats)  # + the turn markers
+    engine.unload()
+
+
+def run_chat(runner, history, sampling):
+    reply, stats = "", None
+    for event in runner.stream(history, sampling):
+        if isinstance(event, TextChunk):
+            reply += event.text
+        else:
+            stats = event
+    return reply, stats

@@ -201,9 +201,7 @@ element = st.one_of(
 
 
 @settings(max_examples=300, deadline=None)
-@given(
-    items=st.lists(element, min_size=1, max_size=300), tail=st.binary(max_size=64), lead=st.integers(0, 40)
-)
+@given(items=st.lists(element, min_size=1, max_size=300), tail=st.binary(max_size=64), lead=st.integers(0, 40))
 def test_walker_matches_naive_walk(items: list[bytes], tail: bytes, lead: int):
     body = b"".join(gguf_string(item) for item in items)
     buf = b"\x01" * lead + body + tail

@@ -245,10 +245,7 @@ def test_embedded_template_wins_and_is_recognised(make_tiny_model):
     choice = choose_template(info)
     assert (choice.name, choice.source, choice.matches) == ("embedded", "embedded", "chatml")
     rendered = render_prompt([S, U1], info)
-    assert (
-        rendered.text
-        == "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nU1<|im_end|>\n<|im_start|>assistant\n"
-    )
+    assert rendered.text == "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nU1<|im_end|>\n<|im_start|>assistant\n"
     assert "<|im_end|>" in rendered.stop and "</s>" in rendered.stop  # the model's EOS text too
 
 
@@ -280,9 +277,7 @@ def test_overrides_per_model_or_conversation(make_tiny_model):
 )
 def test_broken_or_hostile_embedded_template_falls_back_with_a_warning(make_tiny_model, template, problem):
     info = inspect(
-        make_tiny_model(
-            f"broken-{abs(hash(template))}.gguf", name="Mistral-7B-Instruct", chat_template=template
-        )
+        make_tiny_model(f"broken-{abs(hash(template))}.gguf", name="Mistral-7B-Instruct", chat_template=template)
     )
     choice = choose_template(info)
     assert choice.name == "mistral-instruct" and choice.source == "family"

@@ -70,9 +70,7 @@ class FakeFile:
     def git_oid(self) -> str:
         """The git blob id: of the LFS pointer for LFS files, of the content otherwise."""
         if self.lfs:
-            pointer = (
-                f"version https://git-lfs.github.com/spec/v1\noid sha256:{self.sha256}\nsize {self.size}\n"
-            )
+            pointer = f"version https://git-lfs.github.com/spec/v1\noid sha256:{self.sha256}\nsize {self.size}\n"
             content = pointer.encode()
         else:
             content = self.read(0, self.size)
@@ -94,9 +92,7 @@ class FakeRepo:
 
     @property
     def sha(self) -> str:
-        key = "\n".join(
-            f"{p}:{f.sha256 if f.declared_size is None else f.size}" for p, f in sorted(self.files.items())
-        )
+        key = "\n".join(f"{p}:{f.sha256 if f.declared_size is None else f.size}" for p, f in sorted(self.files.items()))
         return hashlib.sha1(key.encode()).hexdigest()
 
 
@@ -113,9 +109,7 @@ class Faults:
 class FakeHub:
     """The stand-in Hub. Use as a context manager; `url` is the endpoint to configure."""
 
-    def __init__(
-        self, repos: list[FakeRepo] | None = None, *, cdn: bool = True, tokens: set[str] | None = None
-    ):
+    def __init__(self, repos: list[FakeRepo] | None = None, *, cdn: bool = True, tokens: set[str] | None = None):
         self.repos: dict[str, FakeRepo] = {r.repo_id: r for r in repos or []}
         self.use_cdn = cdn
         self.valid_tokens: set[str] = set(tokens or ())
@@ -165,9 +159,7 @@ class FakeHub:
 
     def __enter__(self) -> FakeHub:
         for server in (self._hub, self._cdn):
-            thread = threading.Thread(
-                target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-            )
+            thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
             thread.start()
             self._threads.append(thread)
         return self
@@ -416,9 +408,7 @@ class _Handler(BaseHTTPRequestHandler):
         f = repo.files.get(path) if repo else None
         if f is None or not self.hub.check_signature(repo_id, path, query):
             # S3/CloudFront answer an expired or forged signature with 403 AccessDenied.
-            return self._send(
-                403, b"<Error><Code>AccessDenied</Code></Error>", {"Content-Type": "application/xml"}
-            )
+            return self._send(403, b"<Error><Code>AccessDenied</Code></Error>", {"Content-Type": "application/xml"})
         self._serve(path, f, {"ETag": f'"{f.sha256}"', "Accept-Ranges": "bytes"})
 
     # ---- bytes ---------------------------------------------------------------------------------------------
@@ -458,9 +448,7 @@ class _Handler(BaseHTTPRequestHandler):
         with open(file, "rb") as handle:
             offset = start
             while offset < end:
-                sent = os.sendfile(
-                    self.connection.fileno(), handle.fileno(), offset, min(end - offset, 1 << 24)
-                )
+                sent = os.sendfile(self.connection.fileno(), handle.fileno(), offset, min(end - offset, 1 << 24))
                 if sent == 0:
                     break
                 offset += sent

@@ -24,9 +24,7 @@ BIG = "big/Tiny-Llama-Big-Q6_K.gguf"  # about 12 MB: big enough to drop a connec
 SPLIT = "Tiny-Llama-F16-00001-of-00003.gguf"
 
 # Short timeouts so failure paths finish in well under a second.
-FAST = TransferPolicy(
-    stall_timeout=1.0, connect_timeout=2.0, max_failures=3, backoff_initial=0.05, backoff_max=0.2
-)
+FAST = TransferPolicy(stall_timeout=1.0, connect_timeout=2.0, max_failures=3, backoff_initial=0.05, backoff_max=0.2)
 
 
 @pytest.fixture(scope="session")
@@ -35,9 +33,7 @@ def repo_files(make_tiny_model: Callable[..., Path], model_dir: Path) -> dict[st
         Q4: FakeFile(make_tiny_model("hub-q4.gguf", seed=1, name="Tiny Llama Q4").read_bytes()),
         Q8: FakeFile(make_tiny_model("hub-q8.gguf", seed=2, name="Tiny Llama Q8").read_bytes()),
         BIG: FakeFile(
-            make_tiny_model(
-                "hub-big.gguf", seed=3, n_embd=256, n_ff=1024, n_layer=3, name="Tiny Big"
-            ).read_bytes()
+            make_tiny_model("hub-big.gguf", seed=3, n_embd=256, n_ff=1024, n_layer=3, name="Tiny Big").read_bytes()
         ),
         "README.md": FakeFile(b"---\nlicense: apache-2.0\n---\n# Tiny Llama\n", lfs=False),
     }
@@ -58,9 +54,7 @@ def fake_hub(repo_files: dict[str, FakeFile]) -> Iterator[FakeHub]:
             likes=99,
             last_modified="2025-01-01T00:00:00.000Z",
         ),
-        FakeRepo(
-            "hearth-test/Not-A-GGUF", {"model.safetensors": FakeFile(b"x" * 100)}, tags=("safetensors",)
-        ),
+        FakeRepo("hearth-test/Not-A-GGUF", {"model.safetensors": FakeFile(b"x" * 100)}, tags=("safetensors",)),
         FakeRepo(GATED, {Q4: repo_files[Q4]}, gated="manual", license="llama3", allowed_tokens={GOOD_TOKEN}),
         FakeRepo(PRIVATE, {Q4: repo_files[Q4]}, private=True, allowed_tokens={GOOD_TOKEN}),
     ]

@@ -26,9 +26,7 @@ def option(client: HubClient, **which: str) -> tuple[QuantOption, str]:
     return select_option(details.options, **which), details.sha or "main"
 
 
-def add(
-    manager: DownloadManager, client: HubClient, repo: str = REPO, dest: Path | None = None, **which: str
-):
+def add(manager: DownloadManager, client: HubClient, repo: str = REPO, dest: Path | None = None, **which: str):
     chosen, sha = option(client, repo=repo, **which)
     return manager.add(repo, chosen, revision=sha, dest_dir=dest)
 
@@ -229,9 +227,7 @@ def test_disk_full_keeps_a_resumable_partial(paths, client, fake_hub, repo_files
 def test_not_enough_free_space_refuses_before_starting(manager, client, fake_hub, paths):
     from tests.support.fake_hub import FakeFile, FakeRepo
 
-    fake_hub.add(
-        FakeRepo("hearth-test/Huge-GGUF", {"huge-Q4_K_M.gguf": FakeFile(b"", declared_size=1 << 60)})
-    )
+    fake_hub.add(FakeRepo("hearth-test/Huge-GGUF", {"huge-Q4_K_M.gguf": FakeFile(b"", declared_size=1 << 60)}))
     status = manager.wait(add(manager, client, repo="hearth-test/Huge-GGUF", quant="Q4_K_M").id, timeout=10)
     assert status.state is DownloadState.FAILED
     assert status.error.startswith("not enough free space for huge-Q4_K_M.gguf")
@@ -298,9 +294,7 @@ def test_a_server_that_ignores_range_restarts_the_file_cleanly(manager, client, 
     assert fake_hub.bytes_served[BIG] == 3_000_000 + repo_files[BIG].size
 
 
-def test_small_files_kept_in_git_are_checked_by_their_git_blob_id(
-    manager, client, fake_hub, repo_files, paths
-):
+def test_small_files_kept_in_git_are_checked_by_their_git_blob_id(manager, client, fake_hub, repo_files, paths):
     from tests.support.fake_hub import FakeFile, FakeRepo
 
     data = repo_files[Q4].data

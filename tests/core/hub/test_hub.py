@@ -136,9 +136,7 @@ def test_hf_hub_offline_mode_is_an_offline_error(client: HubClient, monkeypatch:
 def test_endpoint_comes_from_the_setting_then_hf_endpoint_then_the_hub(hearth_home):
     assert resolve_endpoint("", {}) == DEFAULT_ENDPOINT
     assert resolve_endpoint("", {"HF_ENDPOINT": "https://hf-mirror.com/"}) == "https://hf-mirror.com"
-    assert (
-        resolve_endpoint("http://10.0.0.2:8080", {"HF_ENDPOINT": "https://x.org"}) == "http://10.0.0.2:8080"
-    )
+    assert resolve_endpoint("http://10.0.0.2:8080", {"HF_ENDPOINT": "https://x.org"}) == "http://10.0.0.2:8080"
     with pytest.raises(HubError, match="must be an http\\(s\\) URL"):
         resolve_endpoint("ftp://mirror", {})
     settings = Settings(hearth_home.settings_file)

@@ -25,9 +25,7 @@ def env_for(hub_url: str) -> dict[str, str]:
     return env
 
 
-def hearth(
-    hub_url: str, *args: str, stdin: str | None = None, timeout: float = 60
-) -> subprocess.CompletedProcess:
+def hearth(hub_url: str, *args: str, stdin: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "app", *args],
         capture_output=True, text=True, env=env_for(hub_url), input=stdin, timeout=timeout,
@@ -145,9 +143,7 @@ def test_ctrl_c_leaves_a_resumable_partial_and_the_same_command_resumes(fake_hub
     assert (hearth_home.models_dir / REPO / BIG_NAME).read_bytes() == repo_files[BIG].data
 
 
-def test_a_killed_process_resumes_in_a_new_one_fetching_at_most_one_chunk_twice(
-    fake_hub, hearth_home, repo_files
-):
+def test_a_killed_process_resumes_in_a_new_one_fetching_at_most_one_chunk_twice(fake_hub, hearth_home, repo_files):
     fault = fake_hub.fault(BIG)
     fault.stall_after = 7 * CHUNK_SIZE + 900_000  # the connection goes silent mid-file
     child = start(fake_hub.url, "download", REPO, BIG_NAME)

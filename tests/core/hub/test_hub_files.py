@@ -84,9 +84,7 @@ def test_fit_compares_weights_plus_overhead_with_available_and_total_memory():
     assert quant_fit(4 * GIB, machine) is Fit.FITS
     assert quant_fit(10 * GIB, machine) is Fit.TIGHT  # after closing other programs
     assert quant_fit(20 * GIB, machine) is Fit.TOO_BIG
-    with_gpu = MemoryBudget(
-        total_ram=16 * GIB, available_ram=8 * GIB, vram_total=12 * GIB, vram_free=12 * GIB
-    )
+    with_gpu = MemoryBudget(total_ram=16 * GIB, available_ram=8 * GIB, vram_total=12 * GIB, vram_free=12 * GIB)
     assert quant_fit(18 * GIB, with_gpu) is Fit.FITS
 
 
@@ -108,9 +106,7 @@ def test_recommend_prefers_q4_k_m_among_what_fits_else_the_smallest_that_does():
 
 
 def test_select_by_file_part_or_quant_with_clear_errors():
-    listing = files(
-        ("a/m-Q4_K_M-00001-of-00002.gguf", 5), ("a/m-Q4_K_M-00002-of-00002.gguf", 5), ("m.Q8_0.gguf", 9)
-    )
+    listing = files(("a/m-Q4_K_M-00001-of-00002.gguf", 5), ("a/m-Q4_K_M-00002-of-00002.gguf", 5), ("m.Q8_0.gguf", 9))
     options = group_gguf_files(listing, fit=lambda s: Fit.FITS)
     assert select_option(options, file="m-Q4_K_M-00002-of-00002.gguf").quant == "Q4_K_M"  # any part
     assert select_option(options, file="a/m-Q4_K_M-00001-of-00002.gguf").is_split

@@ -45,9 +45,7 @@ def audit(commands: list[list[str]], tmp_path: Path) -> dict:
     return result
 
 
-def test_hub_flows_connect_only_to_the_configured_endpoint(
-    fake_hub: FakeHub, hearth_home: AppPaths, tmp_path
-):
+def test_hub_flows_connect_only_to_the_configured_endpoint(fake_hub: FakeHub, hearth_home: AppPaths, tmp_path):
     Settings(hearth_home.ensure().settings_file).set("hub_endpoint", fake_hub.url)
     accepted_before = sum(fake_hub.connections.values())
     result = audit(HUB_FLOWS, tmp_path)

@@ -1,0 +1,319 @@
+"""Export conversations to Markdown or Hearth's JSON; import that JSON back, losslessly or not at all.
+
+The JSON keeps everything: every branch (messages carry their parent's uuid and whether they are the
+active child), statistics, settings, timestamps. Import validates the whole file first and writes in one
+transaction: a malformed file changes nothing. Conversations already present (same uuid) are skipped, so
+importing the same file twice adds nothing twice.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from app.core.errors import StoreError
+from app.core.store import Store
+
+FORMAT = "hearth-history"
+VERSION = 1
+MAX_IMPORT_BYTES = 512 * 1024 * 1024
+MAX_TEXT = 10 * 1024 * 1024  # one message
+MAX_SHORT = 10_000  # titles, names, paths
+ROLES = ("system", "user", "assistant")
+
+
+def _iso(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _seconds(text: str) -> float:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+# ---- export ------------------------------------------------------------------------------------------------
+
+
+def conversation_dict(store: Store, conversation_id: int) -> dict[str, Any]:
+    conv = store.conversation(conversation_id)
+    rows = store.db.execute(
+        "SELECT m.id, m.uuid, p.uuid, m.role, m.content, m.created_at, m.complete, m.model, m.template, "
+        "m.prompt_tokens, m.generated_tokens, m.gen_tps, m.ttft_ms, m.finish_reason, m.prompt_text, "
+        "CASE WHEN m.parent_id IS NULL THEN c.active_root_id = m.id ELSE p.active_child_id = m.id END "
+        "FROM messages m JOIN conversations c ON c.id = m.conversation_id "
+        "LEFT JOIN messages p ON p.id = m.parent_id WHERE m.conversation_id = ? ORDER BY m.id",
+        (conversation_id,),
+    ).fetchall()
+    messages = [
+        {
+            "uuid": r[1],
+            "parent": r[2],
+            "role": r[3],
+            "content": r[4],
+            "created_at": _iso(r[5]),
+            "complete": bool(r[6]),
+            "model": r[7],
+            "template": r[8],
+            "prompt_tokens": r[9],
+            "generated_tokens": r[10],
+            "gen_tps": r[11],
+            "ttft_ms": r[12],
+            "finish_reason": r[13],
+            "prompt_text": r[14],
+            "active": bool(r[15]),
+        }
+        for r in rows
+    ]
+    return {
+        "uuid": conv.uuid,
+        "title": conv.title,
+        "created_at": _iso(conv.created_at),
+        "updated_at": _iso(conv.updated_at),
+        "pinned": conv.pinned,
+        "model_path": conv.model_path,
+        "template": conv.template,
+        "system_prompt": conv.system_prompt,
+        "sampling": conv.sampling,
+        "load_settings": conv.load_settings,
+        "messages": messages,
+    }
+
+
+def export_json(store: Store, conversation_ids: Iterable[int]) -> str:
+    document = {
+        "format": FORMAT,
+        "version": VERSION,
+        "exported_at": _iso(time.time()),
+        "conversations": [conversation_dict(store, cid) for cid in conversation_ids],
+    }
+    return json.dumps(document, ensure_ascii=False, indent=1)
+
+
+def export_markdown(store: Store, conversation_ids: Iterable[int]) -> str:
+    """The visible (active) path of each conversation, readable anywhere."""
+    parts = []
+    for cid in conversation_ids:
+        conv = store.conversation(cid)
+        lines = [
+            f"# {conv.title or 'Untitled chat'}",
+            "",
+            f"*{_iso(conv.created_at)[:16].replace('T', ' ')} UTC"
+            + (f" · {Path(conv.model_path).name}" if conv.model_path else "")
+            + "*",
+            "",
+        ]
+        if conv.system_prompt:
+            lines += ["> **System:** " + conv.system_prompt.replace("\n", "\n> "), ""]
+        for message in store.messages(cid):
+            who = {"user": "You", "assistant": "Assistant", "system": "System"}[message.role]
+            note = "" if message.complete else " *(unfinished)*"
+            branch = (
+                f" *(version {message.sibling_index} of {message.sibling_count})*" if message.sibling_count > 1 else ""
+            )
+            lines += [f"**{who}:**{branch}{note}", "", message.content.rstrip(), ""]
+        parts.append("\n".join(lines).rstrip() + "\n")
+    return "\n---\n\n".join(parts)
+
+
+# ---- import ------------------------------------------------------------------------------------------------
+
+
+def import_json(store: Store, path: Path) -> tuple[int, int]:
+    """Import a Hearth JSON export; returns (conversations added, conversations skipped as present)."""
+    document = _load(path)
+    conversations = _validate(document)
+    known = {r[0] for r in store.db.execute("SELECT uuid FROM conversations")}
+    added = skipped = 0
+    with store._write() as db:
+        for conv in conversations:
+            if conv["uuid"] in known:
+                skipped += 1
+                continue
+            _insert_conversation(db, conv)
+            known.add(conv["uuid"])
+            added += 1
+    return added, skipped
+
+
+def _load(path: Path) -> Any:
+    try:
+        size = path.stat().st_size
+        if size > MAX_IMPORT_BYTES:
+            raise StoreError(f"{path.name} is {size} bytes; Hearth imports files up to {MAX_IMPORT_BYTES} bytes")
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise StoreError(f"cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise StoreError(f"{path.name} is not UTF-8 text (byte {exc.start}); nothing was imported") from None
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise StoreError(f"{path.name} is not valid JSON ({exc}); nothing was imported") from None
+
+
+class _Invalid(Exception):
+    pass
+
+
+def _field(
+    obj: dict[str, Any],
+    key: str,
+    kind: type | tuple[type, ...],
+    where: str,
+    *,
+    optional: bool = False,
+    limit: int = MAX_SHORT,
+) -> Any:
+    if key not in obj:
+        if optional:
+            return None
+        raise _Invalid(f"{where}: missing {key!r}")
+    value = obj[key]
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) and kind is not bool and bool not in (kind if isinstance(kind, tuple) else (kind,)):
+        raise _Invalid(f"{where}.{key}: expected {getattr(kind, '__name__', kind)}, got a boolean")
+    if not isinstance(value, kind):
+        expected = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+        raise _Invalid(f"{where}.{key}: expected {expected}, got {type(value).__name__}")
+    if isinstance(value, str) and len(value) > limit:
+        raise _Invalid(f"{where}.{key}: {len(value)} characters is too long (limit {limit})")
+    return value
+
+
+def _time(obj: dict[str, Any], key: str, where: str) -> float:
+    text = _field(obj, key, str, where)
+    try:
+        return _seconds(text)
+    except ValueError:
+        raise _Invalid(f"{where}.{key}: {text!r} is not an ISO 8601 time") from None
+
+
+def _uuid(obj: dict[str, Any], key: str, where: str, optional: bool = False) -> str | None:
+    value = _field(obj, key, str, where, optional=optional)
+    if value is None:
+        return None
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        raise _Invalid(f"{where}.{key}: {value!r} is not a uuid") from None
+
+
+def _validate(document: Any) -> list[dict[str, Any]]:
+    try:
+        if not isinstance(document, dict) or document.get("format") != FORMAT:
+            raise _Invalid(f'not a Hearth history export (no "format": "{FORMAT}")')
+        if document.get("version") != VERSION:
+            raise _Invalid(f"export version {document.get('version')!r} is not supported (expected {VERSION})")
+        items = _field(document, "conversations", list, "file")
+        return [_conversation(item, f"conversations[{i}]") for i, item in enumerate(items)]
+    except _Invalid as exc:
+        raise StoreError(f"cannot import: {exc}; nothing was imported") from None
+
+
+def _conversation(item: Any, where: str) -> dict[str, Any]:
+    if not isinstance(item, dict):
+        raise _Invalid(f"{where}: expected an object")
+    conv = {
+        "uuid": _uuid(item, "uuid", where),
+        "title": _field(item, "title", str, where),
+        "created_at": _time(item, "created_at", where),
+        "updated_at": _time(item, "updated_at", where),
+        "pinned": _field(item, "pinned", bool, where),
+        "model_path": _field(item, "model_path", str, where),
+        "template": _field(item, "template", str, where),
+        "system_prompt": _field(item, "system_prompt", str, where, limit=MAX_TEXT),
+        "sampling": _field(item, "sampling", dict, where),
+        "load_settings": _field(item, "load_settings", dict, where),
+    }
+    seen: dict[str, str] = {}
+    messages = []
+    for index, raw in enumerate(_field(item, "messages", list, where)):
+        place = f"{where}.messages[{index}]"
+        if not isinstance(raw, dict):
+            raise _Invalid(f"{place}: expected an object")
+        message = {
+            "uuid": _uuid(raw, "uuid", place),
+            "parent": _uuid(raw, "parent", place, optional=True),
+            "role": _field(raw, "role", str, place),
+            "content": _field(raw, "content", str, place, limit=MAX_TEXT),
+            "created_at": _time(raw, "created_at", place),
+            "complete": _field(raw, "complete", bool, place),
+            "model": _field(raw, "model", str, place),
+            "template": _field(raw, "template", str, place),
+            "prompt_tokens": _field(raw, "prompt_tokens", int, place, optional=True),
+            "generated_tokens": _field(raw, "generated_tokens", int, place, optional=True),
+            "gen_tps": _field(raw, "gen_tps", (int, float), place, optional=True),
+            "ttft_ms": _field(raw, "ttft_ms", (int, float), place, optional=True),
+            "finish_reason": _field(raw, "finish_reason", str, place, optional=True),
+            "prompt_text": _field(raw, "prompt_text", str, place, optional=True, limit=MAX_TEXT),
+            "active": _field(raw, "active", bool, place),
+        }
+        if message["role"] not in ROLES:
+            raise _Invalid(f"{place}.role: expected one of {', '.join(ROLES)}, got {message['role']!r}")
+        if message["uuid"] in seen:
+            raise _Invalid(f"{place}.uuid: duplicate message {message['uuid']}")
+        if message["parent"] is not None and message["parent"] not in seen:
+            raise _Invalid(f"{place}.parent: {message['parent']} is not an earlier message of this conversation")
+        seen[message["uuid"]] = message["role"]
+        messages.append(message)
+    conv["messages"] = messages
+    return conv
+
+
+def _insert_conversation(db: Any, conv: dict[str, Any]) -> None:
+    cursor = db.execute(
+        "INSERT INTO conversations (uuid, title, created_at, updated_at, pinned, model_path, template, "
+        "system_prompt, sampling_json, load_json) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            conv["uuid"],
+            conv["title"],
+            conv["created_at"],
+            conv["updated_at"],
+            int(conv["pinned"]),
+            conv["model_path"],
+            conv["template"],
+            conv["system_prompt"],
+            json.dumps(conv["sampling"]),
+            json.dumps(conv["load_settings"]),
+        ),
+    )
+    conversation_id = int(cursor.lastrowid)
+    ids: dict[str, int] = {}
+    for m in conv["messages"]:
+        if db.execute("SELECT 1 FROM messages WHERE uuid = ?", (m["uuid"],)).fetchone():
+            raise StoreError(
+                f"cannot import: message {m['uuid']} already exists in another conversation; nothing was imported"
+            )
+        parent_id = ids.get(m["parent"]) if m["parent"] else None
+        cursor = db.execute(
+            "INSERT INTO messages (uuid, conversation_id, parent_id, role, content, created_at, complete, model, "
+            "template, prompt_tokens, generated_tokens, gen_tps, ttft_ms, finish_reason, prompt_text) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                m["uuid"],
+                conversation_id,
+                parent_id,
+                m["role"],
+                m["content"],
+                m["created_at"],
+                int(m["complete"]),
+                m["model"],
+                m["template"],
+                m["prompt_tokens"],
+                m["generated_tokens"],
+                m["gen_tps"],
+                m["ttft_ms"],
+                m["finish_reason"],
+                m["prompt_text"],
+            ),
+        )
+        ids[m["uuid"]] = int(cursor.lastrowid)
+        if m["active"]:
+            Store._activate(db, conversation_id, parent_id, ids[m["uuid"]])

@@ -1,0 +1,174 @@
+"""A damaged history database: move it aside (never delete it), start fresh, salvage what still reads.
+
+Python's sqlite3 has no `.recover`; the salvage here reads each table by rowid ranges, halving a range
+whenever SQLite reports corruption, so every row on an intact page is kept and only rows on broken pages
+are lost. Rows are copied into the fresh database through the normal schema (ids are renumbered; the
+uuids keep identity, so salvaging twice adds nothing twice).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from app.core.errors import StoreError
+from app.core.store import Store
+
+log = logging.getLogger("hearth.store")
+
+
+@dataclass
+class OpenResult:
+    """The store to use, and when the old file was damaged: where it went and what to tell the user."""
+
+    store: Store
+    damaged_copy: Path | None = None
+    message: str | None = None
+
+
+@dataclass
+class SalvageReport:
+    conversations: int = 0
+    messages: int = 0
+    unreadable_ranges: int = 0
+
+    def summary(self) -> str:
+        lost = f"; {self.unreadable_ranges} damaged areas could not be read" if self.unreadable_ranges else ""
+        return f"recovered {self.conversations} conversations and {self.messages} messages{lost}"
+
+
+def open_store(path: Path) -> OpenResult:
+    """Open the history; if it is damaged, keep it aside and continue with a fresh one (never fails)."""
+    path = Path(path)
+    try:
+        store = Store.open(path)
+        problem = integrity_problem(store.db)
+        if problem is None:
+            return OpenResult(store)
+        store.close()
+    except StoreError as exc:
+        if not path.exists() or "newer Hearth" in str(exc):
+            raise
+        problem = str(exc)
+    aside = move_aside(path)
+    log.error("history database damaged (%s); moved to %s", problem, aside)
+    message = (
+        f"Your conversation history could not be read ({problem}). The damaged file was kept as {aside.name}; "
+        "Hearth started a new history. Use Recover to copy back everything that can still be read."
+    )
+    return OpenResult(Store.open(path), aside, message)
+
+
+def integrity_problem(db: sqlite3.Connection) -> str | None:
+    try:
+        rows = [r[0] for r in db.execute("PRAGMA quick_check(5)").fetchall()]
+    except sqlite3.DatabaseError as exc:
+        return str(exc)
+    return None if rows == ["ok"] else "; ".join(rows)
+
+
+def move_aside(path: Path) -> Path:
+    """Rename the database and its -wal/-shm files to <name>.damaged-<time> (nothing is deleted)."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    aside = path.with_name(f"{path.name}.damaged-{stamp}")
+    for suffix in ("", "-wal", "-shm"):
+        source = Path(f"{path}{suffix}")
+        if source.exists():
+            os.replace(source, Path(f"{aside}{suffix}"))
+    return aside
+
+
+def salvage(damaged: Path, store: Store) -> SalvageReport:
+    """Copy every readable conversation and message from a damaged file into store."""
+    report = SalvageReport()
+    uri = f"file:{damaged}?mode=ro"
+    try:
+        source = sqlite3.connect(uri, uri=True)
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot open {damaged.name} for recovery: {exc}") from exc
+    try:
+        conversations = dict(
+            _readable(
+                source,
+                "conversations",
+                "id, uuid, title, created_at, updated_at, pinned, "
+                "model_path, template, system_prompt, sampling_json, load_json",
+                report,
+            )
+        )
+        messages = list(
+            _readable(
+                source,
+                "messages",
+                "id, uuid, conversation_id, parent_id, role, content, "
+                "created_at, complete, model, template, prompt_tokens, generated_tokens, "
+                "gen_tps, ttft_ms, finish_reason",
+                report,
+            )
+        )
+    finally:
+        source.close()
+    _insert(store, conversations, messages, report)
+    return report
+
+
+def _readable(db: sqlite3.Connection, table: str, columns: str, report: SalvageReport) -> Iterator[tuple]:
+    """(rowid, row) for every row that still reads, probing rowid ranges and halving around damage."""
+    try:
+        low, high = db.execute(f"SELECT min(rowid), max(rowid) FROM {table}").fetchone()
+    except sqlite3.DatabaseError:
+        low, high = 1, 1 << 20  # the table's b-tree root is damaged: probe blindly
+    if low is None:
+        return
+    stack = [(low, high)]
+    while stack:
+        a, b = stack.pop()
+        try:
+            rows = db.execute(f"SELECT rowid, {columns} FROM {table} WHERE rowid BETWEEN ? AND ?", (a, b)).fetchall()
+        except sqlite3.DatabaseError:
+            if a == b:
+                report.unreadable_ranges += 1
+                continue
+            middle = (a + b) // 2
+            stack += [(middle + 1, b), (a, middle)]
+            continue
+        for row in rows:
+            yield row[0], row[1:]
+
+
+def _insert(store: Store, conversations: dict[int, tuple], messages: list[tuple], report: SalvageReport) -> None:
+    known_conv = {r[0] for r in store.db.execute("SELECT uuid FROM conversations")}
+    known_msg = {r[0] for r in store.db.execute("SELECT uuid FROM messages")}
+    new_ids: dict[int, int] = {}
+    with store._write() as db:
+        for old_id, row in conversations.items():
+            if row[1] in known_conv:
+                continue
+            cursor = db.execute(
+                "INSERT INTO conversations (uuid, title, created_at, updated_at, pinned, model_path, template, "
+                "system_prompt, sampling_json, load_json) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                row[1:],
+            )
+            new_ids[old_id] = int(cursor.lastrowid)
+            report.conversations += 1
+        message_ids: dict[int, int] = {}
+        for old_id, row in sorted(messages, key=lambda item: item[0]):
+            conversation = new_ids.get(row[2])
+            if conversation is None or row[1] in known_msg:
+                continue
+            parent = message_ids.get(row[3]) if row[3] is not None else None
+            cursor = db.execute(
+                "INSERT INTO messages (uuid, conversation_id, parent_id, role, content, created_at, complete, model, "
+                "template, prompt_tokens, generated_tokens, gen_tps, ttft_ms, finish_reason) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (row[1], conversation, parent, *row[4:]),
+            )
+            message_ids[old_id] = int(cursor.lastrowid)
+            # the newest child becomes the active branch: the active pointers themselves may be lost
+            store._activate(db, conversation, parent, message_ids[old_id])
+            report.messages += 1
