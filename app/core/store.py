@@ -65,7 +65,6 @@ class Message:
     gen_tps: float | None = None
     ttft_ms: float | None = None
     finish_reason: str | None = None
-    prompt_text: str | None = None
     sibling_index: int = 1  # this message's place among its siblings ("2 / 3")
     sibling_count: int = 1
 
@@ -105,7 +104,7 @@ _CONV_COLUMNS = (
 )
 _MSG_COLUMNS = (
     "id, uuid, conversation_id, parent_id, role, content, created_at, complete, model, template, "
-    "prompt_tokens, generated_tokens, gen_tps, ttft_ms, finish_reason, prompt_text"
+    "prompt_tokens, generated_tokens, gen_tps, ttft_ms, finish_reason"
 )
 
 
@@ -127,26 +126,7 @@ def _conversation(row: sqlite3.Row | tuple) -> Conversation:
 
 
 def _message(row: sqlite3.Row | tuple, index: int = 1, count: int = 1) -> Message:
-    return Message(
-        row[0],
-        row[1],
-        row[2],
-        row[3],
-        row[4],
-        row[5],
-        row[6],
-        bool(row[7]),
-        row[8],
-        row[9],
-        row[10],
-        row[11],
-        row[12],
-        row[13],
-        row[14],
-        row[15],
-        index,
-        count,
-    )
+    return Message(*row[:7], bool(row[7]), *row[8:15], index, count)
 
 
 def _json(text: str) -> dict[str, Any]:
@@ -178,6 +158,7 @@ class Store:
             db.execute("PRAGMA journal_mode = WAL")
             db.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL: durable across app crashes
             db.execute("PRAGMA foreign_keys = ON")
+            db.execute("PRAGMA cache_size = -32000")  # 32 MB of page cache: a long history stays in memory
             applied = migrate(db)
             if applied:
                 log.info("history database %s migrated to schema %s", path, applied[-1])
@@ -357,6 +338,11 @@ class Store:
         siblings = self.siblings(message_id)
         return _message(row, siblings.index(message_id) + 1, len(siblings))
 
+    def prompt_text(self, message_id: int) -> str | None:
+        """The exact prompt a reply was generated from ("show prompt"); loaded only when asked for."""
+        row = self.db.execute("SELECT prompt_text FROM messages WHERE id = ?", (message_id,)).fetchone()
+        return row[0] if row else None
+
     def siblings(self, message_id: int) -> list[int]:
         """Ids of this message and its alternatives (same parent, same conversation), oldest first."""
         row = self.db.execute("SELECT conversation_id, parent_id FROM messages WHERE id = ?", (message_id,)).fetchone()
@@ -370,30 +356,36 @@ class Store:
         ]
 
     def path_ids(self, conversation_id: int) -> list[int]:
+        """Ids along the active path. A scalar subquery per step, not a join: once ANALYZE has run, SQLite
+        builds a Bloom filter over all messages at every step of a joined recursion (45 ms vs 1 ms)."""
         rows = self.db.execute(
             "WITH RECURSIVE path(id, depth) AS ("
             " SELECT active_root_id, 0 FROM conversations WHERE id = ? AND active_root_id IS NOT NULL"
-            " UNION ALL SELECT m.active_child_id, p.depth + 1 FROM messages m JOIN path p ON m.id = p.id"
-            " WHERE m.active_child_id IS NOT NULL) SELECT id FROM path ORDER BY depth",
+            " UNION ALL SELECT (SELECT m.active_child_id FROM messages m WHERE m.id = p.id), p.depth + 1"
+            " FROM path p WHERE p.id IS NOT NULL) SELECT id FROM path WHERE id IS NOT NULL ORDER BY depth",
             (conversation_id,),
         ).fetchall()
         return [r[0] for r in rows]
 
     def messages(self, conversation_id: int) -> list[Message]:
-        """The active path, each message with its branch position ("2 / 3")."""
-        rows = {
-            r[0]: r
-            for r in self.db.execute(
-                f"SELECT {_MSG_COLUMNS} FROM messages WHERE conversation_id = ?", (conversation_id,)
-            )
-        }
+        """The active path, each message with its branch position ("2 / 3"); one query, walked in Python."""
+        root = self.db.execute("SELECT active_root_id FROM conversations WHERE id = ?", (conversation_id,)).fetchone()
+        rows: dict[int, tuple] = {}
+        active: dict[int, int | None] = {}
         children: dict[int | None, list[int]] = {}
-        for row in sorted(rows.values()):
+        for row in self.db.execute(
+            f"SELECT {_MSG_COLUMNS}, active_child_id FROM messages WHERE conversation_id = ? ORDER BY id",
+            (conversation_id,),
+        ):
+            rows[row[0]] = row
+            active[row[0]] = row[-1]
             children.setdefault(row[3], []).append(row[0])
         result = []
-        for message_id in self.path_ids(conversation_id):
-            group = children.get(rows[message_id][3], [message_id])
-            result.append(_message(rows[message_id], group.index(message_id) + 1, len(group)))
+        current = root[0] if root else None
+        while current is not None and current in rows and len(result) <= len(rows):
+            group = children[rows[current][3]]
+            result.append(_message(rows[current], group.index(current) + 1, len(group)))
+            current = active[current]
         return result
 
     def switch_branch(self, message_id: int) -> list[Message]:
@@ -439,7 +431,7 @@ class Store:
 
     # ---- search -----------------------------------------------------------------------------------------
     def search(self, text: str, limit: int = 50) -> list[SearchHit]:
-        """Full-text search over every message (words may be prefixes); snippets mark matches with [ ]."""
+        """Full-text search over every message, newest first (words may be prefixes); matches in [ ]."""
         query = fts_query(text)
         if not query:
             return []
@@ -450,7 +442,9 @@ class Store:
                 "FROM messages_fts JOIN messages m ON m.id = messages_fts.rowid "
                 "JOIN conversations c ON c.id = m.conversation_id "
                 "WHERE messages_fts MATCH ? AND c.deleted_at IS NULL "
-                "ORDER BY rank LIMIT ?",
+                # Newest first, as chat apps list results; it also lets FTS5 stop after `limit` hits
+                # instead of ranking every match (common words match a large part of a long history).
+                "ORDER BY messages_fts.rowid DESC LIMIT ?",
                 (query, limit),
             ).fetchall()
         except sqlite3.OperationalError as exc:

@@ -20,6 +20,7 @@ from app.core.errors import StoreError
 from app.core.store import Store
 
 log = logging.getLogger("hearth.store")
+WINDOW = 4  # rowids probed per query during a salvage (a silent stop hides at most 3 good rows)
 
 
 @dataclass
@@ -118,14 +119,18 @@ def salvage(damaged: Path, store: Store) -> SalvageReport:
 
 
 def _readable(db: sqlite3.Connection, table: str, columns: str, report: SalvageReport) -> Iterator[tuple]:
-    """(rowid, row) for every row that still reads, probing rowid ranges and halving around damage."""
+    """(rowid, row) for every row that still reads, probing small rowid windows and halving around errors.
+
+    A damaged leaf page does not always raise: a scan can silently end at it. Small windows bound what
+    such a silent stop can hide to the rows of the broken page itself.
+    """
     try:
         low, high = db.execute(f"SELECT min(rowid), max(rowid) FROM {table}").fetchone()
     except sqlite3.DatabaseError:
         low, high = 1, 1 << 20  # the table's b-tree root is damaged: probe blindly
     if low is None:
         return
-    stack = [(low, high)]
+    stack = [(a, min(a + WINDOW - 1, high)) for a in range(low, high + 1, WINDOW)][::-1]
     while stack:
         a, b = stack.pop()
         try:
