@@ -12,6 +12,9 @@ os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 
 def main(argv: Sequence[str] | None = None) -> int:
     """No arguments opens the app; any argument is a CLI command (which never opens a window)."""
+    from app.core.native import preload_llama_libraries
+
+    preload_llama_libraries()  # before anything imports numpy (see app/core/native.py)
     args = [a for a in (sys.argv[1:] if argv is None else argv) if not a.startswith("-psn_")]  # macOS Finder
     if args:
         from app.cli import run

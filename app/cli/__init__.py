@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "app.cli.template_cmds",
     "app.cli.chat_cmds",
     "app.cli.history_cmds",
+    "app.cli.hw_cmds",
 )
 
 EXIT_OK = 0

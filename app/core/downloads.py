@@ -372,10 +372,12 @@ class DownloadManager:
                 live.done, live.message = item.total_bytes, "already downloaded"
             else:
                 item.state, item.error = DownloadState.QUEUED, None
-                self._start_worker()
             self._save()
-            self._cond.notify_all()
-        self._emit(kind, item_id)
+        self._emit(kind, item_id)  # before the worker can see the item: "added" always comes first
+        if not done:
+            with self._cond:
+                self._start_worker()
+                self._cond.notify_all()
         return self.status(item_id)
 
     def _partial_dir(self, dest: Path) -> Path:

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from enum import StrEnum
 from pathlib import PurePosixPath
 from typing import Any
 
-import psutil
-
+from app.core.fit import Fit, fit_from_size
 from app.core.gguf_info import SPLIT_RE
+from app.core.hardware import GpuInfo, HardwareInfo, detect_hardware
 
 # Quantization names as they appear in file names: Q4_K_M, IQ4_XS, Q4_0_4_4, UD-Q4_K_XL, TQ1_0, F16, BF16 ...
 # The last match wins ("model-f16-Q4_K_M.gguf" is a Q4_K_M made from an f16).
@@ -29,43 +29,36 @@ PREFERRED_QUANTS = (
 )  # fmt: skip
 
 
-class Fit(StrEnum):
-    """Whether a model of this size can run here: comfortably, after closing other apps, or not at all."""
-
-    FITS = "fits"
-    TIGHT = "tight"
-    TOO_BIG = "too_big"
-
-
 @dataclass(frozen=True)
 class MemoryBudget:
-    """The memory a model can use. A stand-in for app.core.hardware's snapshot until they are joined."""
+    """A machine's memory in four numbers (tests and what-if questions); real answers use detect_hardware()."""
 
     total_ram: int
     available_ram: int
     vram_total: int = 0
     vram_free: int = 0
 
-
-def memory_budget() -> MemoryBudget:
-    """This machine's RAM from psutil (no GPU yet: the hardware module will add VRAM)."""
-    memory = psutil.virtual_memory()
-    return MemoryBudget(total_ram=memory.total, available_ram=memory.available)
+    def as_hardware(self) -> HardwareInfo:
+        gpus = (GpuInfo("GPU", self.vram_total, self.vram_free, "budget"),) if self.vram_total else ()
+        return HardwareInfo("", 1, 1, self.total_ram, self.available_ram, gpus, "CUDA" if gpus else "CPU", bool(gpus))
 
 
-def quant_fit(size_bytes: int, hardware: MemoryBudget | None = None) -> Fit:
-    """Fit of a GGUF of size_bytes: weights plus ~10 % (at least 512 MiB) for KV cache and compute buffers.
+_HARDWARE: tuple[float, HardwareInfo] | None = None
 
-    INTEGRATION SEAM: this is the only fit rule the hub layer uses; point it at app.core.hardware's estimator
-    when that exists (HubClient takes `fit=` too, so tests and the GUI can pass another one).
-    """
-    hardware = hardware or memory_budget()
-    need = size_bytes + max(512 * 1024 * 1024, size_bytes // 10)
-    if need <= hardware.available_ram + hardware.vram_free:
-        return Fit.FITS
-    if need <= int(hardware.total_ram * 0.9) + hardware.vram_total:
-        return Fit.TIGHT  # fits once other programs give memory back
-    return Fit.TOO_BIG
+
+def current_hardware(max_age: float = 30.0) -> HardwareInfo:
+    """detect_hardware(), remembered for max_age seconds (a Hub file list asks once per file)."""
+    global _HARDWARE
+    if _HARDWARE is None or time.monotonic() - _HARDWARE[0] > max_age:
+        _HARDWARE = (time.monotonic(), detect_hardware())
+    return _HARDWARE[1]
+
+
+def quant_fit(size_bytes: int, hardware: MemoryBudget | HardwareInfo | None = None) -> Fit:
+    """Fit of a GGUF of size_bytes on this machine (or the one described): app.core.fit.fit_from_size."""
+    if isinstance(hardware, MemoryBudget):
+        hardware = hardware.as_hardware()
+    return fit_from_size(size_bytes, hardware or current_hardware())
 
 
 FitEstimator = Callable[[int], Fit]

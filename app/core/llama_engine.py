@@ -18,6 +18,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,7 @@ from app.core.errors import (
     ModelOutOfMemoryError,
 )
 from app.core.gguf_info import inspect
-from app.core.load_config import KV_CACHE_TYPES, LoadConfig
+from app.core.load_config import AUTO_LAYERS, KV_CACHE_TYPES, LoadConfig
 from app.core.sampling import SamplingSettings
 from app.core.stops import StopMatcher
 
@@ -68,9 +69,15 @@ def _llama() -> Any:
     return llama_cpp
 
 
+def library_dir() -> Path:
+    """Where llama-cpp-python loads llama.cpp from (LLAMA_CPP_LIB_PATH overrides its own lib/ folder)."""
+    override = os.environ.get("LLAMA_CPP_LIB_PATH")
+    return Path(override) if override else Path(_llama().__file__).parent / "lib"
+
+
 def backend_name() -> str:
     """Which GPU backend this llama-cpp-python build has, from the shared libraries it ships."""
-    lib = Path(_llama().__file__).parent / "lib"
+    lib = library_dir()
     names = " ".join(p.name.lower() for p in lib.glob("*")) if lib.is_dir() else ""
     for marker, name in (
         ("cuda", "CUDA"),
@@ -168,12 +175,48 @@ class LlamaCppEngine:
             raise EngineBusyError(f"cannot {action} while a reply is being generated; stop it first")
 
     # ---- load / unload -----------------------------------------------------------------------------
-    def load(self, path: Path, config: LoadConfig, progress: ProgressCallback | None = None) -> LoadedModel:
+    def load(
+        self, path: Path, config: LoadConfig, progress: ProgressCallback | None = None, *, retry_on_oom: bool = True
+    ) -> LoadedModel:
+        """Load; "auto" GPU layers come from the fit estimate, and an out-of-memory load is retried once with
+        the layer count the estimator suggests (retry_on_oom=False: the error carries the suggestion)."""
         self._acquire("load a model")
         try:
-            return self._load(Path(path), config, progress)
+            path = Path(path)
+            lib = _llama()
+            if config.n_gpu_layers == 0 or not lib.llama_supports_gpu_offload():
+                return self._load(
+                    path, replace(config, n_gpu_layers=0) if config.n_gpu_layers < 0 else config, progress
+                )
+            return self._load_on_gpu(path, config, progress, retry_on_oom)
         finally:
             self._lock.release()
+
+    def _load_on_gpu(
+        self, path: Path, config: LoadConfig, progress: ProgressCallback | None, retry: bool
+    ) -> LoadedModel:
+        from app.core.fit import auto_gpu_layers, load_with_oom_retry, suggest_layers_after_oom
+        from app.core.hardware import detect_hardware
+
+        try:
+            info = inspect(path)
+        except GGUFError as exc:
+            raise ModelLoadError(str(exc)) from None
+        hardware = detect_hardware()
+        n_ctx = config.effective_ctx(info)
+        layers = config.n_gpu_layers
+        if layers == AUTO_LAYERS:
+            layers = auto_gpu_layers(
+                info, hardware, n_ctx, config.kv_cache_type, flash_attention=config.flash_attention
+            )
+            log.info("auto GPU layers for %s: %d", path.name, layers)
+        loaded, _ = load_with_oom_retry(
+            lambda k: self._load(path, replace(config, n_gpu_layers=k), progress),
+            layers,
+            lambda k: suggest_layers_after_oom(info, hardware, k, n_ctx, config.kv_cache_type),
+            retry=retry,
+        )
+        return loaded
 
     def _load(self, path: Path, config: LoadConfig, progress: ProgressCallback | None) -> LoadedModel:
         if not path.is_file():

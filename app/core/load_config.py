@@ -14,6 +14,7 @@ from app.core.gguf_info import ModelInfo, inspect
 
 # KV cache element types as llama.cpp's GGML_TYPE_* ids (stable across releases).
 KV_CACHE_TYPES: dict[str, int] = {"f16": 1, "q8_0": 8, "q4_0": 2}
+AUTO_LAYERS = -2  # n_gpu_layers: as many as the fit estimate says fit in free VRAM
 CTX_GRANULARITY = 256  # llama.cpp pads n_ctx to 256; other values break llama-cpp-python's buffers (trap 3)
 MAX_CTX = 1 << 20
 
@@ -50,7 +51,7 @@ class LoraAdapter:
 class LoadConfig:
     """Everything that decides how a model is loaded. 0 for threads means 'pick for this machine'."""
 
-    n_gpu_layers: int = 0  # -1 = every layer; otherwise 0..block_count (+1 offloads the output layer too)
+    n_gpu_layers: int = 0  # -2 = auto, -1 = every layer; otherwise 0..block_count (+1: the output layer too)
     n_ctx: int = 4096  # 0 = the model's training context; otherwise a multiple of 256
     n_threads: int = 0
     n_threads_batch: int = 0
@@ -78,8 +79,8 @@ class LoadConfig:
 
     def validate(self, info: ModelInfo | None = None) -> LoadConfig:
         """Return self, or raise ConfigError with what to change. info enables model-specific checks."""
-        if not isinstance(self.n_gpu_layers, int) or self.n_gpu_layers < -1:
-            raise ConfigError(f"GPU layers must be -1 (all) or 0 or more; got {self.n_gpu_layers!r}")
+        if not isinstance(self.n_gpu_layers, int) or self.n_gpu_layers < AUTO_LAYERS:
+            raise ConfigError(f"GPU layers must be -2 (auto), -1 (all) or 0 or more; got {self.n_gpu_layers!r}")
         if not isinstance(self.n_ctx, int) or not 0 <= self.n_ctx <= MAX_CTX:
             raise ConfigError(f"context size must be 0 (the model's own) to {MAX_CTX}; got {self.n_ctx!r}")
         if self.n_ctx % CTX_GRANULARITY:

@@ -8,8 +8,8 @@ from app.core.hub_files import (
     Fit,
     MemoryBudget,
     RemoteFile,
+    current_hardware,
     group_gguf_files,
-    memory_budget,
     quant_fit,
     quant_name,
     recommend,
@@ -85,11 +85,12 @@ def test_fit_compares_weights_plus_overhead_with_available_and_total_memory():
     assert quant_fit(10 * GIB, machine) is Fit.TIGHT  # after closing other programs
     assert quant_fit(20 * GIB, machine) is Fit.TOO_BIG
     with_gpu = MemoryBudget(total_ram=16 * GIB, available_ram=8 * GIB, vram_total=12 * GIB, vram_free=12 * GIB)
-    assert quant_fit(18 * GIB, with_gpu) is Fit.FITS
+    assert quant_fit(18 * GIB, with_gpu) is Fit.PARTLY  # 12 GiB on the GPU, the rest in RAM
+    assert quant_fit(8 * GIB, with_gpu) is Fit.FITS
 
 
 def test_fit_defaults_to_this_machines_memory():
-    budget = memory_budget()
+    budget = current_hardware()
     assert 0 < budget.available_ram <= budget.total_ram
     assert quant_fit(1024) is Fit.FITS
     assert quant_fit(budget.total_ram * 4) is Fit.TOO_BIG
