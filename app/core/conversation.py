@@ -36,7 +36,10 @@ class ChatRunner:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self._cuts: dict[Hashable, int] = {}
+        # Per conversation: how many of the oldest turns the last reply left out, those turns (a cut is only
+        # reused while the conversation still starts with them; an edit or another branch starts over) and
+        # how many turns there were (fewer now: something was deleted, so everything may fit again).
+        self._cuts: dict[Hashable, tuple[int, tuple[Message, ...], int]] = {}
 
     def forget(self, conversation: Hashable) -> None:
         self._cuts.pop(conversation, None)
@@ -71,11 +74,16 @@ class ChatRunner:
             rendered = render_prompt(kept, model.info, override=override, choice=choice)
             return rendered, self.engine.count_tokens(rendered.text)
 
-        cut = min(self._cuts.get(conversation, 0), _last_cut(turns))
+        cut, shrunk = self._remembered_cut(conversation, turns)
+        cut = min(cut, _last_cut(turns))
         rendered, tokens = attempt(cut)
+        if cut and shrunk and tokens <= budget:
+            whole = attempt(0)
+            if whole[1] <= int(budget * REFILL_FRACTION):
+                cut, (rendered, tokens) = 0, whole
         if tokens > budget:
             cut, rendered, tokens = self._recut(turns, cut, budget, attempt)
-        self._cuts[conversation] = cut
+        self._cuts[conversation] = (cut, tuple(turns[:cut]), len(turns))
         return PreparedPrompt(
             rendered=rendered,
             messages=tuple(system + turns[cut:]),
@@ -84,29 +92,45 @@ class ChatRunner:
             reply_budget=min(sampling.max_tokens, n_ctx - tokens),
         )
 
+    def _remembered_cut(self, conversation: Hashable, turns: list[Message]) -> tuple[int, bool]:
+        """The cut to start from, and whether the conversation is shorter than last time."""
+        cut, dropped, count = self._cuts.get(conversation, (0, (), 0))
+        return (cut if tuple(turns[:cut]) == dropped else 0), len(turns) < count
+
     @staticmethod
     def _recut(
         turns: list[Message], cut: int, budget: int, attempt: Callable[[int], tuple[RenderedPrompt, int]]
     ) -> tuple[int, RenderedPrompt, int]:
-        """Drop more pairs until the prompt fits in REFILL_FRACTION of the budget (or at least fits)."""
-        target = int(budget * REFILL_FRACTION)
-        best: tuple[int, RenderedPrompt, int] | None = None
-        for candidate in range(cut + 2, _last_cut(turns) + 1, 2):  # whole user/assistant pairs
-            rendered, tokens = attempt(candidate)
-            if tokens <= budget and best is None:
-                best = (candidate, rendered, tokens)
-            if tokens <= target:
-                return candidate, rendered, tokens
-        if best is not None:
-            return best
-        last = _last_cut(turns)
-        rendered, tokens = attempt(last)
-        if tokens > budget:
+        """Drop more of the oldest exchanges: the fewest that bring the prompt within REFILL_FRACTION of the
+        budget, else the fewest that make it fit at all. Binary search: a long history that meets a small
+        context for the first time costs a handful of renders, not one per message."""
+        points = [i for i in _cut_points(turns) if i > cut]
+        results: dict[int, tuple[RenderedPrompt, int]] = {}
+
+        def tokens_at(index: int) -> int:
+            point = points[index]
+            if point not in results:
+                results[point] = attempt(point)
+            return results[point][1]
+
+        last = len(points) - 1
+        if last < 0 or tokens_at(last) > budget:
+            tokens = tokens_at(last) if last >= 0 else attempt(cut)[1]
             raise ContextOverflowError(
                 f"the message is too long: with the system prompt it needs {tokens} tokens, but the context "
                 f"leaves {budget} for the conversation; shorten it or load the model with a larger context"
             )
-        return last, rendered, tokens
+        limit = int(budget * REFILL_FRACTION) if tokens_at(last) <= int(budget * REFILL_FRACTION) else budget
+        low, high = 0, last  # tokens shrink as the cut grows: find the first point within the limit
+        while low < high:
+            mid = (low + high) // 2
+            if tokens_at(mid) <= limit:
+                high = mid
+            else:
+                low = mid + 1
+        point = points[low]
+        rendered, tokens = results[point]
+        return point, rendered, tokens
 
     def stream(
         self,
@@ -132,8 +156,15 @@ class ChatRunner:
             yield event
 
 
+def _cut_points(turns: list[Message]) -> list[int]:
+    """Where the kept conversation may start: where an exchange starts (a user message after a reply), so
+    whole exchanges are dropped and the user/assistant alternation some templates insist on survives; and
+    at the newest message, the last resort."""
+    last = len(turns) - 1
+    return [i for i, m in enumerate(turns) if i > 0 and m.role == "user" and (turns[i - 1].role != "user" or i == last)]
+
+
 def _last_cut(turns: list[Message]) -> int:
-    """The largest number of leading messages that may be dropped: everything but the newest message,
-    in whole pairs so user/assistant alternation survives (some templates insist on it)."""
-    droppable = len(turns) - 1
-    return droppable - droppable % 2
+    """The most leading messages that may be dropped: everything before the newest user message."""
+    points = _cut_points(turns)
+    return points[-1] if points else 0

@@ -87,6 +87,22 @@ class ModelOutOfMemoryError(ModelLoadError):
         self.suggested_gpu_layers = suggested_gpu_layers
 
 
+class ModelFileMissingError(ModelLoadError):
+    """The model file (or one part of a split model) does not exist or is not a file."""
+
+
+class LoadCancelledError(ModelLoadError):
+    """The user cancelled a model load (cancel() during load); nothing stays loaded."""
+
+
+class UnsupportedArchitectureError(ModelLoadError):
+    """This llama.cpp build does not know the model's architecture (a newer llama-cpp-python may)."""
+
+    def __init__(self, message: str, architecture: str = "") -> None:
+        super().__init__(message)
+        self.architecture = architecture
+
+
 class ContextOverflowError(GenerationError):
     """The prompt cannot fit in the context window even after dropping old turns."""
 

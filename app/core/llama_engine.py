@@ -30,8 +30,11 @@ from app.core.errors import (
     EngineBusyError,
     GenerationError,
     GGUFError,
+    LoadCancelledError,
+    ModelFileMissingError,
     ModelLoadError,
     ModelOutOfMemoryError,
+    UnsupportedArchitectureError,
 )
 from app.core.gguf_info import inspect
 from app.core.load_config import AUTO_LAYERS, KV_CACHE_TYPES, LoadConfig
@@ -121,6 +124,16 @@ def _release_heap() -> None:
             ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
+def _oom_advice(stage: str, config: LoadConfig) -> str:
+    on_gpu = config.n_gpu_layers != 0
+    if stage == "context":
+        what = f"the context (n_ctx {config.n_ctx or 'of the model'})"
+        return f"{what}; {'offload fewer GPU layers or ' if on_gpu else ''}use a smaller context"
+    if on_gpu:
+        return "the model; offload fewer GPU layers"
+    return "the model; close other programs or choose a smaller quantization of it"
+
+
 def common_prefix(a: list[int], b: list[int]) -> int:
     n = min(len(a), len(b))
     i = 0
@@ -145,7 +158,8 @@ class LlamaCppEngine:
         # split the reply differently (which would throw the KV cache away from the reply onwards).
         self._last_text = ""
         self._last_prompt_len = 0
-        self._reply_pieces: list[str] = []  # decoded text of each reply token (as streamed, pre-stop)
+        self._reply_pieces: list[str | None] = []  # text each reply token added (None: a control token)
+        self._reply_shown = 0  # characters of the reply actually streamed (a stop's start is held back)
         self._space_prefix = False
         self._add_bos = False
         self._bos_text = ""
@@ -220,7 +234,7 @@ class LlamaCppEngine:
 
     def _load(self, path: Path, config: LoadConfig, progress: ProgressCallback | None) -> LoadedModel:
         if not path.is_file():
-            raise ModelLoadError(f"{path.name}: file not found ({path})")
+            raise ModelFileMissingError(f"{path.name}: file not found ({path})")
         try:
             info = inspect(path)
         except GGUFError as exc:
@@ -247,7 +261,7 @@ class LlamaCppEngine:
         params.progress_callback = self._progress_cb
         model = lib.llama_model_load_from_file(str(path).encode("utf-8"), params)
         if not model:
-            raise self._load_failure(info.display_name, info.architecture, "model")
+            raise self._load_failure(info.display_name, info.architecture, "model", config)
         try:
             ctx = self._new_context(lib, model, config, path.name)
             self._model_p, self._ctx = model, ctx
@@ -307,7 +321,7 @@ class LlamaCppEngine:
         params.no_perf = True  # Hearth times generations itself
         ctx = lib.llama_init_from_model(model, params)
         if not ctx:
-            raise self._load_failure(name, "", "context", n_ctx=config.n_ctx)
+            raise self._load_failure(name, "", "context", config)
         return ctx
 
     @staticmethod
@@ -335,20 +349,19 @@ class LlamaCppEngine:
         if lib.llama_set_adapters_lora(self._ctx, array, len(adapters), scales) != 0:
             raise ModelLoadError("llama.cpp refused the LoRA adapters for this model")
 
-    def _load_failure(self, name: str, arch: str, stage: str, n_ctx: int = 0) -> ModelLoadError:
+    def _load_failure(self, name: str, arch: str, stage: str, config: LoadConfig) -> ModelLoadError:
+        """Turn a NULL from llama.cpp into a typed error, from the reason llama.cpp logged just before."""
         problems = llama_log.recent_problems(clear=True)
         text = " ".join(problems).lower()
         if self._cancel.is_set():
-            return ModelLoadError(f"{name}: loading cancelled")
+            return LoadCancelledError(f"{name}: loading cancelled")
         if "unknown model architecture" in text or "unknown architecture" in text:
-            return ModelLoadError(
-                f"{name}: this llama.cpp build does not support the '{arch}' architecture; update llama-cpp-python"
+            return UnsupportedArchitectureError(
+                f"{name}: this llama.cpp build does not support the '{arch}' architecture; update llama-cpp-python",
+                arch,
             )
         if any(marker in text for marker in _OOM_MARKERS):
-            what = f"the context (n_ctx {n_ctx or 'model default'})" if stage == "context" else "the model"
-            return ModelOutOfMemoryError(
-                f"{name}: out of memory while allocating {what}; offload fewer GPU layers or use a smaller context"
-            )
+            return ModelOutOfMemoryError(f"{name}: out of memory while allocating {_oom_advice(stage, config)}")
         detail = problems[-1] if problems else "no reason given (see the log)"
         return ModelLoadError(f"{name}: llama.cpp could not create the {stage}: {detail}")
 
@@ -371,7 +384,7 @@ class LlamaCppEngine:
         self._ctx = self._model_p = self._vocab = None
         self._loaded = None
         self._cached = []
-        self._last_text, self._last_prompt_len, self._reply_pieces = "", 0, []
+        self._last_text, self._last_prompt_len, self._reply_pieces, self._reply_shown = "", 0, [], 0
         _release_heap()
         log.info("model unloaded")
 
@@ -417,15 +430,15 @@ class LlamaCppEngine:
         request.sampling.validate()
         self._cancel.clear()
         started = time.perf_counter()
-        tokens = self._prompt_tokens(request.text)
+        tokens = self.prompt_tokens(request.text)
         n_ctx = self._loaded.n_ctx
         if len(tokens) >= n_ctx:
             raise ContextOverflowError(
                 f"the prompt is {len(tokens)} tokens but the context holds {n_ctx}; shorten it or load the "
                 "model with a larger context"
             )
-        self._last_text, self._last_prompt_len, self._reply_pieces = request.text, len(tokens), []
-        seed = request.sampling.request_seed()
+        self._last_text, self._last_prompt_len, self._reply_pieces, self._reply_shown = request.text, len(tokens), [], 0
+        seed = self._seed(request.sampling)
         chain = self._sampler_chain(request.sampling, request.grammar, seed)
         run = _Run(started=started, prompt_tokens=len(tokens), seed=seed)
         try:
@@ -442,12 +455,27 @@ class LlamaCppEngine:
             _llama().llama_sampler_free(chain)
         yield run.stats()
 
-    def count_tokens(self, text: str) -> int:
-        return len(self._prompt_tokens(text))
+    def _seed(self, sampling: SamplingSettings) -> int:
+        """The reply's seed: the sampling settings' fixed seed, else the load config's, else a fresh one."""
+        fixed = self._loaded.config.seed if self._loaded is not None else None
+        if sampling.seed is None and fixed is not None:
+            return fixed
+        return sampling.request_seed()
 
-    def _prompt_tokens(self, text: str) -> list[int]:
-        """Tokens for a prompt, reusing the previous prompt's tokens and the model's own reply tokens when
-        the new prompt continues them (a chat's next turn); a plain tokenization otherwise."""
+    def count_tokens(self, text: str) -> int:
+        return len(self.prompt_tokens(text))
+
+    def prompt_tokens(self, text: str) -> list[int]:
+        """The tokens generate() would put in the context for this prompt text.
+
+        A chat's next turn continues the previous prompt and the model's own reply: those tokens are
+        reused as they are (a fresh tokenization may split the reply differently, which would throw the
+        KV cache away from the reply onwards). Only the reply text that was shown is reused, so a token
+        that began a stop string never stands in for the template's own turn marker. Otherwise (a new
+        conversation, an edited message) it is a plain tokenization.
+        """
+        if self._vocab is None:
+            raise GenerationError("no model is loaded")
         last, reply = self._last_text, self._reply_pieces
         cached_reply = self._cached[self._last_prompt_len :]
         intact = len(self._cached) >= self._last_prompt_len and len(cached_reply) == len(reply)
@@ -456,7 +484,7 @@ class LlamaCppEngine:
         rest = text[len(last) :]
         kept, used = 0, 0
         for piece in reply:  # pieces are whole characters (the incremental decoder's output per token)
-            if not rest.startswith(piece, used):
+            if piece is None or used + len(piece) > self._reply_shown or not rest.startswith(piece, used):
                 break
             used += len(piece)
             kept += 1
@@ -539,12 +567,13 @@ class LlamaCppEngine:
                 if self._token_text(token, special=True) in stops:
                     run.finish = "stop"
                     break
-                text = ""
+                text = None
             else:
                 text = decoder.decode(self._token_bytes(token, special=False))
             if text:
                 safe, hit = matcher.feed(text)
                 if safe:
+                    self._reply_shown += len(safe)
                     yield TextChunk(safe)
                 if hit:
                     run.finish = "stop"
@@ -561,9 +590,10 @@ class LlamaCppEngine:
         if run.finish != "stop":  # text held back as a possible stop prefix was real output after all
             unfinished = decoder.decode(b"", final=True)  # a last token that ended mid-character
             if unfinished and self._reply_pieces:
-                self._reply_pieces[-1] += unfinished
+                self._reply_pieces[-1] = (self._reply_pieces[-1] or "") + unfinished
             tail = matcher.flush() + unfinished
             if tail:
+                self._reply_shown += len(tail)
                 yield TextChunk(tail)
 
     def _sampler_chain(self, sampling: SamplingSettings, grammar: str | None, seed: int) -> Any:

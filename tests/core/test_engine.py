@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,10 @@ from app.core.errors import (
     ContextOverflowError,
     EngineBusyError,
     GenerationError,
+    LoadCancelledError,
+    ModelFileMissingError,
     ModelLoadError,
+    UnsupportedArchitectureError,
 )
 from app.core.llama_engine import LlamaCppEngine
 from app.core.load_config import LoadConfig, LoraAdapter
@@ -75,6 +79,17 @@ def test_progress_is_reported_while_loading(tiny_model: Path):
     engine.unload()
     assert seen and seen[-1] == pytest.approx(1.0)
     assert seen == sorted(seen)
+
+
+def test_load_config_seed_is_the_default_for_replies_without_one(tiny_model: Path):
+    engine = LlamaCppEngine()
+    engine.load(tiny_model, LoadConfig(n_ctx=256, seed=1234))
+    unfixed = SamplingSettings(temperature=1.5, top_k=0, top_p=1.0, min_p=0.0, max_tokens=24)
+    first, stats, _ = run(engine, "the", sampling=unfixed)
+    again, _, _ = run(engine, "the", sampling=unfixed)
+    assert stats.seed == 1234 and first == again
+    assert run(engine, "the", sampling=replace(unfixed, seed=5))[1].seed == 5  # a reply's own seed wins
+    engine.unload()
 
 
 def test_fixed_seed_repeats_and_fresh_seeds_differ(engine: LlamaCppEngine):
@@ -228,16 +243,67 @@ def test_unload_refused_mid_generation_and_fine_when_idle(tiny_model: Path):
 
 def test_load_errors_are_typed_and_the_process_survives(tmp_path: Path):
     engine = LlamaCppEngine()
-    with pytest.raises(ModelLoadError, match="file not found"):
+    with pytest.raises(ModelFileMissingError, match="file not found"):
         engine.load(tmp_path / "missing.gguf", LoadConfig())
     bad = tmp_path / "bad.gguf"
     bad.write_text("<html>this is not a model, it is an error page</html>")
     with pytest.raises(ModelLoadError, match="not a GGUF file"):
         engine.load(bad, LoadConfig())
     alien = write_tiny_model(tmp_path / "alien.gguf", TinyModelSpec(architecture="hearthformer"))
-    with pytest.raises(ModelLoadError, match="does not support the 'hearthformer' architecture"):
+    with pytest.raises(UnsupportedArchitectureError, match="does not support the 'hearthformer' architecture"):
         engine.load(alien, LoadConfig(n_ctx=256))
     assert engine.model is None
+
+
+def test_cancel_during_a_load_aborts_it_and_the_next_load_works(tiny_model: Path):
+    engine = LlamaCppEngine()
+    with pytest.raises(LoadCancelledError, match="loading cancelled"):
+        engine.load(tiny_model, LoadConfig(n_ctx=256), progress=lambda _fraction: engine.cancel())
+    assert engine.model is None and not engine.busy
+    engine.load(tiny_model, LoadConfig(n_ctx=256))
+    assert run(engine, "the", sampling=GREEDY)[1].generated_tokens > 0
+    engine.unload()
+
+
+OOM_CHILD = """
+import resource, sys
+from pathlib import Path
+import psutil
+from app.core.errors import ModelOutOfMemoryError
+from app.core.llama_engine import LlamaCppEngine, _llama
+from app.core.load_config import LoadConfig
+from app.core.tiny_model import TinyModelSpec, write_tiny_model
+
+# 4 layers x (K + V) x 256 x f16 = 4 KiB of KV cache per token: 4 GiB for a 1M-token context.
+path = write_tiny_model(Path(sys.argv[1]), TinyModelSpec(n_embd=256, n_head=4, n_head_kv=4, n_layer=4,
+                                                         context_length=1 << 20))
+engine = LlamaCppEngine()
+_llama()
+headroom = psutil.Process().memory_info().vms + (1 << 30)  # 1 GiB more address space than in use now
+resource.setrlimit(resource.RLIMIT_AS, (headroom, resource.RLIM_INFINITY))
+try:
+    engine.load(path, LoadConfig(n_ctx=1 << 20))
+    print("loaded")
+except ModelOutOfMemoryError as exc:
+    print("OOM", exc)
+engine.load(path, LoadConfig(n_ctx=1024))
+print("then loaded", engine.model.n_ctx)
+"""
+
+
+def test_out_of_memory_is_a_typed_error_and_the_process_survives(tmp_path: Path):
+    """A real allocation failure: a child process whose address space is capped asks for a 4 GiB KV cache."""
+    result = subprocess.run(
+        [sys.executable, "-c", OOM_CHILD, str(tmp_path / "kv-heavy.gguf")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("OOM kv-heavy.gguf: out of memory while allocating the context (n_ctx 1048576)")
+    assert "use a smaller context" in lines[0] and "GPU" not in lines[0]  # CPU-only: no GPU advice
+    assert lines[1] == "then loaded 1024"
 
 
 @pytest.mark.parametrize(
@@ -379,6 +445,30 @@ def test_next_turn_reuses_the_models_own_reply_tokens(make_tiny_model):
         if turn:
             new_text_tokens = len(engine.tokenize(question, add_bos=False))
             assert stats.evaluated_tokens <= new_text_tokens + 20, (turn, stats)  # + the turn markers
+    engine.unload()
+
+
+def test_a_stop_string_spelled_out_is_never_reused_as_the_turn_marker(make_tiny_model):
+    """The model writes "<|im_end|>" as plain text pieces: the tokens that began the stop string are not
+    shown, so the next turn must not reuse them in place of the template's real <|im_end|> token."""
+    path = make_tiny_model(
+        "no-space-prefix-chatml.gguf",
+        extra_control_tokens=("<|im_start|>", "<|im_end|>"),
+        extra_metadata={"tokenizer.ggml.add_space_prefix": False},  # like gemma and every BPE vocabulary
+    )
+    engine = LlamaCppEngine()
+    engine.load(path, LoadConfig(n_ctx=512))
+    first = "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
+    spelled = 'root ::= "Hello<|im_end|> and more"'
+    reply, stats, _ = run(engine, first, stop=("<|im_end|>",), grammar=spelled, sampling=GREEDY)
+    assert reply == "Hello" and stats.finish_reason == "stop"
+    second = first + reply + "<|im_end|>\n<|im_start|>user\nagain<|im_end|>\n<|im_start|>assistant\n"
+    tokens = engine.prompt_tokens(second)
+    (marker,) = engine.tokenize("<|im_end|>", add_bos=False)
+    assert tokens.count(marker) == 3  # the reply's end, the question's end ... and the first turn's
+    assert tokens[: stats.prompt_tokens] == engine.tokenize(first)  # the first prompt is still reused
+    _, follow, _ = run(engine, second, sampling=GREEDY)
+    assert follow.evaluated_tokens < follow.prompt_tokens
     engine.unload()
 
 
