@@ -118,6 +118,8 @@ class ModelPicker(QWidget):
             self.model.appendRow(cells)
         self.combo.blockSignals(False)
         self.select(selected)
+        if self.combo.currentIndex() < 0 and self.model.rowCount():
+            self.combo.setCurrentIndex(0)
         header = self.table.horizontalHeader()
         header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
         for column in range(1, len(COLUMNS)):
