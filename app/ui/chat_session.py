@@ -1,0 +1,462 @@
+"""The open conversation: history from the store, replies through the engine thread, branches and edits.
+
+Lives in the GUI thread. The store connection here is for short reads and writes (a conversation opens
+in a few ms); the engine thread writes the streamed reply through its own connection.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from PySide6.QtCore import QObject, Signal
+from PySide6.QtGui import QGuiApplication
+
+from app.core.errors import HearthError
+from app.core.sampling import PRESETS, SamplingSettings
+from app.ui.chat_model import ChatModel, MessageItem
+from app.ui.workers import EngineClient, ReplyDone, ReplyJob, ReplyStarted
+
+if TYPE_CHECKING:
+    from app.core.settings import Settings
+    from app.core.store import Conversation, SearchHit, Store
+
+log = logging.getLogger("hearth.ui.session")
+
+
+@dataclass
+class _Active:
+    """The reply being written, wherever it belongs (the user may look at another chat meanwhile)."""
+
+    job: ReplyJob
+    row_key: int  # the MessageItem key of its row while its conversation is shown
+    message_id: int | None = None
+    text: str = ""
+
+
+@dataclass(frozen=True)
+class PromptView:
+    """What 'Show prompt' displays for a reply."""
+
+    text: str
+    template: str
+    reason: str
+
+
+class ChatSession(QObject):
+    """Signals:
+    conversation_changed(int): the open conversation (0 = a new chat not saved yet).
+    conversations_changed(): titles, order or membership of the list changed.
+    notice(str): something the user should read above the composer ('' clears it).
+    error(str): an operation failed (one line).
+    state_changed(): generating / can-send changed.
+    edit_started(str): the composer should edit this text.
+    template_used(object ReplyStarted): the template and prompt of the reply just started.
+    """
+
+    conversation_changed = Signal(int)
+    conversations_changed = Signal()
+    notice = Signal(str)
+    error = Signal(str)
+    state_changed = Signal()
+    edit_started = Signal(str)
+    template_used = Signal(object)
+
+    def __init__(self, store: Store, engine: EngineClient, model: ChatModel, settings: Settings) -> None:
+        super().__init__()
+        self.store = store
+        self.engine = engine
+        self.model = model
+        self.settings = settings
+        self.conversation: Conversation | None = None
+        self.system_prompt = settings.get("default_system_prompt")
+        self.preset = settings.get("default_sampling_preset")
+        self.sampling = PRESETS.get(self.preset, SamplingSettings())
+        self.template_override = ""
+        self._active: _Active | None = None
+        self._editing_row = -1
+        self._templates: dict[int, ReplyStarted] = {}
+        engine.reply_started.connect(self._on_reply_started)
+        engine.reply_chunk.connect(self._on_reply_chunk)
+        engine.reply_done.connect(self._on_reply_done)
+        engine.state_changed.connect(self.state_changed)
+
+    # ---- state ------------------------------------------------------------------------------------------
+    @property
+    def conversation_id(self) -> int:
+        return self.conversation.id if self.conversation else 0
+
+    @property
+    def generating(self) -> bool:
+        return self._active is not None
+
+    @property
+    def generating_here(self) -> bool:
+        return self._active is not None and self._active.job.conversation_id == self.conversation_id
+
+    @property
+    def store_path(self) -> Path:
+        return Path(self.store.path)
+
+    def list_conversations(self) -> list[Conversation]:
+        return self.store.list_conversations(500)
+
+    # ---- opening ------------------------------------------------------------------------------------------
+    def new_chat(self) -> None:
+        self.conversation = None
+        self.system_prompt = self.settings.get("default_system_prompt")
+        self.preset = self.settings.get("default_sampling_preset")
+        self.sampling = PRESETS.get(self.preset, SamplingSettings())
+        self._editing_row = -1
+        self.model.reset([])
+        self.notice.emit("")
+        self.conversation_changed.emit(0)
+        self.state_changed.emit()
+
+    def open(self, conversation_id: int) -> bool:
+        try:
+            conversation = self.store.conversation(conversation_id)
+            messages = self.store.messages(conversation_id)
+        except HearthError as exc:
+            self.error.emit(str(exc))
+            return False
+        if conversation.deleted_at is not None:
+            return False
+        self.conversation = conversation
+        self.system_prompt = conversation.system_prompt
+        self.preset, self.sampling = _sampling_from(conversation.sampling, self.settings)
+        self._editing_row = -1
+        items = [MessageItem.from_message(m) for m in messages if m.role != "system"]
+        active = self._active
+        if active is not None and active.job.conversation_id == conversation_id:
+            self._reattach(items, active)
+        self.model.reset(items)
+        self.notice.emit("")
+        self.settings.set("last_conversation", conversation_id)
+        self.conversation_changed.emit(conversation_id)
+        self.state_changed.emit()
+        return True
+
+    def _reattach(self, items: list[MessageItem], active: _Active) -> None:
+        """The conversation being written to was opened again: show the live reply, not the saved part."""
+        for item in items:
+            if active.message_id is not None and item.message_id == active.message_id:
+                item.content, item.streaming = active.text, True
+                active.row_key = item.key
+                return
+        placeholder = MessageItem(role="assistant", content=active.text, streaming=True)
+        active.row_key = placeholder.key
+        items.append(placeholder)
+
+    def _ensure_conversation(self) -> Conversation:
+        if self.conversation is None:
+            model = self.engine.model
+            self.conversation = self.store.create_conversation(
+                model_path=str(model.path) if model else "",
+                template=self.template_override,
+                system_prompt=self.system_prompt,
+                sampling={"preset": self.preset, **self.sampling.to_dict()},
+            )
+            self.settings.set("last_conversation", self.conversation.id)
+            self.conversation_changed.emit(self.conversation.id)
+        return self.conversation
+
+    # ---- sending --------------------------------------------------------------------------------------------
+    def can_send(self) -> str:
+        """'' when a message can be sent now, else why not (shown under the composer)."""
+        if self.engine.model is None:
+            return "Load a model above to start chatting." if not self.engine.loading else "The model is loading…"
+        if self._active is not None:
+            return "" if self.generating_here else "A reply is being written in another chat; stop it first."
+        return ""
+
+    def send(self, text: str) -> bool:
+        """Send a message (or, while editing, the edited message as a new branch)."""
+        text = text.strip()
+        if not text or self.can_send() or self._active is not None:
+            return False
+        if self._editing_row >= 0:
+            return self._send_edit(text)
+        try:
+            conversation = self._ensure_conversation()
+            user = self.store.add_message(conversation.id, "user", text)
+        except HearthError as exc:
+            self.error.emit(str(exc))
+            return False
+        self.model.append(MessageItem.from_message(user))
+        self._start_reply(user.id)
+        self.conversations_changed.emit()
+        return True
+
+    def _history(self, upto_row: int) -> list:
+        from app.core.templates import Message
+
+        history = [Message("system", self.system_prompt)] if self.system_prompt.strip() else []
+        for item in self.model.items[: upto_row + 1]:
+            if item.message_id is not None and item.role in ("user", "assistant"):
+                history.append(Message(item.role, item.content))
+        return history
+
+    def _start_reply(self, parent_id: int) -> None:
+        """Generate a reply to the user message parent_id, which must be the last row."""
+        assert self.conversation is not None
+        user_row = self.model.rowCount() - 1
+        placeholder = MessageItem(role="assistant", content="", streaming=True, parent_id=parent_id)
+        job = ReplyJob(
+            job_id=self.engine.next_job_id(),
+            conversation_id=self.conversation.id,
+            parent_id=parent_id,
+            messages=tuple(self._history(user_row)),
+            sampling=self.sampling,
+            template_override=self.template_override or None,
+            store_path=self.store_path,
+        )
+        self.model.append(placeholder)
+        self._active = _Active(job, placeholder.key)
+        self.notice.emit("")
+        self.engine.generate(job)
+        self.state_changed.emit()
+
+    def stop(self) -> None:
+        self.engine.stop()
+
+    # ---- replies from the engine thread (plain methods: they run on the GUI thread) ---------------------------
+    def _row(self, active: _Active) -> int:
+        if active.job.conversation_id != self.conversation_id:
+            return -1
+        return self.model.row_of_key(active.row_key)
+
+    def _on_reply_started(self, started: ReplyStarted) -> None:
+        active = self._active
+        if active is None or active.job.job_id != started.job_id:
+            return
+        active.message_id = started.message_id
+        self._templates[started.message_id] = started
+        row = self._row(active)
+        if row >= 0:
+            self.model.update(row, message_id=started.message_id, template=started.template)
+        notices = []
+        if started.dropped:
+            notices.append(
+                f"The {started.dropped} oldest messages no longer fit in the model's context and were left out "
+                "of this reply. Load the model with a larger context to keep them."
+            )
+        if started.template_warning:
+            notices.append(started.template_warning)
+        if notices and active.job.conversation_id == self.conversation_id:
+            self.notice.emit(" ".join(notices))
+        self.template_used.emit(started)
+
+    def _on_reply_chunk(self, job_id: int, text: str) -> None:
+        active = self._active
+        if active is None or active.job.job_id != job_id:
+            return
+        active.text += text
+        row = self._row(active)
+        if row >= 0:
+            self.model.append_text(active.row_key, text)
+
+    def _on_reply_done(self, done: ReplyDone) -> None:
+        active = self._active
+        if active is None or active.job.job_id != done.job_id:
+            return
+        self._active = None
+        self.model.flush()
+        row = self._row(active)
+        if row >= 0:
+            if done.message_id is not None:
+                try:
+                    message = self.store.message(done.message_id)
+                    fresh = MessageItem.from_message(message)
+                    self.model.update(
+                        row,
+                        **{k: getattr(fresh, k) for k in _STORED_FIELDS},
+                        streaming=False,
+                        error=_error_text(done),
+                    )
+                except HearthError as exc:
+                    self.model.update(row, streaming=False, error=str(exc))
+            else:
+                self.model.update(row, streaming=False, error=_error_text(done) or "Stopped before the reply began.")
+        elif done.error and done.conversation_id != self.conversation_id:
+            self.error.emit(f"A reply in another chat failed: {done.error}")
+        self.conversations_changed.emit()
+        self.state_changed.emit()
+
+    # ---- message actions ---------------------------------------------------------------------------------------
+    def regenerate(self, row: int) -> bool:
+        """A new reply to the same question, as a new branch (the old reply stays one click away)."""
+        if self._active is not None or self.can_send() or not 0 < row < self.model.rowCount():
+            return False
+        item = self.model.item(row)
+        if item.role != "assistant":
+            return False
+        user_row = row - 1
+        parent = self.model.item(user_row)
+        if parent.message_id is None or parent.role != "user":
+            return False
+        self.model.truncate(row)
+        self._start_reply(parent.message_id)
+        return True
+
+    def begin_edit(self, row: int) -> bool:
+        item = self.model.item(row)
+        if item.role != "user" or item.message_id is None or self._active is not None:
+            return False
+        self._editing_row = row
+        self.edit_started.emit(item.content)
+        return True
+
+    def cancel_edit(self) -> None:
+        self._editing_row = -1
+
+    def _send_edit(self, text: str) -> bool:
+        row, self._editing_row = self._editing_row, -1
+        item = self.model.item(row)
+        assert item.message_id is not None
+        try:
+            edited = self.store.edit_message(item.message_id, text)
+        except HearthError as exc:
+            self.error.emit(str(exc))
+            return False
+        self.model.truncate(row)
+        self.model.append(MessageItem.from_message(edited))
+        self._start_reply(edited.id)
+        self.conversations_changed.emit()
+        return True
+
+    def switch_branch(self, row: int, step: int) -> bool:
+        """Show the previous (-1) or next (+1) alternative of the message at row."""
+        item = self.model.item(row)
+        if item.message_id is None or self.generating_here:
+            return False
+        try:
+            siblings = self.store.siblings(item.message_id)
+            index = siblings.index(item.message_id) + step
+            if not 0 <= index < len(siblings):
+                return False
+            messages = [m for m in self.store.switch_branch(siblings[index]) if m.role != "system"]
+        except HearthError as exc:
+            self.error.emit(str(exc))
+            return False
+        self.model.truncate(row)
+        for message in messages[row:]:
+            self.model.append(MessageItem.from_message(message))
+        return True
+
+    def copy(self, row: int) -> None:
+        QGuiApplication.clipboard().setText(self.model.item(row).content)
+
+    def prompt_of(self, row: int) -> PromptView | None:
+        """The exact text the model was given for the reply at row, with its template and why."""
+        item = self.model.item(row)
+        if item.message_id is None or item.role != "assistant":
+            return None
+        text = self.store.prompt_text(item.message_id) or ""
+        started = self._templates.get(item.message_id)
+        if started is not None:
+            return PromptView(text, started.template_label, started.template_reason)
+        reason = "Chosen when this reply was written; the reason is shown for replies of this session."
+        return PromptView(text, item.template or "unknown", reason)
+
+    # ---- conversation settings ---------------------------------------------------------------------------------
+    def set_system_prompt(self, text: str) -> None:
+        self.system_prompt = text
+        if self.conversation is not None:
+            self._update(system_prompt=text)
+
+    def set_sampling(self, preset: str, sampling: SamplingSettings) -> None:
+        self.preset, self.sampling = preset, sampling
+        if self.conversation is not None:
+            self._update(sampling={"preset": preset, **sampling.to_dict()})
+
+    def _update(self, **changes: object) -> None:
+        try:
+            self.conversation = self.store.update_conversation(self.conversation_id, **changes)
+        except HearthError as exc:
+            self.error.emit(str(exc))
+
+    # ---- the conversation list ----------------------------------------------------------------------------------
+    def rename(self, conversation_id: int, title: str) -> None:
+        try:
+            renamed = self.store.rename(conversation_id, title)
+        except HearthError as exc:
+            self.error.emit(str(exc))
+            return
+        if conversation_id == self.conversation_id:
+            self.conversation = renamed
+        self.conversations_changed.emit()
+
+    def pin(self, conversation_id: int, pinned: bool) -> None:
+        try:
+            self.store.pin(conversation_id, pinned)
+        except HearthError as exc:
+            self.error.emit(str(exc))
+        self.conversations_changed.emit()
+
+    def delete(self, conversation_id: int) -> str | None:
+        """Move a chat to the trash (restorable); returns its title for the undo bar (None: it failed)."""
+        try:
+            title = self.store.conversation(conversation_id).title
+            if self._active is not None and self._active.job.conversation_id == conversation_id:
+                self.stop()
+            self.store.delete(conversation_id)
+        except HearthError as exc:
+            self.error.emit(str(exc))
+            return None
+        if conversation_id == self.conversation_id:
+            self.new_chat()
+        self.conversations_changed.emit()
+        return title
+
+    def restore(self, conversation_id: int) -> None:
+        try:
+            self.store.restore(conversation_id)
+        except HearthError as exc:
+            self.error.emit(str(exc))
+        self.conversations_changed.emit()
+
+    def search(self, text: str) -> list[SearchHit]:
+        try:
+            return self.store.search(text)
+        except HearthError as exc:
+            self.error.emit(str(exc))
+            return []
+
+
+_STORED_FIELDS = (
+    "content",
+    "message_id",
+    "parent_id",
+    "sibling_index",
+    "sibling_count",
+    "complete",
+    "model",
+    "template",
+    "prompt_tokens",
+    "generated_tokens",
+    "gen_tps",
+    "ttft_ms",
+    "finish_reason",
+)
+
+
+def _error_text(done: ReplyDone) -> str | None:
+    if done.error:
+        return f"The reply failed: {done.error}"
+    return None
+
+
+def _sampling_from(stored: dict, settings: Settings) -> tuple[str, SamplingSettings]:
+    """A conversation's saved sampling (preset name + values), or the defaults when absent or invalid."""
+    preset = str(stored.get("preset") or settings.get("default_sampling_preset"))
+    values = {k: v for k, v in stored.items() if k != "preset"}
+    if not values:
+        return preset, PRESETS.get(preset, SamplingSettings())
+    try:
+        return preset, SamplingSettings.from_dict(values)
+    except (HearthError, TypeError, ValueError) as exc:
+        log.warning("conversation sampling settings ignored: %s", exc)
+        return preset, PRESETS.get(preset, SamplingSettings())

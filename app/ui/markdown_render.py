@@ -1,0 +1,257 @@
+"""Model Markdown -> a laid-out QTextDocument: GitHub dialect, raw HTML shown as text, Pygments-coloured code.
+
+Qt's own Markdown reader (md4c) parses the text with MarkdownNoHTML, so nothing a model writes can become
+live HTML. Fenced code blocks keep their language (BlockCodeLanguage); we colour them with Pygments by
+applying character formats over the block text, and give each block a header strip where the chat view
+paints the language name and a Copy button.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import cache
+
+from pygments.lexer import Lexer
+from pygments.lexers import TextLexer, get_lexer_by_name
+from pygments.style import StyleMeta
+from pygments.styles import get_style_by_name
+from pygments.token import _TokenType
+from pygments.util import ClassNotFound
+from PySide6.QtCore import QRectF
+from PySide6.QtGui import (
+    QColor,
+    QFont,
+    QFontMetricsF,
+    QTextBlock,
+    QTextCharFormat,
+    QTextCursor,
+    QTextDocument,
+    QTextFrameFormat,
+    QTextTable,
+)
+from PySide6.QtGui import QTextFormat as Fmt
+
+from app.ui.theme import Theme
+
+MARKDOWN_FEATURES = QTextDocument.MarkdownFeature(
+    QTextDocument.MarkdownFeature.MarkdownDialectGitHub | QTextDocument.MarkdownFeature.MarkdownNoHTML
+)
+CODE_HEADER = 26.0  # px above a code block's first line for its language label and Copy button
+CODE_PAD = 12.0  # px of padding inside a code block
+CODE_GAP = 8.0  # px between a code block and the text around it
+MAX_HIGHLIGHT_CHARS = 200_000  # beyond this a block is shown plain: lexing it would stall the GUI
+
+
+@dataclass(frozen=True)
+class CodeBlock:
+    """One fenced code block: its language, text and where it sits in the document."""
+
+    language: str
+    text: str
+    first_block: int  # block numbers in the QTextDocument
+    last_block: int
+
+
+@dataclass
+class RenderedMarkdown:
+    """A document ready to paint at a fixed width, with its code blocks for hit-testing."""
+
+    doc: QTextDocument
+    code_blocks: list[CodeBlock]
+    width: float
+
+    @property
+    def height(self) -> float:
+        return self.doc.size().height()
+
+    def code_rect(self, block: CodeBlock) -> QRectF:
+        """The rectangle (document coordinates) a code block's background covers, header included."""
+        layout = self.doc.documentLayout()
+        first = layout.blockBoundingRect(self.doc.findBlockByNumber(block.first_block))
+        last = layout.blockBoundingRect(self.doc.findBlockByNumber(block.last_block))
+        # Block rectangles exclude margins: the header strip is the first block's top margin, the padding
+        # below is the last block's bottom margin.
+        top = first.top() - CODE_HEADER
+        return QRectF(0.0, top, self.width, last.bottom() + CODE_PAD - top)
+
+    def copy_rect(self, block: CodeBlock) -> QRectF:
+        rect = self.code_rect(block)
+        return QRectF(rect.right() - 64.0, rect.top() + 3.0, 58.0, CODE_HEADER - 6.0)
+
+
+def render(markdown: str, *, width: float, theme: Theme, font: QFont, mono: QFont) -> RenderedMarkdown:
+    """Parse, colour and lay out markdown for painting at width."""
+    doc = QTextDocument()
+    doc.setDocumentMargin(0)
+    doc.setDefaultFont(font)
+    doc.setUndoRedoEnabled(False)
+    doc.setMarkdown(markdown, MARKDOWN_FEATURES)
+    blocks = _decorate(doc, theme, mono)
+    doc.setTextWidth(max(50.0, width))
+    return RenderedMarkdown(doc, blocks, max(50.0, width))
+
+
+def _decorate(doc: QTextDocument, theme: Theme, mono: QFont) -> list[CodeBlock]:
+    """Indent and colour code blocks, tint inline code, tighten heading sizes."""
+    groups: list[list[QTextBlock]] = []
+    cursor = QTextCursor(doc)
+    cursor.beginEditBlock()
+    block = doc.begin()
+    previous_code = False
+    while block.isValid():
+        fmt = block.blockFormat()
+        is_code = fmt.hasProperty(Fmt.BlockCodeFence) or fmt.hasProperty(Fmt.BlockCodeLanguage)
+        if is_code:
+            if not previous_code:
+                groups.append([])
+            groups[-1].append(block)
+        else:
+            _tint_inline_code(cursor, block, theme)
+            if fmt.headingLevel():
+                _shrink_heading(cursor, block, fmt.headingLevel())
+        previous_code = is_code
+        block = block.next()
+    code_blocks = [_style_code(cursor, group, theme, mono) for group in groups]
+    for frame in doc.rootFrame().childFrames():
+        if isinstance(frame, QTextTable):
+            _style_table(frame, theme)
+    cursor.endEditBlock()
+    return code_blocks
+
+
+def _style_table(table: QTextTable, theme: Theme) -> None:
+    fmt = table.format()
+    fmt.setBorder(1.0)
+    fmt.setBorderBrush(QColor(theme.border))
+    fmt.setBorderStyle(QTextFrameFormat.BorderStyle.BorderStyle_Solid)
+    fmt.setBorderCollapse(True)
+    fmt.setCellPadding(6.0)
+    fmt.setCellSpacing(0.0)
+    fmt.setTopMargin(4.0)
+    fmt.setBottomMargin(8.0)
+    table.setFormat(fmt)
+
+
+def _tint_inline_code(cursor: QTextCursor, block: QTextBlock, theme: Theme) -> None:
+    it = block.begin()
+    while not it.atEnd():
+        fragment = it.fragment()
+        if fragment.isValid() and fragment.charFormat().fontFixedPitch():
+            fmt = QTextCharFormat()
+            fmt.setBackground(QColor(theme.inline_code_bg))
+            cursor.setPosition(fragment.position())
+            cursor.setPosition(fragment.position() + fragment.length(), QTextCursor.MoveMode.KeepAnchor)
+            cursor.mergeCharFormat(fmt)
+        it += 1
+
+
+def _shrink_heading(cursor: QTextCursor, block: QTextBlock, level: int) -> None:
+    # Qt's heading sizes (up to xx-large) shout inside a chat bubble; keep them modest.
+    fmt = QTextCharFormat()
+    fmt.setProperty(Fmt.FontSizeAdjustment, {1: 2, 2: 1, 3: 1}.get(level, 0))
+    cursor.setPosition(block.position())
+    cursor.setPosition(block.position() + block.length() - 1, QTextCursor.MoveMode.KeepAnchor)
+    cursor.mergeCharFormat(fmt)
+
+
+def _style_code(cursor: QTextCursor, group: list[QTextBlock], theme: Theme, mono: QFont) -> CodeBlock:
+    language = group[0].blockFormat().stringProperty(Fmt.BlockCodeLanguage).strip()
+    for index, block in enumerate(group):
+        fmt = block.blockFormat()
+        fmt.setLeftMargin(CODE_PAD)
+        fmt.setRightMargin(CODE_PAD)
+        fmt.setTopMargin(CODE_HEADER + CODE_GAP if index == 0 else 0.0)
+        fmt.setBottomMargin(CODE_PAD + CODE_GAP if index == len(group) - 1 else 0.0)
+        fmt.setNonBreakableLines(False)  # long lines wrap instead of widening the whole message
+        cursor.setPosition(block.position())
+        cursor.setBlockFormat(fmt)
+    start = group[0].position()
+    end = group[-1].position() + group[-1].length() - 1
+    cursor.setPosition(start)
+    cursor.setPosition(end, QTextCursor.MoveMode.KeepAnchor)
+    base = QTextCharFormat()
+    base.setFont(mono)
+    base.setForeground(QColor(theme.text))
+    cursor.setCharFormat(base)
+    text = "\n".join(block.text() for block in group)
+    if len(text) <= MAX_HIGHLIGHT_CHARS:
+        _highlight(cursor, start, text, language, theme)
+    return CodeBlock(language, text, group[0].blockNumber(), group[-1].blockNumber())
+
+
+def _highlight(cursor: QTextCursor, start: int, text: str, language: str, theme: Theme) -> None:
+    lexer = _lexer(language.lower())
+    formats = _token_formats(theme.pygments_style)
+    position = start
+    for token, value in lexer.get_tokens(text):
+        length = len(value)
+        fmt = _format_for(formats, token)
+        if fmt is not None and length:
+            cursor.setPosition(position)
+            cursor.setPosition(position + length, QTextCursor.MoveMode.KeepAnchor)
+            cursor.mergeCharFormat(fmt)
+        position += length
+
+
+@cache
+def _lexer(language: str) -> Lexer:
+    if not language:
+        return TextLexer()
+    try:
+        # stripnl/ensurenl off: token offsets must match the document text character for character.
+        return get_lexer_by_name(language, stripnl=False, ensurenl=False)
+    except ClassNotFound:
+        return TextLexer()
+
+
+@cache
+def _token_formats(style_name: str) -> dict[_TokenType, QTextCharFormat | None]:
+    style: StyleMeta = get_style_by_name(style_name)
+    formats: dict[_TokenType, QTextCharFormat | None] = {}
+    for token, spec in style:
+        if not (spec["color"] or spec["bold"] or spec["italic"]):
+            formats[token] = None
+            continue
+        fmt = QTextCharFormat()
+        if spec["color"]:
+            fmt.setForeground(QColor("#" + spec["color"]))
+        if spec["bold"]:
+            fmt.setFontWeight(QFont.Weight.Bold)
+        if spec["italic"]:
+            fmt.setFontItalic(True)
+        formats[token] = fmt
+    return formats
+
+
+def _format_for(formats: dict[_TokenType, QTextCharFormat | None], token: _TokenType) -> QTextCharFormat | None:
+    while token is not None:
+        fmt = formats.get(token)
+        if fmt is not None:
+            return fmt
+        token = token.parent
+    return None
+
+
+def estimate_height(markdown: str, width: float, font: QFont, mono: QFont) -> float:
+    """A cheap guess of render(markdown).height (no parsing): used for rows not laid out yet, so a long
+    conversation opens without rendering every message; the exact height replaces it when painted."""
+    text_metrics, mono_metrics = QFontMetricsF(font), QFontMetricsF(mono)
+    line, mono_line = text_metrics.lineSpacing(), mono_metrics.lineSpacing()
+    average = max(1.0, text_metrics.averageCharWidth())
+    mono_average = max(1.0, mono_metrics.averageCharWidth())
+    per_line = max(1, int(width / average))
+    mono_per_line = max(1, int((width - 2 * CODE_PAD) / mono_average))
+    height, in_code, paragraphs = 0.0, False, 0
+    for raw in markdown.split("\n"):
+        if raw.lstrip().startswith(("```", "~~~")):
+            in_code = not in_code
+            height += CODE_HEADER if in_code else CODE_PAD
+            continue
+        if in_code:
+            height += mono_line * max(1, math.ceil(len(raw) / mono_per_line))
+        elif raw.strip():
+            height += line * max(1, math.ceil(len(raw) / per_line))
+        else:
+            paragraphs += 1
+    return height + paragraphs * line * 0.5

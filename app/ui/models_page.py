@@ -1,0 +1,234 @@
+"""The Models page: every GGUF in the library (broken ones with their reason), import by dialog or by
+dropping .gguf files, open the folder, load, delete."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QColor, QDragEnterEvent, QDropEvent, QStandardItem, QStandardItemModel
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QFileDialog,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QTableView,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.ui import theme
+from app.ui.formatting import format_bytes, format_context, format_params
+
+if TYPE_CHECKING:
+    from app.core.library import LibraryEntry
+
+PathRole = Qt.ItemDataRole.UserRole + 1
+COLUMNS = ("Model", "Params", "Quant", "Size", "Context", "Fit", "Source", "Status")
+
+
+def gguf_paths(urls: Sequence[object]) -> list[str]:
+    """The local .gguf files among dropped URLs."""
+    paths = []
+    for url in urls:
+        local = url.toLocalFile() if hasattr(url, "toLocalFile") else str(url)
+        if local and local.lower().endswith(".gguf") and Path(local).is_file():
+            paths.append(local)
+    return paths
+
+
+class ModelsPage(QWidget):
+    """Signals: import_requested(list), load_requested(str), delete_requested(str), refresh_requested(),
+    open_folder_requested()."""
+
+    import_requested = Signal(list)
+    load_requested = Signal(str)
+    delete_requested = Signal(str)
+    refresh_requested = Signal()
+    open_folder_requested = Signal()
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setAcceptDrops(True)
+        self._entries: dict[str, LibraryEntry] = {}
+        self._deletable: dict[str, str | None] = {}
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(28, 20, 28, 16)
+        layout.setSpacing(10)
+        header = QHBoxLayout()
+        title = QLabel("Models", self)
+        title.setObjectName("Heading")
+        header.addWidget(title)
+        header.addStretch(1)
+        self.import_button = QPushButton("Import GGUF…", self)
+        self.import_button.setObjectName("Primary")
+        self.import_button.clicked.connect(self._on_import_dialog)
+        folder = QPushButton("Open models folder", self)
+        folder.clicked.connect(self.open_folder_requested)
+        refresh = QPushButton("Refresh", self)
+        refresh.clicked.connect(self.refresh_requested)
+        for button in (refresh, folder, self.import_button):
+            header.addWidget(button)
+        layout.addLayout(header)
+        self.summary = QLabel("Scanning…", self)
+        self.summary.setObjectName("Muted")
+        layout.addWidget(self.summary)
+
+        self.model = QStandardItemModel(0, len(COLUMNS), self)
+        self.model.setHorizontalHeaderLabels(list(COLUMNS))
+        self.table = QTableView(self)
+        self.table.setModel(self.model)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.verticalHeader().hide()
+        self.table.setShowGrid(False)
+        self.table.setWordWrap(False)
+        self.table.setSortingEnabled(True)
+        self.table.doubleClicked.connect(self._on_load)
+        self.table.selectionModel().selectionChanged.connect(self._update_buttons)
+        layout.addWidget(self.table, 1)
+
+        self.progress_label = QLabel(self)
+        self.progress_label.setObjectName("Muted")
+        self.progress = QProgressBar(self)
+        self.progress.setRange(0, 1000)
+        self.progress.setTextVisible(False)
+        for widget in (self.progress_label, self.progress):
+            widget.hide()
+            layout.addWidget(widget)
+        self.message = QLabel(self)
+        self.message.setWordWrap(True)
+        self.message.hide()
+        layout.addWidget(self.message)
+
+        footer = QHBoxLayout()
+        hint = QLabel("Drop .gguf files here to add them to your library.", self)
+        hint.setObjectName("Muted")
+        footer.addWidget(hint, 1)
+        self.load_button = QPushButton("Load in chat", self)
+        self.load_button.clicked.connect(self._on_load)
+        self.delete_button = QPushButton("Delete…", self)
+        self.delete_button.clicked.connect(self._on_delete)
+        footer.addWidget(self.load_button)
+        footer.addWidget(self.delete_button)
+        layout.addLayout(footer)
+        self._update_buttons()
+
+    # ---- content -------------------------------------------------------------------------------------------
+    def set_entries(
+        self, entries: Sequence[LibraryEntry], fits: dict[str, str], deletable: dict[str, str | None], folder: str
+    ) -> None:
+        """Show the library. deletable: path -> None when Hearth may delete it, else the reason it will not."""
+        self._entries = {str(e.path): e for e in entries}
+        self._deletable = dict(deletable)
+        self.table.setSortingEnabled(False)
+        self.model.removeRows(0, self.model.rowCount())
+        error_color = QColor(theme.current().error)
+        for entry in entries:
+            path = str(entry.path)
+            if entry.ok and entry.info is not None:
+                info = entry.info
+                cells = [
+                    entry.display_name,
+                    info.size_label or format_params(info.parameters),
+                    info.file_type,
+                    format_bytes(entry.size_bytes),
+                    format_context(info.context_length),
+                    fits.get(path, ""),
+                    entry.source.value,
+                    "LoRA adapter" if info.is_adapter else "Ready",
+                ]
+            else:
+                cells = [entry.path.name, "", "", format_bytes(entry.size_bytes), "", "", entry.source.value]
+                cells.append(f"Unusable: {entry.error}")
+            row = [QStandardItem(text) for text in cells]
+            for cell in row:
+                cell.setData(path, PathRole)
+                cell.setToolTip(path if cell is row[0] else cell.text())
+                if not entry.ok:
+                    cell.setForeground(error_color)
+            self.model.appendRow(row)
+        self.table.setSortingEnabled(True)
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        for column in range(1, len(COLUMNS) - 1):
+            header.setSectionResizeMode(column, QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(len(COLUMNS) - 1, QHeaderView.ResizeMode.Interactive)
+        self.table.setColumnWidth(len(COLUMNS) - 1, 220)
+        broken = sum(1 for e in entries if not e.ok)
+        usable = len(entries) - broken
+        text = f"{usable} model{'s' if usable != 1 else ''}"
+        if broken:
+            text += f" · {broken} unusable file{'s' if broken != 1 else ''}"
+        self.summary.setText(f"{text} · models folder: {folder}")
+        self._update_buttons()
+
+    def selected_path(self) -> str:
+        rows = self.table.selectionModel().selectedRows()
+        return str(rows[0].data(PathRole)) if rows else ""
+
+    def select(self, path: str) -> None:
+        for row in range(self.model.rowCount()):
+            if self.model.item(row, 0).data(PathRole) == path:
+                self.table.selectRow(row)
+                return
+
+    # ---- feedback ------------------------------------------------------------------------------------------
+    def set_import_progress(self, name: str, fraction: float | None) -> None:
+        """fraction None hides the bar (import finished or failed)."""
+        visible = fraction is not None
+        self.progress.setVisible(visible)
+        self.progress_label.setVisible(visible)
+        self.import_button.setEnabled(not visible)
+        if visible:
+            self.progress_label.setText(f"Importing {name}… {fraction:.0%}")
+            self.progress.setValue(int((fraction or 0) * 1000))
+
+    def show_message(self, text: str, error: bool = False) -> None:
+        self.message.setObjectName("Error" if error else "Muted")
+        self.message.style().unpolish(self.message)
+        self.message.style().polish(self.message)
+        self.message.setText(text)
+        self.message.setVisible(bool(text))
+
+    # ---- events --------------------------------------------------------------------------------------------
+    def _update_buttons(self) -> None:
+        path = self.selected_path()
+        entry = self._entries.get(path)
+        usable = entry is not None and entry.ok and not (entry.info is not None and entry.info.is_adapter)
+        self.load_button.setEnabled(usable)
+        reason = self._deletable.get(path) if path else "Select a model first"
+        self.delete_button.setEnabled(bool(path) and reason is None)
+        self.delete_button.setToolTip(reason or "Delete the model's files from disk")
+
+    def _on_load(self) -> None:
+        path = self.selected_path()
+        entry = self._entries.get(path)
+        if entry is not None and entry.ok:
+            self.load_requested.emit(path)
+
+    def _on_delete(self) -> None:
+        path = self.selected_path()
+        if path:
+            self.delete_requested.emit(path)
+
+    def _on_import_dialog(self) -> None:
+        files, _ = QFileDialog.getOpenFileNames(self, "Import GGUF models", str(Path.home()), "GGUF models (*.gguf)")
+        if files:
+            self.import_requested.emit(files)
+
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:
+        if gguf_paths(event.mimeData().urls()):
+            event.acceptProposedAction()
+
+    def dropEvent(self, event: QDropEvent) -> None:
+        paths = gguf_paths(event.mimeData().urls())
+        if paths:
+            event.acceptProposedAction()
+            self.import_requested.emit(paths)
