@@ -92,8 +92,15 @@ def drop_unused_qt_plugins(
     roots = [entry for entry in rest if entry not in candidates and entry[2] != "SYMLINK"]
     needed = reachable(roots)
     kept = [entry for entry in rest if entry not in candidates or entry in needed]
-    kept_dests = {entry[0].replace("\\", "/") for entry in kept if entry[2] != "SYMLINK"}
-    return [entry for entry in kept if entry[2] != "SYMLINK" or entry[1].replace("\\", "/") in kept_dests]
+    return drop_dangling_symlinks(kept, kept)
+
+
+def drop_dangling_symlinks(
+    entries: list[tuple[str, str, str]], present: list[tuple[str, str, str]]
+) -> list[tuple[str, str, str]]:
+    """Remove SYMLINK entries (PyInstaller keeps them with the data files) whose target is not collected."""
+    dests = {entry[0].replace("\\", "/") for entry in present if entry[2] != "SYMLINK"}
+    return [entry for entry in entries if entry[2] != "SYMLINK" or entry[1].replace("\\", "/") in dests]
 
 
 def _base_name(path: str) -> str:

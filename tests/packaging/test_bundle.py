@@ -8,6 +8,7 @@ HEARTH_BUNDLE_ENGINE=installed builds with the venv's own llama.cpp instead, for
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import tarfile
@@ -87,6 +88,22 @@ def test_bundle_layout(built: Path):
         variants = {p.name for p in BUNDLE.glob("libggml-cpu-*.so")}
         assert {"libggml-cpu-x64.so", "libggml-cpu-haswell.so", "libggml-cpu-skylakex.so"} <= variants
         assert not list(engine.glob("libggml-cpu*"))
+
+
+def vex_instructions(library: Path) -> int:
+    """How many AVX-family (VEX/EVEX-encoded, v-prefixed) instructions a library's code holds."""
+    listing = subprocess.run(
+        ["objdump", "-d", "--no-show-raw-insn", str(library)], capture_output=True, text=True, check=True
+    ).stdout
+    return len(re.findall(r"\tv[a-z0-9]+ ", listing))
+
+
+@pytest.mark.skipif(ENGINE != "portable", reason="only the portable engine promises this")
+def test_engine_runs_on_cpus_without_avx(built: Path):
+    # Everything but the AVX variants must run on any x86-64 CPU: a -march=native build would use AVX here.
+    baseline = [*(BUNDLE / "_internal" / "llama_cpp" / "lib").glob("*.so"), BUNDLE / "libggml-cpu-x64.so"]
+    assert {lib.name: vex_instructions(lib) for lib in baseline} == {lib.name: 0 for lib in baseline}
+    assert vex_instructions(BUNDLE / "libggml-cpu-haswell.so") > 1000  # the AVX2 variant really is one
 
 
 def test_cli_runs_from_the_bundle(built: Path, tmp_path: Path):
