@@ -9,13 +9,22 @@ from collections.abc import Sequence
 # No request the user did not ask for: huggingface_hub reads this once, when it is first imported.
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 
+SELF_TEST_FLAG = "--self-test"
+
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """No arguments opens the app; any argument is a CLI command (which never opens a window)."""
+    """No arguments opens the app; `--self-test` checks the install; any other argument is a CLI command.
+
+    Neither `--self-test` nor a CLI command ever opens a window.
+    """
     from app.core.native import preload_llama_libraries
 
     preload_llama_libraries()  # before anything imports numpy (see app/core/native.py)
     args = [a for a in (sys.argv[1:] if argv is None else argv) if not a.startswith("-psn_")]  # macOS Finder
+    if args == [SELF_TEST_FLAG]:
+        from app.selftest import main as self_test
+
+        return self_test()
     if args:
         from app.cli import run
 
