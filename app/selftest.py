@@ -3,8 +3,8 @@
 It is written for the frozen bundle above all: a missing hidden import, Qt plugin, shared library or CPU
 variant of llama.cpp shows up here instead of on a user's desktop. Each component has one check function
 (`check_modules`, `check_qt`, `check_engine`, `check_store`) taking a scratch folder and returning a short
-detail string, or raising. The engine and store checks talk to llama_cpp and sqlite3 directly; when
-`app.core`'s Engine and Store exist, those two functions are the only places to switch over.
+detail string, or raising. The engine and store checks go through Hearth's own engine and store, so a
+bundle that lost one of their native libraries (libllama, the ggml CPU variants, SQLite's FTS5) fails here.
 
 The checks run in a child process (the same executable with HEARTH_SELF_TEST_DIR set), so that a crash
 — SIGILL from a CPU variant the machine lacks, Qt aborting for want of a platform plugin, a segfault in
@@ -72,9 +72,7 @@ def check_modules(workdir: Path) -> str:
         except Exception as exc:
             raise SelfTestError(f"cannot import {name}: {type(exc).__name__}: {exc}") from exc
     if len(names) < 5:
-        raise SelfTestError(
-            f"only {len(names)} modules of the app package were found; the install is damaged"
-        )
+        raise SelfTestError(f"only {len(names)} modules of the app package were found; the install is damaged")
     return f"{len(names)} imported"
 
 
@@ -103,45 +101,58 @@ def check_qt(workdir: Path) -> str:
 
 
 def check_engine(workdir: Path) -> str:
-    """llama.cpp loads a tiny generated GGUF and generates a few tokens on the CPU."""
+    """Hearth's engine (llama.cpp) loads a tiny generated GGUF and generates a few tokens on the CPU."""
     import llama_cpp
 
+    from app.core.engine import GenerationStats, PromptRequest
+    from app.core.llama_engine import LlamaCppEngine
+    from app.core.load_config import LoadConfig
+    from app.core.sampling import SamplingSettings
     from app.core.tiny_model import write_tiny_model
 
     model_path = write_tiny_model(workdir / "self-test.gguf")
-    llm = llama_cpp.Llama(str(model_path), n_ctx=256, n_gpu_layers=0, n_threads=1, seed=1, verbose=False)
+    engine = LlamaCppEngine()
     try:
+        loaded = engine.load(model_path, LoadConfig(n_gpu_layers=0, n_ctx=256, n_threads=1))
+        eos = loaded.info.eos_token_id if loaded.info.eos_token_id is not None else 2
         # Forbidding end-of-sequence makes exactly GENERATED_TOKENS come out of any random tiny model.
-        result = llm.create_completion(
-            "hello world",
-            max_tokens=GENERATED_TOKENS,
-            temperature=0.0,
-            logit_bias={llm.token_eos(): -1000.0},
-        )
+        sampling = SamplingSettings(temperature=0.0, max_tokens=GENERATED_TOKENS, seed=1, logit_bias=((eos, -100.0),))
+        stats = None
+        for event in engine.generate(PromptRequest(text="hello world", sampling=sampling)):
+            if isinstance(event, GenerationStats):
+                stats = event
     finally:
-        llm.close()
-    produced = result["usage"]["completion_tokens"]
-    if produced != GENERATED_TOKENS:
-        raise SelfTestError(f"llama.cpp generated {produced} tokens instead of {GENERATED_TOKENS}")
-    return f"{produced} tokens, llama-cpp-python {llama_cpp.__version__}, CPU {_cpu_level(llama_cpp)}"
+        engine.unload()
+    if stats is None or stats.error:
+        raise SelfTestError(f"llama.cpp failed to generate: {stats.error if stats else 'no result'}")
+    if stats.generated_tokens != GENERATED_TOKENS:
+        raise SelfTestError(f"llama.cpp generated {stats.generated_tokens} tokens instead of {GENERATED_TOKENS}")
+    return f"{stats.generated_tokens} tokens, llama-cpp-python {llama_cpp.__version__}, CPU {_cpu_level(llama_cpp)}"
 
 
 def check_store(workdir: Path) -> str:
-    """SQLite opens a database file in WAL mode, writes, commits and finds the row again with FTS5."""
+    """Hearth's history store opens a fresh SQLite file (WAL), writes a conversation and finds it with FTS5."""
     import sqlite3
 
+    from app.core.store import Store
+
     db_path = workdir / "self-test.sqlite3"
-    with contextlib.closing(sqlite3.connect(db_path)) as db:
-        mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-        if mode != "wal":
-            raise SelfTestError(f"SQLite refused WAL mode (got {mode!r})")
-        db.execute("CREATE VIRTUAL TABLE messages USING fts5(body)")
-        db.execute("INSERT INTO messages(body) VALUES (?)", ("the hearth is warm",))
-        db.commit()
-    with contextlib.closing(sqlite3.connect(db_path)) as db:
-        rows = db.execute("SELECT body FROM messages WHERE messages MATCH 'hearth'").fetchall()
-    if rows != [("the hearth is warm",)]:
-        raise SelfTestError(f"SQLite did not read back what it wrote (got {rows!r})")
+    store = Store.open(db_path)
+    try:
+        conversation = store.create_conversation(title="self-test")
+        store.add_message(conversation.id, "user", "the hearth is warm")
+    finally:
+        store.close()
+    store = Store.open(db_path)  # a second connection reads what the first committed
+    try:
+        hits = store.search("hearth")
+        mode = store.db.execute("PRAGMA journal_mode").fetchone()[0]
+    finally:
+        store.close()
+    if [hit.conversation_id for hit in hits] != [conversation.id]:
+        raise SelfTestError(f"the history store did not find what it wrote (got {hits!r})")
+    if mode != "wal":
+        raise SelfTestError(f"SQLite refused WAL mode (got {mode!r})")
     return f"SQLite {sqlite3.sqlite_version}, WAL, FTS5"
 
 
@@ -165,9 +176,7 @@ def _cpu_level(llama_cpp: object) -> str:
 # --- the child: run the checks, one JSON line each ------------------------------------------------------
 
 
-def run_checks(
-    workdir: Path, checks: Sequence[tuple[str, Callable[[Path], str]]] = CHECKS
-) -> list[CheckResult]:
+def run_checks(workdir: Path, checks: Sequence[tuple[str, Callable[[Path], str]]] = CHECKS) -> list[CheckResult]:
     """Run every check in this process, appending to workdir/results.jsonl as each starts and ends.
 
     The file is flushed line by line so that, if a check kills the process, the parent knows which one.
@@ -182,9 +191,7 @@ def run_checks(
                 result = CheckResult(name, True, check(workdir), time.perf_counter() - start)
             except Exception as exc:
                 detail = str(exc) if isinstance(exc, SelfTestError) else f"{type(exc).__name__}: {exc}"
-                traceback.print_exc(
-                    file=sys.stderr
-                )  # the parent shows the last line; the rest helps a bug report
+                traceback.print_exc(file=sys.stderr)  # the parent shows the last line; the rest helps a bug report
                 result = CheckResult(name, False, _one_line(detail), time.perf_counter() - start)
             results.append(result)
             log.write(json.dumps(asdict(result)) + "\n")
@@ -287,9 +294,7 @@ def run_self_test(timeout_s: float = CHILD_TIMEOUT_S) -> tuple[int, str]:
             crash = f"{unfinished or 'start-up'}: no answer after {timeout_s:.0f} s"
         elif unfinished is not None or (returncode != EXIT_PASSED and all(r.ok for r in results)):
             last = _last_line(stderr)
-            crash = f"{unfinished or 'start-up'}: crashed ({describe_exit(returncode)})" + (
-                f": {last}" if last else ""
-            )
+            crash = f"{unfinished or 'start-up'}: crashed ({describe_exit(returncode)})" + (f": {last}" if last else "")
         elif {r.name for r in results} != expected:
             crash = f"only {len(results)} of {len(expected)} checks ran"
     line = summarize(results, crash, time.perf_counter() - start)
