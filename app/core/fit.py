@@ -25,7 +25,10 @@ log = logging.getLogger("hearth.hardware")
 T = TypeVar("T")
 
 MIB = 1024 * 1024
-GPU_OVERHEAD = 96 * MIB  # per process: CUDA context with lazy module loading (measured ~76 MiB on an H100)
+# Per process, outside llama.cpp's buffers: the CUDA context (527 MiB on an H100 by itself) plus cuBLAS and
+# kernel modules. Measured 606-611 MiB on an H100 for every model, context and layer count tried
+# (tests/benchmarks/gpu_verify.py, fresh process, NVML); smaller GPUs need less, so this errs on the safe side.
+GPU_OVERHEAD = 640 * MIB
 SAFETY = 0.95  # use at most this share of the free VRAM (other programs allocate too)
 KV_BYTES = {"f16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 32}  # bytes per cached K or V element
 REPACKED_TYPES = {"Q4_0", "Q4_K", "IQ4_NL"}  # x86/ARM CPU kernels keep an interleaved copy of these

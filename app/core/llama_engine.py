@@ -197,6 +197,7 @@ class LlamaCppEngine:
         self._acquire("load a model")
         try:
             path = Path(path)
+            config.validate()  # before "auto"/"all" are resolved: a bad value must not be silently replaced
             lib = _llama()
             if config.n_gpu_layers == 0 or not lib.llama_supports_gpu_offload():
                 return self._load(

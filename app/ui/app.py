@@ -69,6 +69,9 @@ class HearthApp(QObject):
         hub_args = {"client_factory": hub_factory} if hub_factory is not None else {}
         self.hub = HubController(paths, self.settings, self.tasks, **hub_args)
         self.window = MainWindow(self.chat_model)
+        # The view keeps a raw pointer to its model: the model must die with the window, not with this object
+        # (a window deleted later, by deleteLater or at exit, would otherwise disconnect from a freed model).
+        self.chat_model.setParent(self.window)
         self._pending_autoload = ""  # a download whose model loads when it completes (first-run button)
         self._autoloaded = False  # the last session's model is loaded once, at start-up
         self._settings_dialog: SettingsDialog | None = None

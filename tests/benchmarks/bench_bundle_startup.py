@@ -57,9 +57,7 @@ def time_to_window(command: list[str], env: dict[str, str], screenshot: Path | N
     try:
         while mapped_window_id("Hearth") is None:
             if proc.poll() is not None:
-                raise RuntimeError(
-                    f"{command[0]} exited with status {proc.returncode} before showing a window"
-                )
+                raise RuntimeError(f"{command[0]} exited with status {proc.returncode} before showing a window")
             if time.perf_counter() - start > WINDOW_TIMEOUT_S:
                 raise RuntimeError(f"no Hearth window after {WINDOW_TIMEOUT_S:.0f} s")
             time.sleep(0.01)

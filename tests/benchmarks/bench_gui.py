@@ -88,7 +88,9 @@ def engine_baseline(model: Path, tokens: int) -> float:
     engine = LlamaCppEngine()
     engine.load(model, LoadConfig(n_ctx=4096, n_threads=THREADS))
     sampling = SamplingSettings(max_tokens=tokens, logit_bias=((2, -100.0),), seed=1)
-    stats = [e for e in engine.generate(PromptRequest("Hello there", sampling=sampling)) if isinstance(e, GenerationStats)]
+    stats = [
+        e for e in engine.generate(PromptRequest("Hello there", sampling=sampling)) if isinstance(e, GenerationStats)
+    ]
     engine.unload()
     return stats[0].gen_tps
 

@@ -101,6 +101,14 @@ def _measure_here(path: Path, n_gpu_layers: int, n_ctx: int, threads: int, cpu_o
     engine.load(path, LoadConfig(n_gpu_layers=n_gpu_layers, n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads))
     list(engine.generate(PromptRequest(PROMPT, sampling=SamplingSettings(max_tokens=4, seed=1))))
     after = 0 if cpu_only else used_vram()
+    # A long prompt takes the batched matrix-multiply paths (cuBLAS workspace, larger graphs): what a real
+    # first question costs on top of the load.
+    repeats = 1
+    while engine.count_tokens(" ".join([PROMPT] * (repeats * 2))) < n_ctx // 2:
+        repeats *= 2
+    long_prompt = " ".join([PROMPT] * repeats)
+    list(engine.generate(PromptRequest(long_prompt, sampling=SamplingSettings(max_tokens=4, seed=1))))
+    after_long = 0 if cpu_only else used_vram()
     flash = engine.model.config.flash_attention
     engine.unload()
     logging.getLogger("hearth.llama").removeHandler(log)
@@ -112,6 +120,7 @@ def _measure_here(path: Path, n_gpu_layers: int, n_ctx: int, threads: int, cpu_o
         "n_gpu_layers": n_gpu_layers,
         "estimate_gpu_mib": round(est.gpu_bytes / MIB),
         "actual_gpu_mib": round((after - before) / MIB),
+        "actual_long_prompt_gpu_mib": round((after_long - before) / MIB),
         "llama_gpu_buffers_mib": round(gpu_log),
         "estimate_buffers_mib": round((est.gpu_bytes - _overhead(est)) / MIB),
         "buffers": {k: round(v, 1) for k, v in sorted(log.sizes.items())},
@@ -202,7 +211,10 @@ def main() -> None:
                 print(
                     f"vram {shape} ctx {n_ctx} ngl {layers}: estimate {row['estimate_gpu_mib']} MiB, actual "
                     f"{row['actual_gpu_mib']} MiB ({error:+.1f} %), llama.cpp buffers {row['llama_gpu_buffers_mib']} "
-                    f"MiB vs estimated {row['estimate_buffers_mib']} MiB; {row['buffers']}",
+                    f"MiB vs estimated {row['estimate_buffers_mib']} MiB; "
+                    f"after a long prompt {row['actual_long_prompt_gpu_mib']} "
+                    f"MiB; not in buffers {row['actual_long_prompt_gpu_mib'] - row['llama_gpu_buffers_mib']} MiB; "
+                    f"{row['buffers']}",
                     flush=True,
                 )
         for layers in (

@@ -48,9 +48,7 @@ def built() -> Path:
 
 
 def run(command: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        command, env=env, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL
-    )
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
 
 
 def clean_env(tmp_path: Path) -> dict[str, str]:

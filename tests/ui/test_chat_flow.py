@@ -208,14 +208,14 @@ def test_restart_restores_history_model_and_window(qtbot: QtBot, paths: AppPaths
     send_and_wait(qtbot, app, "Remember this")
     conversation = app.session.conversation_id
     reply = app.chat_model.item(1).content
-    app.window.resize(900, 640)
+    app.window.resize(760, 540)  # within the offscreen screen (800x600): restoreGeometry keeps windows on screen
     app.window.close()
     assert app.engine.worker.engine is not None and app.engine.worker.engine.model is None  # freed after the thread
 
     again = start_app(qtbot, paths)
     assert again.session.conversation_id == conversation
     assert [i.content for i in again.chat_model.items] == ["Remember this", reply]
-    assert again.window.size().width() == 900 and again.window.size().height() == 640
+    assert again.window.size().width() == 760 and again.window.size().height() == 540
     qtbot.waitUntil(lambda: again.engine.model is not None, timeout=30_000)  # the last model loads again
     assert again.engine.model.path == model_path
     again.window.close()
@@ -245,7 +245,7 @@ def test_show_prompt_copy_and_overflow_notice(qtbot: QtBot, hearth: HearthApp) -
     load(qtbot, hearth)
     assert hearth.engine.model.n_ctx == 256
     short_replies(hearth, 40)
-    words = "river " * 30
+    words = "river " * 8
     for turn in range(4):
         send_and_wait(qtbot, hearth, f"Turn {turn}: {words}")
     assert "oldest messages no longer fit" in hearth.window.composer.notice_label.text()

@@ -85,7 +85,9 @@ def test_fit_compares_weights_plus_overhead_with_available_and_total_memory():
     assert quant_fit(10 * GIB, machine) is Fit.TIGHT  # after closing other programs
     assert quant_fit(20 * GIB, machine) is Fit.TOO_BIG
     with_gpu = MemoryBudget(total_ram=16 * GIB, available_ram=8 * GIB, vram_total=12 * GIB, vram_free=12 * GIB)
-    assert quant_fit(18 * GIB, with_gpu) is Fit.PARTLY  # 12 GiB on the GPU, the rest in RAM
+    assert (
+        quant_fit(17 * GIB, with_gpu) is Fit.PARTLY
+    )  # about 11 GiB on the GPU (after the CUDA context), the rest in RAM
     assert quant_fit(8 * GIB, with_gpu) is Fit.FITS
 
 
