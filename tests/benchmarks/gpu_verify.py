@@ -191,6 +191,7 @@ def main() -> None:
     parser.add_argument("--cpu-only", action="store_true", help="rehearsal without a GPU (no VRAM figures)")
     parser.add_argument("--out", type=Path, help="also write the results as JSON here")
     parser.add_argument("--skip-speed", action="store_true", help="only the VRAM estimate")
+    parser.add_argument("--skip-vram", action="store_true", help="only the speed comparison")
     args = parser.parse_args()
     from app.core.hardware import detect_hardware
 
@@ -202,7 +203,7 @@ def main() -> None:
         path = bench_model(shape)
         print(f"# {shape}: {path.name} ready in {time.perf_counter() - started:.0f} s", flush=True)
         blocks = inspect(path).block_count
-        layer_counts = [0] if args.cpu_only else [blocks + 1, (blocks + 1) // 2]
+        layer_counts = [] if args.skip_vram else [0] if args.cpu_only else [blocks + 1, (blocks + 1) // 2]
         for n_ctx in args.contexts:
             for layers in layer_counts:
                 row = measure_load(path, layers, n_ctx, args.threads, args.cpu_only)
