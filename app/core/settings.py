@@ -16,12 +16,21 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 from app.core.errors import SettingsError
 
 log = logging.getLogger("hearth.settings")
 
 SCHEMA_VERSION = 1
+
+
+def _http_url_problem(url: str) -> str | None:
+    """Empty (the default endpoint) or an http(s) URL with a host."""
+    parsed = urlparse(url.strip())
+    if url.strip() and (parsed.scheme not in ("http", "https") or not parsed.netloc):
+        return f"the endpoint must be an http(s) URL like https://huggingface.co; got {url!r}"
+    return None
 
 
 @dataclass(frozen=True)
@@ -35,6 +44,7 @@ class Option:
     minimum: float | None = None
     maximum: float | None = None
     choices: tuple[Any, ...] | None = None
+    check: Callable[[Any], str | None] | None = None  # a further rule: the problem in words, or None
 
     def validate(self, value: Any) -> Any:
         """Return the value (ints accepted for floats) or raise SettingsError saying what is allowed."""
@@ -51,6 +61,8 @@ class Option:
             raise SettingsError(f"{self.name} must be at most {self.maximum}; got {value}")
         if self.kind is list and not all(isinstance(v, str) for v in value):
             raise SettingsError(f"{self.name} must be a list of strings")
+        if self.check is not None and (problem := self.check(value)):
+            raise SettingsError(f"{self.name}: {problem}")
         return value
 
 
@@ -63,7 +75,13 @@ OPTIONS: tuple[Option, ...] = (
         "Also list GGUF files from the Hugging Face cache and the LM Studio and GPT4All model folders.",
     ),
     Option("theme", str, "system", "Colour theme.", choices=("system", "light", "dark")),
-    Option("hub_endpoint", str, "", "Hugging Face Hub endpoint for mirrors; empty means HF_ENDPOINT or the Hub."),
+    Option(
+        "hub_endpoint",
+        str,
+        "",
+        "Hugging Face Hub endpoint for mirrors; empty means HF_ENDPOINT or the Hub.",
+        check=lambda url: _http_url_problem(url),
+    ),
     Option("default_n_ctx", int, 4096, "Context size for new loads (0 = the model's own).", 0, 1 << 20),
     Option(
         "default_n_gpu_layers",

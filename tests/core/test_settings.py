@@ -33,11 +33,20 @@ def test_defaults_and_persistence(tmp_path):
         ("default_n_ctx", True, "must be int"),
         ("model_folders", [1, 2], "list of strings"),
         ("no_such_setting", 1, "unknown setting"),
+        ("hub_endpoint", "ftp://mirror.example", "http\\(s\\) URL"),
+        ("hub_endpoint", "huggingface.co", "http\\(s\\) URL"),
     ],
 )
 def test_validation(tmp_path, name, value, pattern):
     with pytest.raises(SettingsError, match=pattern):
         Settings(tmp_path / "s.json").set(name, value)
+
+
+def test_hub_endpoint_accepts_empty_and_http_urls(tmp_path):
+    settings = Settings(tmp_path / "s.json")
+    for value in ("", "https://hf-mirror.example", "http://127.0.0.1:8080"):
+        settings.set("hub_endpoint", value)
+        assert Settings(tmp_path / "s.json").get("hub_endpoint") == value
 
 
 def test_damaged_file_is_moved_aside_never_fatal(tmp_path):
