@@ -86,10 +86,31 @@ def render(markdown: str, *, width: float, theme: Theme, font: QFont, mono: QFon
     doc.setDocumentMargin(0)
     doc.setDefaultFont(font)
     doc.setUndoRedoEnabled(False)
-    doc.setMarkdown(markdown, MARKDOWN_FEATURES)
+    doc.setMarkdown(keep_line_breaks(markdown), MARKDOWN_FEATURES)
     blocks = _decorate(doc, theme, mono)
     doc.setTextWidth(max(50.0, width))
     return RenderedMarkdown(doc, blocks, max(50.0, width))
+
+
+def keep_line_breaks(markdown: str) -> str:
+    """A single newline inside a paragraph becomes a line break, as in every chat app: models write
+    addresses, poems and marker-less lists line by line, and Markdown would otherwise run them together.
+    Fenced code is left alone (its lines are kept anyway); blank lines still separate paragraphs."""
+    lines = markdown.split("\n")
+    fence = ""
+    for i, line in enumerate(lines[:-1]):
+        stripped = line.lstrip()
+        if fence:
+            if stripped.startswith(fence):
+                fence = ""
+            continue
+        if stripped.startswith(("```", "~~~")):
+            fence = stripped[:3]
+            continue
+        following = lines[i + 1].strip()
+        if line.strip() and following and not line.endswith(("  ", "\\")) and not following.startswith(fence or "```"):
+            lines[i] = line + "  "  # CommonMark's hard line break
+    return "\n".join(lines)
 
 
 def _decorate(doc: QTextDocument, theme: Theme, mono: QFont) -> list[CodeBlock]:
