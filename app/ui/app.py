@@ -190,7 +190,7 @@ class HearthApp(QObject):
         self._unsubscribe()
         self.engine.shutdown()
         self.hub.close()
-        self.tasks.wait(10_000)
+        self.tasks.close(10_000)
         self.store.close()
 
     # ---- conversations -----------------------------------------------------------------------------------------------
@@ -485,6 +485,8 @@ class HearthApp(QObject):
         self.window.hub_page.set_downloads(self.hub.bridge.statuses() if self.hub.bridge else [status])
 
     def _on_downloads_changed(self, statuses: list[DownloadStatus]) -> None:
+        if self._closed:
+            return
         self.window.hub_page.set_downloads(statuses)
         for status in statuses:
             if status.id == self._pending_autoload:
@@ -498,6 +500,8 @@ class HearthApp(QObject):
                 )
 
     def _on_download_finished(self, status: DownloadStatus) -> None:
+        if self._closed:
+            return
         self.library.scan()
         self._on_notice(f"Downloaded {status.name}")
         if status.id == self._pending_autoload and status.paths:

@@ -84,6 +84,7 @@ class Task(QObject):
         parent: QObject,
     ) -> None:
         super().__init__(parent)
+        self._runner = parent
         self._on_done_cb, self._on_error_cb, self._on_progress_cb = on_done, on_error, on_progress
         self._relay = _Relay()
         self._relay.done.connect(self._on_done)
@@ -92,10 +93,14 @@ class Task(QObject):
         self.runnable = _Runnable(fn, self._relay, on_progress is not None)
         self.callback_threads: list[QThread] = []  # where callbacks ran (tests check: the GUI thread)
 
+    def _dropped(self) -> bool:
+        """After the runner closed (the app is shutting down) results are dropped: their widgets may be gone."""
+        return bool(getattr(self._runner, "closed", False))
+
     def _on_done(self, result: object) -> None:
         self.callback_threads.append(QThread.currentThread())
         try:
-            if self._on_done_cb is not None:
+            if self._on_done_cb is not None and not self._dropped():
                 self._on_done_cb(result)
         finally:
             self._finish()
@@ -103,7 +108,9 @@ class Task(QObject):
     def _on_failed(self, error: object) -> None:
         self.callback_threads.append(QThread.currentThread())
         try:
-            if self._on_error_cb is not None:
+            if self._dropped():
+                pass
+            elif self._on_error_cb is not None:
                 self._on_error_cb(error)  # type: ignore[arg-type]
             else:
                 log.error("background task failed: %s", error)
@@ -111,7 +118,7 @@ class Task(QObject):
             self._finish()
 
     def _on_progress(self, value: object) -> None:
-        if self._on_progress_cb is not None:
+        if self._on_progress_cb is not None and not self._dropped():
             self._on_progress_cb(value)
 
     def _finish(self) -> None:
@@ -128,6 +135,7 @@ class TaskRunner(QObject):
         self.pool.setMaxThreadCount(max_threads)
         self.pending: set[Task] = set()
         self.violations = 0  # callbacks seen off the GUI thread (must stay 0)
+        self.closed = False
 
     def run(
         self,
@@ -155,6 +163,11 @@ class TaskRunner(QObject):
 
     def wait(self, timeout_ms: int = 30_000) -> bool:
         return self.pool.waitForDone(timeout_ms)
+
+    def close(self, timeout_ms: int = 10_000) -> bool:
+        """Wait for running tasks, and drop every callback from now on (the app is shutting down)."""
+        self.closed = True
+        return self.wait(timeout_ms)
 
 
 # ---- the engine thread ------------------------------------------------------------------------------------
@@ -540,6 +553,7 @@ class DownloadBridge(QObject):
         super().__init__(parent)
         self.manager = manager
         self.violations = 0
+        self._closed = False
         self._event.connect(self._on_event)
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
@@ -553,17 +567,22 @@ class DownloadBridge(QObject):
     def _on_event(self, event: DownloadEvent) -> None:
         if not on_gui_thread():
             self.violations += 1
+        if self._closed:  # queued before close(): the window it would update may be gone
+            return
         if event.status.state == "done" and event.kind != "progress":
             self.finished.emit(event.status)
         if not self._timer.isActive():
             self._timer.start()
 
     def _publish(self) -> None:
-        self.changed.emit(self.manager.statuses())
+        if not self._closed:
+            self.changed.emit(self.manager.statuses())
 
     def statuses(self) -> list[DownloadStatus]:
         return self.manager.statuses()
 
     def close(self) -> None:
+        self._closed = True
+        self._timer.stop()
         self._unsubscribe()
         self.manager.close()

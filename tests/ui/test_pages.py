@@ -191,7 +191,10 @@ def test_discover_search_quants_download_pause_resume_and_cancel(
     hub.fault(HUB_Q4).release.set()
     qtbot.waitUntil(lambda: second.remove.isVisible(), timeout=20_000)
     assert not any(p.name.startswith(HUB_Q4) for p in paths.models_dir.rglob("*"))
+    qtbot.mouseClick(second.remove, Qt.MouseButton.LeftButton)  # an update on its way while the window closes
     app.window.close()
+    app.window.hub_page.deleteLater()  # as when the window is destroyed after closing
+    qtbot.wait(300)  # download events queued before the close must not reach the deleted page
     assert app.engine.violations == 0 and app.tasks.violations == 0
 
 
