@@ -39,7 +39,8 @@ WINDOWS = sys.platform == "win32"
 MACOS = sys.platform == "darwin"
 X86 = platform.machine().lower() in {"x86_64", "amd64", "i686", "x86"}
 
-# A bundle runs on other people's machines: never -march=native (stack-facts trap 9). On x86 every CPU
+# A bundle runs on other people's machines: never -march=native (llama.cpp's default build
+# compiles for the build machine's CPU). On x86 every CPU
 # variant of ggml is built (x64 baseline up to AVX-512/AMX) and the best one is loaded at run time; the
 # multimodal library (mtmd) is left out, since Hearth does not use it.
 PORTABLE_CMAKE_ARGS = ["-DGGML_NATIVE=OFF", "-DLLAVA_BUILD=OFF"]
@@ -76,9 +77,7 @@ def portable_wheel(rebuild: bool = False) -> Path:
     -march=native wheel that `pip install .` built.
     """
     version = engine_version()
-    key = hashlib.sha256(" ".join([version, platform.machine(), *PORTABLE_CMAKE_ARGS]).encode()).hexdigest()[
-        :12
-    ]
+    key = hashlib.sha256(" ".join([version, platform.machine(), *PORTABLE_CMAKE_ARGS]).encode()).hexdigest()[:12]
     folder = cache_root() / "engine" / f"llama-cpp-python-{version}-{key}"
     wheels = sorted(folder.glob("llama_cpp_python-*.whl"))
     if wheels and not rebuild:
@@ -185,14 +184,10 @@ def executable(bundle: Path) -> Path:
 
 
 def self_test(bundle: Path) -> None:
-    result = subprocess.run(
-        [str(executable(bundle)), "--self-test"], capture_output=True, text=True, check=False
-    )
+    result = subprocess.run([str(executable(bundle)), "--self-test"], capture_output=True, text=True, check=False)
     print(result.stdout.strip(), flush=True)
     if result.returncode != 0:
-        raise SystemExit(
-            f"build: the bundle's self-test failed (exit {result.returncode}): {result.stderr[-2000:]}"
-        )
+        raise SystemExit(f"build: the bundle's self-test failed (exit {result.returncode}): {result.stderr[-2000:]}")
 
 
 def folder_size(path: Path) -> int:
@@ -219,9 +214,7 @@ def linux_tarball(bundle: Path, icon_dir: Path) -> Path:
 def windows_installer(icon_dir: Path) -> Path | None:
     iscc = shutil.which("iscc") or shutil.which(r"C:\Program Files (x86)\Inno Setup 6\ISCC.exe")
     if iscc is None:
-        log(
-            "windows: Inno Setup's ISCC not found; the bundle is in packaging/dist/Hearth (installer skipped)"
-        )
+        log("windows: Inno Setup's ISCC not found; the bundle is in packaging/dist/Hearth (installer skipped)")
         return None
     defines = [f"/DAppVersion={__version__}", f"/DIconFile={icon_dir / 'hearth.ico'}", f"/DDistDir={DIST}"]
     subprocess.run([iscc, *defines, str(HERE / "windows" / "hearth.iss")], check=True)
@@ -256,9 +249,7 @@ def main(argv: list[str] | None = None) -> int:
         help="portable (default): llama.cpp built for any CPU, cached; installed: this venv's (not portable)",
     )
     parser.add_argument("--rebuild-engine", action="store_true", help="rebuild the cached portable engine")
-    parser.add_argument(
-        "--no-package", action="store_true", help="stop after the bundle (no tarball/installer)"
-    )
+    parser.add_argument("--no-package", action="store_true", help="stop after the bundle (no tarball/installer)")
     args = parser.parse_args(argv)
 
     start = time.monotonic()

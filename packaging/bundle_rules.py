@@ -30,9 +30,7 @@ KEPT_QT_PLUGINS: dict[str, frozenset[str] | None] = {
     "wayland-shell-integration": None,
 }
 
-_PLUGIN_DIR = re.compile(
-    r"(?:^|/)PySide6/Qt/plugins/([^/]+)/([^/]+)$|(?:^|/)PySide6/plugins/([^/]+)/([^/]+)$"
-)
+_PLUGIN_DIR = re.compile(r"(?:^|/)PySide6/Qt/plugins/([^/]+)/([^/]+)$|(?:^|/)PySide6/plugins/([^/]+)/([^/]+)$")
 _PLUGIN_STEM = re.compile(r"^(?:lib)?q?(.+?)(?:\.so|\.dll|\.dylib)$")
 
 
@@ -41,9 +39,7 @@ def plugin_of(dest_name: str) -> tuple[str, str] | None:
     match = _PLUGIN_DIR.search(dest_name.replace("\\", "/"))
     if match is None:
         return None
-    folder, file_name = (
-        (match.group(1), match.group(2)) if match.group(1) else (match.group(3), match.group(4))
-    )
+    folder, file_name = (match.group(1), match.group(2)) if match.group(1) else (match.group(3), match.group(4))
     stem = _PLUGIN_STEM.match(file_name)
     return folder, (stem.group(1) if stem else file_name)
 

@@ -78,9 +78,7 @@ def ico_bytes(pngs: dict[int, bytes]) -> bytes:
 def icns_bytes(pngs: dict[int, bytes]) -> bytes:
     """A macOS .icns: 'icns' + total length, then (type, length, PNG) chunks; lengths include headers."""
     chunks = b"".join(
-        kind + struct.pack(">I", 8 + len(pngs[size])) + pngs[size]
-        for kind, size in ICNS_TYPES
-        if size in pngs
+        kind + struct.pack(">I", 8 + len(pngs[size])) + pngs[size] for kind, size in ICNS_TYPES if size in pngs
     )
     return b"icns" + struct.pack(">I", 8 + len(chunks)) + chunks
 

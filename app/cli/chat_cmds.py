@@ -17,10 +17,11 @@ from app.core.engine import GenerationStats, TextChunk
 from app.core.errors import ConfigError, HearthError
 from app.core.llama_engine import LlamaCppEngine
 from app.core.load_config import LoadConfig, LoraAdapter
+from app.core.messages import ChatMessage
 from app.core.sampling import PRESETS, SamplingSettings, preset
 from app.core.store import ReplyStats, ReplyWriter
 from app.core.structured import json_grammar
-from app.core.templates import Message, choose_template
+from app.core.templates import choose_template
 
 HELP = "Commands: /new (start over), /exit (or Ctrl-D). Ctrl-C stops a reply."
 
@@ -110,9 +111,9 @@ def cmd_chat(args: argparse.Namespace, ctx: CliContext) -> int:
             print(f"Warning: {choice.warning}", file=err)
         runner = ChatRunner(engine)
         saver = None if args.no_history else _Saver(ctx, engine, choice.name, args.system, sampling)
-        history = [Message("system", args.system)] if args.system else []
+        history = [ChatMessage("system", args.system)] if args.system else []
         if args.message is not None:
-            history.append(Message("user", args.message))
+            history.append(ChatMessage("user", args.message))
             stats, _ = _reply(runner, history, sampling, args, grammar, ctx.out, saver)
             return 0 if stats.finish_reason != "error" else 1
         print(HELP, file=err)
@@ -135,14 +136,14 @@ def cmd_chat(args: argparse.Namespace, ctx: CliContext) -> int:
                 continue
             if not line.strip():
                 continue
-            history.append(Message("user", line))
+            history.append(ChatMessage("user", line))
             try:
                 _, reply = _reply(runner, history, sampling, args, grammar, ctx.out, saver)
             except HearthError as exc:
                 history.pop()
                 print(f"hearth: {exc}", file=err)
                 continue
-            history.append(Message("assistant", reply))
+            history.append(ChatMessage("assistant", reply))
     finally:
         engine.unload()
 
@@ -162,7 +163,7 @@ def _grammar(args: argparse.Namespace) -> str | None:
 
 def _reply(
     runner: ChatRunner,
-    history: list[Message],
+    history: list[ChatMessage],
     sampling: SamplingSettings,
     args: argparse.Namespace,
     grammar: str | None,
@@ -300,18 +301,18 @@ def _detokenize_prefix(engine: LlamaCppEngine, text: str, count: int) -> str:
 
 def _bench_turns(engine: LlamaCppEngine, turns: int) -> list[dict[str, float]]:
     runner = ChatRunner(engine)
-    history = [Message("system", "You are a helpful assistant.")]
+    history = [ChatMessage("system", "You are a helpful assistant.")]
     sampling = SamplingSettings(max_tokens=32, seed=7)
     rows = []
     for turn in range(1, turns + 1):
-        history.append(Message("user", f"Question {turn:03d}: tell me one more fact about rivers and towns."))
+        history.append(ChatMessage("user", f"Question {turn:03d}: tell me one more fact about rivers and towns."))
         reply, stats = "", None
         for event in runner.stream(history, sampling, conversation="bench"):
             if isinstance(event, TextChunk):
                 reply += event.text
             else:
                 stats = event
-        history.append(Message("assistant", reply))
+        history.append(ChatMessage("assistant", reply))
         rows.append(
             {
                 "ttft_ms": round(stats.ttft_ms, 1),

@@ -10,7 +10,8 @@ from pathlib import Path
 from app.cli.context import CliContext
 from app.core.errors import TemplateError
 from app.core.gguf_info import inspect
-from app.core.templates import Message, families, render_family, render_prompt, render_with_jinja_file
+from app.core.messages import ChatMessage
+from app.core.templates import families, render_family, render_prompt, render_with_jinja_file
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -32,7 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     listing.set_defaults(handler=cmd_templates)
 
 
-def read_messages(spec: str) -> list[Message]:
+def read_messages(spec: str) -> list[ChatMessage]:
     try:
         raw = sys.stdin.read() if spec == "-" else Path(spec).read_text(encoding="utf-8")
         data = json.loads(raw)
@@ -52,7 +53,7 @@ def read_messages(spec: str) -> list[Message]:
             raise TemplateError(f"message {index} needs string 'role' and 'content'")
         if item["role"] not in ("system", "user", "assistant"):
             raise TemplateError(f"message {index} has role {item['role']!r}; use system, user or assistant")
-        messages.append(Message(item["role"], item["content"]))
+        messages.append(ChatMessage(item["role"], item["content"]))
     return messages
 
 

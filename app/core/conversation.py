@@ -14,8 +14,9 @@ from dataclasses import dataclass
 
 from app.core.engine import Engine, Event, GenerationStats, PromptRequest
 from app.core.errors import ContextOverflowError, GenerationError
+from app.core.messages import ChatMessage
 from app.core.sampling import SamplingSettings
-from app.core.templates import Message, RenderedPrompt, TemplateChoice, choose_template, render_prompt
+from app.core.templates import RenderedPrompt, TemplateChoice, choose_template, render_prompt
 
 REFILL_FRACTION = 0.75  # after a cut, the kept conversation fills at most this share of its budget
 
@@ -25,7 +26,7 @@ class PreparedPrompt:
     """The exact prompt sent for one reply ("show prompt"), and what was left out to make it fit."""
 
     rendered: RenderedPrompt
-    messages: tuple[Message, ...]  # the messages actually rendered
+    messages: tuple[ChatMessage, ...]  # the messages actually rendered
     dropped: int  # how many of the oldest messages were left out
     prompt_tokens: int
     reply_budget: int  # tokens the reply may use at most
@@ -39,7 +40,7 @@ class ChatRunner:
         # Per conversation: how many of the oldest turns the last reply left out, those turns (a cut is only
         # reused while the conversation still starts with them; an edit or another branch starts over) and
         # how many turns there were (fewer now: something was deleted, so everything may fit again).
-        self._cuts: dict[Hashable, tuple[int, tuple[Message, ...], int]] = {}
+        self._cuts: dict[Hashable, tuple[int, tuple[ChatMessage, ...], int]] = {}
 
     def forget(self, conversation: Hashable) -> None:
         self._cuts.pop(conversation, None)
@@ -50,7 +51,7 @@ class ChatRunner:
 
     def prepare(
         self,
-        messages: Sequence[Message],
+        messages: Sequence[ChatMessage],
         sampling: SamplingSettings,
         *,
         override: str | None = None,
@@ -92,14 +93,14 @@ class ChatRunner:
             reply_budget=min(sampling.max_tokens, n_ctx - tokens),
         )
 
-    def _remembered_cut(self, conversation: Hashable, turns: list[Message]) -> tuple[int, bool]:
+    def _remembered_cut(self, conversation: Hashable, turns: list[ChatMessage]) -> tuple[int, bool]:
         """The cut to start from, and whether the conversation is shorter than last time."""
         cut, dropped, count = self._cuts.get(conversation, (0, (), 0))
         return (cut if tuple(turns[:cut]) == dropped else 0), len(turns) < count
 
     @staticmethod
     def _recut(
-        turns: list[Message], cut: int, budget: int, attempt: Callable[[int], tuple[RenderedPrompt, int]]
+        turns: list[ChatMessage], cut: int, budget: int, attempt: Callable[[int], tuple[RenderedPrompt, int]]
     ) -> tuple[int, RenderedPrompt, int]:
         """Drop more of the oldest exchanges: the fewest that bring the prompt within REFILL_FRACTION of the
         budget, else the fewest that make it fit at all. Binary search: a long history that meets a small
@@ -134,7 +135,7 @@ class ChatRunner:
 
     def stream(
         self,
-        messages: Sequence[Message],
+        messages: Sequence[ChatMessage],
         sampling: SamplingSettings,
         *,
         override: str | None = None,
@@ -156,7 +157,7 @@ class ChatRunner:
             yield event
 
 
-def _cut_points(turns: list[Message]) -> list[int]:
+def _cut_points(turns: list[ChatMessage]) -> list[int]:
     """Where the kept conversation may start: where an exchange starts (a user message after a reply), so
     whole exchanges are dropped and the user/assistant alternation some templates insist on survives; and
     at the newest message, the last resort."""
@@ -164,7 +165,7 @@ def _cut_points(turns: list[Message]) -> list[int]:
     return [i for i, m in enumerate(turns) if i > 0 and m.role == "user" and (turns[i - 1].role != "user" or i == last)]
 
 
-def _last_cut(turns: list[Message]) -> int:
+def _last_cut(turns: list[ChatMessage]) -> int:
     """The most leading messages that may be dropped: everything before the newest user message."""
     points = _cut_points(turns)
     return points[-1] if points else 0

@@ -12,6 +12,7 @@ import ctypes
 import logging
 import os
 import platform
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -76,7 +77,7 @@ def _cpu_name() -> str:
 def llama_devices() -> tuple[list[GpuInfo], str | None]:
     """GPU devices as llama.cpp's backend registry sees them (no GPU backend built in: an empty list)."""
     try:
-        from app.core.llama_engine import library_dir
+        from app.core.native import library_dir
 
         lib_dir = library_dir()
         candidates = sorted(lib_dir.glob("libggml.*")) + sorted(lib_dir.glob("ggml.dll"))
@@ -166,9 +167,9 @@ def apple_unified(total_ram: int, available_ram: int) -> GpuInfo | None:
 def installed_backend() -> tuple[str, bool]:
     """(backend name, can offload) of the installed llama-cpp-python build; ("unavailable", False) if none."""
     try:
-        from app.core.llama_engine import _llama, backend_name
+        from app.core.native import backend_name, llama
 
-        return backend_name(), bool(_llama().llama_supports_gpu_offload())
+        return backend_name(), bool(llama().llama_supports_gpu_offload())
     except Exception as exc:  # a broken or missing engine must not break hardware detection
         log.warning("llama.cpp backend unknown: %s", exc)
         return "unavailable", False
@@ -209,3 +210,14 @@ def detect_hardware(*, probe_gpus: bool = True) -> HardwareInfo:
     return HardwareInfo(
         _cpu_name(), physical, logical, total_ram, available_ram, tuple(gpus), backend, offload, tuple(notes)
     )
+
+
+_CACHED: tuple[float, HardwareInfo] | None = None
+
+
+def current_hardware(max_age: float = 30.0) -> HardwareInfo:
+    """detect_hardware(), remembered for max_age seconds (a Hub file list or a library view asks per file)."""
+    global _CACHED
+    if _CACHED is None or time.monotonic() - _CACHED[0] > max_age:
+        _CACHED = (time.monotonic(), detect_hardware())
+    return _CACHED[1]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
@@ -11,7 +10,7 @@ from typing import Any
 
 from app.core.fit import Fit, fit_from_size
 from app.core.gguf_info import SPLIT_RE
-from app.core.hardware import GpuInfo, HardwareInfo, detect_hardware
+from app.core.hardware import GpuInfo, HardwareInfo, current_hardware
 
 # Quantization names as they appear in file names: Q4_K_M, IQ4_XS, Q4_0_4_4, UD-Q4_K_XL, TQ1_0, F16, BF16 ...
 # The last match wins ("model-f16-Q4_K_M.gguf" is a Q4_K_M made from an f16).
@@ -41,17 +40,6 @@ class MemoryBudget:
     def as_hardware(self) -> HardwareInfo:
         gpus = (GpuInfo("GPU", self.vram_total, self.vram_free, "budget"),) if self.vram_total else ()
         return HardwareInfo("", 1, 1, self.total_ram, self.available_ram, gpus, "CUDA" if gpus else "CPU", bool(gpus))
-
-
-_HARDWARE: tuple[float, HardwareInfo] | None = None
-
-
-def current_hardware(max_age: float = 30.0) -> HardwareInfo:
-    """detect_hardware(), remembered for max_age seconds (a Hub file list asks once per file)."""
-    global _HARDWARE
-    if _HARDWARE is None or time.monotonic() - _HARDWARE[0] > max_age:
-        _HARDWARE = (time.monotonic(), detect_hardware())
-    return _HARDWARE[1]
 
 
 def quant_fit(size_bytes: int, hardware: MemoryBudget | HardwareInfo | None = None) -> Fit:

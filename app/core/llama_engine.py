@@ -2,19 +2,16 @@
 
 Why the low-level API and not llama_cpp.Llama: Llama's per-token Python work (numpy logits copies, Python
 sampling) costs ~5 % of generation speed; it compiles every embedded chat template at construction, so one
-broken template stops a model from loading (trap 7); and it sizes buffers from the requested n_ctx (trap 3).
+broken template stops a model from loading; and it sizes its buffers from the requested n_ctx while llama.cpp
+rounds the context up to a multiple of 256 (n_ctx=100 with a 150-token prompt gave a numpy broadcast error).
 Here sampling runs in llama.cpp's C sampler chain and Python only moves one token id per step.
 """
 
 from __future__ import annotations
 
 import codecs
-import contextlib
 import ctypes
 import logging
-import os
-import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -38,6 +35,7 @@ from app.core.errors import (
 )
 from app.core.gguf_info import inspect
 from app.core.load_config import AUTO_LAYERS, KV_CACHE_TYPES, LoadConfig
+from app.core.native import backend_name, captured_stderr, llama, release_heap
 from app.core.sampling import SamplingSettings
 from app.core.stops import StopMatcher
 
@@ -55,73 +53,6 @@ _OOM_MARKERS = (
     "vk::outofdevicememory",
     "erroroutofdevicememory",
 )
-_backend_ready = False
-_backend_lock = threading.Lock()
-
-
-def _llama() -> Any:
-    """Import llama_cpp lazily (it loads native libraries) and initialise the backend once per process."""
-    global _backend_ready
-    import llama_cpp
-
-    with _backend_lock:
-        if not _backend_ready:
-            llama_log.install()
-            llama_cpp.llama_backend_init()
-            _backend_ready = True
-    return llama_cpp
-
-
-def library_dir() -> Path:
-    """Where llama-cpp-python loads llama.cpp from (LLAMA_CPP_LIB_PATH overrides its own lib/ folder)."""
-    override = os.environ.get("LLAMA_CPP_LIB_PATH")
-    return Path(override) if override else Path(_llama().__file__).parent / "lib"
-
-
-def backend_name() -> str:
-    """Which GPU backend this llama-cpp-python build has, from the shared libraries it ships."""
-    lib = library_dir()
-    names = " ".join(p.name.lower() for p in lib.glob("*")) if lib.is_dir() else ""
-    for marker, name in (
-        ("cuda", "CUDA"),
-        ("metal", "Metal"),
-        ("vulkan", "Vulkan"),
-        ("hip", "ROCm"),
-        ("sycl", "SYCL"),
-        ("opencl", "OpenCL"),
-    ):
-        if marker in names:
-            return name
-    return "Metal" if _llama().llama_supports_gpu_offload() else "CPU"
-
-
-class _Captured:
-    text = ""
-
-
-@contextlib.contextmanager
-def captured_stderr() -> Iterator[_Captured]:
-    """Collect what native code writes to fd 2 during the block (and keep it off the terminal)."""
-    result = _Captured()
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as sink:
-        os.dup2(sink.fileno(), 2)
-        try:
-            yield result
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            sink.seek(0)
-            result.text = sink.read().decode("utf-8", errors="replace")
-
-
-def _release_heap() -> None:
-    """Hand freed heap pages back to the OS after an unload (glibc keeps them otherwise, so the app would
-    look as big as the last model long after ejecting it)."""
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def _oom_advice(stage: str, config: LoadConfig) -> str:
@@ -198,7 +129,7 @@ class LlamaCppEngine:
         try:
             path = Path(path)
             config.validate()  # before "auto"/"all" are resolved: a bad value must not be silently replaced
-            lib = _llama()
+            lib = llama()
             if config.n_gpu_layers == 0 or not lib.llama_supports_gpu_offload():
                 return self._load(
                     path, replace(config, n_gpu_layers=0) if config.n_gpu_layers < 0 else config, progress
@@ -242,7 +173,7 @@ class LlamaCppEngine:
             raise ModelLoadError(str(exc)) from None
         config.validate(info)
         self._free()
-        lib = _llama()
+        lib = llama()
         self._cancel.clear()
         llama_log.recent_problems(clear=True)
         started = time.perf_counter()
@@ -374,10 +305,10 @@ class LlamaCppEngine:
             self._lock.release()
 
     def _free(self) -> None:
-        # Trap 4: using a context after free segfaults; callers hold self._lock, so no generation runs.
+        # Using a context after llama_free segfaults; callers hold self._lock, so no generation runs.
         if self._ctx is None and self._model_p is None:
             return
-        lib = _llama()
+        lib = llama()
         if self._ctx is not None:
             lib.llama_free(self._ctx)
         if self._model_p is not None:
@@ -386,14 +317,14 @@ class LlamaCppEngine:
         self._loaded = None
         self._cached = []
         self._last_text, self._last_prompt_len, self._reply_pieces, self._reply_shown = "", 0, [], 0
-        _release_heap()
+        release_heap()
         log.info("model unloaded")
 
     # ---- tokens --------------------------------------------------------------------------------------
     def tokenize(self, text: str, *, add_bos: bool | None = None) -> list[int]:
         if self._vocab is None:
             raise GenerationError("no model is loaded")
-        lib = _llama()
+        lib = llama()
         if add_bos is None:  # the double-BOS guard: templates often write the BOS text themselves
             add_bos = self._add_bos and not (self._bos_text and text.startswith(self._bos_text))
         data = text.encode("utf-8")
@@ -407,7 +338,7 @@ class LlamaCppEngine:
         return list(buffer[:count])
 
     def _token_bytes(self, token: int, special: bool) -> bytes:
-        lib = _llama()
+        lib = llama()
         n = lib.llama_token_to_piece(self._vocab, token, self._piece, len(self._piece), 0, special)
         if n < 0:
             self._piece = ctypes.create_string_buffer(-n)
@@ -453,7 +384,7 @@ class LlamaCppEngine:
             log.exception("generation failed")
             run.finish, run.error = "error", f"{type(exc).__name__}: {exc}"
         finally:
-            _llama().llama_sampler_free(chain)
+            llama().llama_sampler_free(chain)
         yield run.stats()
 
     def _seed(self, sampling: SamplingSettings) -> int:
@@ -491,7 +422,7 @@ class LlamaCppEngine:
             kept += 1
         remainder = rest[used:]
         tail = self.tokenize(remainder, add_bos=False) if remainder else []
-        if tail and self._space_prefix and not _llama().llama_vocab_is_control(self._vocab, tail[0]):
+        if tail and self._space_prefix and not llama().llama_vocab_is_control(self._vocab, tail[0]):
             # SentencePiece would prefix a space to text tokenized on its own: only split before a
             # special token (the template's turn markers), where both ways tokenize the same.
             return self.tokenize(text)
@@ -499,7 +430,7 @@ class LlamaCppEngine:
 
     def _evaluate_prompt(self, tokens: list[int], run: _Run) -> int:
         """Decode the tokens the KV cache does not already hold; returns how many were evaluated."""
-        lib = _llama()
+        lib = llama()
         prefix = common_prefix(self._cached, tokens)
         if prefix == len(tokens):
             prefix -= 1  # the last prompt token must be decoded again to get fresh logits
@@ -544,7 +475,7 @@ class LlamaCppEngine:
         return f"llama_decode failed with status {rc}"
 
     def _sample_loop(self, chain: Any, stops: tuple[str, ...], budget: int, run: _Run) -> Iterator[Event]:
-        lib = _llama()
+        lib = llama()
         ctx, vocab = self._ctx, self._vocab
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         matcher = StopMatcher(stops)
@@ -598,7 +529,7 @@ class LlamaCppEngine:
                 yield TextChunk(tail)
 
     def _sampler_chain(self, sampling: SamplingSettings, grammar: str | None, seed: int) -> Any:
-        lib = _llama()
+        lib = llama()
         chain = lib.llama_sampler_chain_init(lib.llama_sampler_chain_default_params())
         add = lib.llama_sampler_chain_add
         n_vocab = lib.llama_vocab_n_tokens(self._vocab)

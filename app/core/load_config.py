@@ -15,7 +15,8 @@ from app.core.gguf_info import ModelInfo, inspect
 # KV cache element types as llama.cpp's GGML_TYPE_* ids (stable across releases).
 KV_CACHE_TYPES: dict[str, int] = {"f16": 1, "q8_0": 8, "q4_0": 2}
 AUTO_LAYERS = -2  # n_gpu_layers: as many as the fit estimate says fit in free VRAM
-CTX_GRANULARITY = 256  # llama.cpp pads n_ctx to 256; other values break llama-cpp-python's buffers (trap 3)
+CTX_GRANULARITY = 256  # llama.cpp pads n_ctx to a multiple of 256; asking for
+# another value leaves its token buffers and llama-cpp-python's (sized from the request) out of step
 MAX_CTX = 1 << 20
 
 

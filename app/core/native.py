@@ -1,29 +1,41 @@
-"""Load llama.cpp's GPU-backend libraries before anything imports numpy.
+"""llama.cpp's native libraries: where they are, loading them (in the right order), and process-level helpers.
 
-Seen on an H100 machine (CUDA build of llama.cpp 0c1e570, numpy 2.5.2 from PyPI): when numpy is imported
-before the CUDA backend library is loaded, every llama_model_load_from_file segfaults, whatever the
+Every other module reaches llama_cpp through llama() here, so the backend is initialised once and llama.cpp's
+log is routed into Hearth's before anything else runs.
+
+Why preload: seen on an H100 machine (CUDA build of llama.cpp 0c1e570, numpy 2.5.2 from PyPI), when numpy is
+imported before the CUDA backend library is loaded, every llama_model_load_from_file segfaults, whatever the
 layer count; loading libggml-cuda first (as llama-cpp-python's own import order happens to do) avoids it.
-Hearth's GGUF reader needs numpy long before the engine starts, so the entry points call this first.
-CPU-only builds are unaffected and skip it (start-up stays fast). It imports nothing heavy itself.
+Hearth's GGUF reader needs numpy long before the engine starts, so the entry points call
+preload_llama_libraries() first. CPU-only builds are unaffected and skip it (start-up stays fast). This module
+imports nothing heavy itself.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import importlib.util
 import logging
 import os
 import sys
+import tempfile
+import threading
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger("hearth.engine")
 
 GPU_MARKERS = ("cuda", "vulkan", "hip", "metal", "sycl", "opencl", "musa")
-_done = False
+_preloaded = False
+_backend_ready = False
+_backend_lock = threading.Lock()
 
 
-def llama_library_dir() -> Path | None:
-    """llama-cpp-python's library folder, found without importing the package."""
+def library_dir() -> Path | None:
+    """Where llama-cpp-python loads llama.cpp from (LLAMA_CPP_LIB_PATH overrides its own lib/ folder), found
+    without importing the package; None when llama-cpp-python is not installed."""
     override = os.environ.get("LLAMA_CPP_LIB_PATH")
     if override:
         return Path(override)
@@ -35,11 +47,11 @@ def llama_library_dir() -> Path | None:
 
 def preload_llama_libraries() -> list[str]:
     """Load the GPU backend (and what it needs) with RTLD_GLOBAL; returns the files loaded (idempotent)."""
-    global _done
-    if _done or ("numpy" in sys.modules and "llama_cpp" in sys.modules):
+    global _preloaded
+    if _preloaded or ("numpy" in sys.modules and "llama_cpp" in sys.modules):
         return []
-    _done = True
-    folder = llama_library_dir()
+    _preloaded = True
+    folder = library_dir()
     if folder is None or not folder.is_dir():
         return []
     libraries = [p for p in folder.iterdir() if p.suffix in (".so", ".dylib", ".dll") or ".so." in p.name]
@@ -60,3 +72,66 @@ def preload_llama_libraries() -> list[str]:
         except OSError as exc:  # the engine will report a broken install properly when it loads
             log.warning("could not preload %s: %s", path.name, exc)
     return loaded
+
+
+def llama() -> Any:
+    """The llama_cpp module, imported lazily (it loads native libraries), backend initialised once."""
+    global _backend_ready
+    import llama_cpp
+
+    with _backend_lock:
+        if not _backend_ready:
+            from app.core import llama_log
+
+            llama_log.install()
+            llama_cpp.llama_backend_init()
+            _backend_ready = True
+    return llama_cpp
+
+
+def backend_name() -> str:
+    """Which GPU backend this llama-cpp-python build has, from the shared libraries it ships."""
+    lib = library_dir()
+    names = " ".join(p.name.lower() for p in lib.glob("*")) if lib is not None and lib.is_dir() else ""
+    for marker, name in (
+        ("cuda", "CUDA"),
+        ("metal", "Metal"),
+        ("vulkan", "Vulkan"),
+        ("hip", "ROCm"),
+        ("sycl", "SYCL"),
+        ("opencl", "OpenCL"),
+    ):
+        if marker in names:
+            return name
+    return "Metal" if llama().llama_supports_gpu_offload() else "CPU"
+
+
+class Captured:
+    """What captured_stderr() collected (filled in when the block ends)."""
+
+    text = ""
+
+
+@contextlib.contextmanager
+def captured_stderr() -> Iterator[Captured]:
+    """Collect what native code writes to fd 2 during the block (and keep it off the terminal)."""
+    result = Captured()
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield result
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            result.text = sink.read().decode("utf-8", errors="replace")
+
+
+def release_heap() -> None:
+    """Hand freed heap pages back to the OS after an unload (glibc keeps them otherwise, so the app would
+    look as big as the last model long after ejecting it)."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL("libc.so.6").malloc_trim(0)

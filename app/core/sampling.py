@@ -90,7 +90,8 @@ class SamplingSettings:
         return cls(**values).validate()
 
     def request_seed(self) -> int:
-        """The seed for one reply: the fixed one, else fresh randomness (a default seed repeats; trap 8)."""
+        """The seed for one reply: the fixed one, else fresh randomness (llama.cpp's default seed
+        gives the same reply in every process)."""
         return self.seed if self.seed is not None else secrets.randbelow(MAX_SEED + 1)
 
 

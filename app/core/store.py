@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from app.core.errors import StoreError
+from app.core.messages import ROLES, ChatMessage, ToolCall
 from app.core.store_schema import migrate
 
 log = logging.getLogger("hearth.store")
@@ -46,10 +47,17 @@ class Conversation:
     sampling: dict[str, Any]
     load_settings: dict[str, Any]
     deleted_at: float | None = None
+    meta: dict[str, Any] = field(default_factory=dict)  # assistant, reply format, tools, documents ...
 
 
 @dataclass(frozen=True)
-class Message:
+class StoredMessage:
+    """A message as the history keeps it: ids, its place among its siblings, and a reply's statistics.
+
+    meta holds what else belongs to it: for a reply the effective "sampling" and "load" settings, its
+    "tool_calls" and "sources"; for a tool result its "tool_call_id" and "name".
+    """
+
     id: int
     uuid: str
     conversation_id: int
@@ -67,6 +75,12 @@ class Message:
     finish_reason: str | None = None
     sibling_index: int = 1  # this message's place among its siblings ("2 / 3")
     sibling_count: int = 1
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def to_chat(self) -> ChatMessage:
+        """The message as a template or backend sees it."""
+        calls = tuple(ToolCall.from_openai(c) for c in self.meta.get("tool_calls", ()) if isinstance(c, dict))
+        return ChatMessage(self.role, self.content, calls, self.meta.get("tool_call_id"), self.meta.get("name") or None)
 
 
 @dataclass(frozen=True)
@@ -100,33 +114,36 @@ def make_title(text: str) -> str:
 
 _CONV_COLUMNS = (
     "id, uuid, title, created_at, updated_at, pinned, model_path, template, system_prompt, "
-    "sampling_json, load_json, deleted_at"
+    "sampling_json, load_json, deleted_at, meta_json"
 )
 _MSG_COLUMNS = (
     "id, uuid, conversation_id, parent_id, role, content, created_at, complete, model, template, "
-    "prompt_tokens, generated_tokens, gen_tps, ttft_ms, finish_reason"
+    "prompt_tokens, generated_tokens, gen_tps, ttft_ms, finish_reason, meta_json"
 )
+_JSON_FIELDS = {"sampling_json": "sampling", "load_json": "load_settings", "meta_json": "meta"}
 
 
-def _conversation(row: sqlite3.Row | tuple) -> Conversation:
-    return Conversation(
-        row[0],
-        row[1],
-        row[2],
-        row[3],
-        row[4],
-        bool(row[5]),
-        row[6],
-        row[7],
-        row[8],
-        _json(row[9]),
-        _json(row[10]),
-        row[11],
-    )
+def _named(row: sqlite3.Row) -> dict[str, Any]:
+    """A row as field name -> value: JSON columns decoded and renamed, integer flags as booleans."""
+    values: dict[str, Any] = {}
+    for key in row.keys():  # noqa: SIM118 (iterating a sqlite3.Row yields values, not names)
+        if key in _JSON_FIELDS:
+            values[_JSON_FIELDS[key]] = _json(row[key])
+        elif key in ("pinned", "complete"):
+            values[key] = bool(row[key])
+        else:
+            values[key] = row[key]
+    return values
 
 
-def _message(row: sqlite3.Row | tuple, index: int = 1, count: int = 1) -> Message:
-    return Message(*row[:7], bool(row[7]), *row[8:15], index, count)
+def _conversation(row: sqlite3.Row) -> Conversation:
+    return Conversation(**_named(row))
+
+
+def _message(row: sqlite3.Row, index: int = 1, count: int = 1) -> StoredMessage:
+    values = _named(row)
+    values.pop("active_child_id", None)
+    return StoredMessage(**values, sibling_index=index, sibling_count=count)
 
 
 def _json(text: str) -> dict[str, Any]:
@@ -167,6 +184,12 @@ class Store:
             raise StoreError(f"the history database {path.name} is damaged or not a database: {exc}") from exc
         return cls(db, path)
 
+    def rows(self, sql: str, parameters: tuple = ()) -> list[sqlite3.Row]:
+        """A query's rows, readable by column name (the store never maps a row by position)."""
+        cursor = self.db.cursor()
+        cursor.row_factory = sqlite3.Row
+        return cursor.execute(sql, parameters).fetchall()
+
     def close(self) -> None:
         with contextlib.suppress(sqlite3.Error):
             self.db.close()
@@ -206,12 +229,13 @@ class Store:
         system_prompt: str = "",
         sampling: dict[str, Any] | None = None,
         load_settings: dict[str, Any] | None = None,
+        meta: dict[str, Any] | None = None,
     ) -> Conversation:
         now = time.time()
         with self._write() as db:
             cursor = db.execute(
                 "INSERT INTO conversations (uuid, title, created_at, updated_at, model_path, template, "
-                "system_prompt, sampling_json, load_json) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "system_prompt, sampling_json, load_json, meta_json) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     str(uuid.uuid4()),
                     title,
@@ -222,12 +246,14 @@ class Store:
                     system_prompt,
                     json.dumps(sampling or {}),
                     json.dumps(load_settings or {}),
+                    json.dumps(meta or {}),
                 ),
             )
         return self.conversation(int(cursor.lastrowid))
 
     def conversation(self, conversation_id: int) -> Conversation:
-        row = self.db.execute(f"SELECT {_CONV_COLUMNS} FROM conversations WHERE id = ?", (conversation_id,)).fetchone()
+        found = self.rows(f"SELECT {_CONV_COLUMNS} FROM conversations WHERE id = ?", (conversation_id,))
+        row = found[0] if found else None
         if row is None:
             raise StoreError(f"conversation {conversation_id} does not exist")
         return _conversation(row)
@@ -235,15 +261,15 @@ class Store:
     def list_conversations(self, limit: int = 200, offset: int = 0, *, deleted: bool = False) -> list[Conversation]:
         """Most recent first (pinned ones on top); deleted=True lists the ones that can still be restored."""
         where = "deleted_at IS NOT NULL" if deleted else "deleted_at IS NULL"
-        rows = self.db.execute(
+        rows = self.rows(
             f"SELECT {_CONV_COLUMNS} FROM conversations WHERE {where} "
             "ORDER BY pinned DESC, updated_at DESC LIMIT ? OFFSET ?",
             (limit, offset),
-        ).fetchall()
+        )
         return [_conversation(r) for r in rows]
 
     def update_conversation(self, conversation_id: int, **fields: Any) -> Conversation:
-        """Change title, pinned, model_path, template, system_prompt, sampling or load_settings."""
+        """Change title, pinned, model_path, template, system_prompt, sampling, load_settings or meta."""
         columns = {
             "title": "title",
             "pinned": "pinned",
@@ -252,12 +278,13 @@ class Store:
             "system_prompt": "system_prompt",
             "sampling": "sampling_json",
             "load_settings": "load_json",
+            "meta": "meta_json",
         }
         unknown = set(fields) - set(columns)
         if unknown:
             raise StoreError(f"unknown conversation fields: {', '.join(sorted(unknown))}")
         values = [
-            json.dumps(v) if k in ("sampling", "load_settings") else (int(v) if k == "pinned" else v)
+            json.dumps(v) if k in ("sampling", "load_settings", "meta") else (int(v) if k == "pinned" else v)
             for k, v in fields.items()
         ]
         assignments = ", ".join(f"{columns[k]} = ?" for k in fields)
@@ -301,11 +328,16 @@ class Store:
         content: str,
         *,
         parent_id: int | str | None = "leaf",
+        meta: dict[str, Any] | None = None,
         **extra: Any,
-    ) -> Message:
-        """Append a message after parent_id (default: the end of the active path) and make it active."""
-        if role not in ("system", "user", "assistant"):
+    ) -> StoredMessage:
+        """Append a message after parent_id (default: the end of the active path) and make it active.
+
+        extra: further columns (complete, model, template, prompt_text ...); meta: the message's extras."""
+        if role not in ROLES:
             raise StoreError(f"unknown role {role!r}")
+        if meta:
+            extra["meta_json"] = json.dumps(meta, ensure_ascii=False)
         if parent_id == "leaf":
             path = self.path_ids(conversation_id)
             parent_id = path[-1] if path else None
@@ -331,8 +363,9 @@ class Store:
         else:
             db.execute("UPDATE messages SET active_child_id = ? WHERE id = ?", (child_id, parent_id))
 
-    def message(self, message_id: int) -> Message:
-        row = self.db.execute(f"SELECT {_MSG_COLUMNS} FROM messages WHERE id = ?", (message_id,)).fetchone()
+    def message(self, message_id: int) -> StoredMessage:
+        found = self.rows(f"SELECT {_MSG_COLUMNS} FROM messages WHERE id = ?", (message_id,))
+        row = found[0] if found else None
         if row is None:
             raise StoreError(f"message {message_id} does not exist")
         siblings = self.siblings(message_id)
@@ -367,28 +400,28 @@ class Store:
         ).fetchall()
         return [r[0] for r in rows]
 
-    def messages(self, conversation_id: int) -> list[Message]:
+    def messages(self, conversation_id: int) -> list[StoredMessage]:
         """The active path, each message with its branch position ("2 / 3"); one query, walked in Python."""
         root = self.db.execute("SELECT active_root_id FROM conversations WHERE id = ?", (conversation_id,)).fetchone()
-        rows: dict[int, tuple] = {}
+        rows: dict[int, sqlite3.Row] = {}
         active: dict[int, int | None] = {}
         children: dict[int | None, list[int]] = {}
-        for row in self.db.execute(
+        for row in self.rows(
             f"SELECT {_MSG_COLUMNS}, active_child_id FROM messages WHERE conversation_id = ? ORDER BY id",
             (conversation_id,),
         ):
-            rows[row[0]] = row
-            active[row[0]] = row[-1]
-            children.setdefault(row[3], []).append(row[0])
+            rows[row["id"]] = row
+            active[row["id"]] = row["active_child_id"]
+            children.setdefault(row["parent_id"], []).append(row["id"])
         result = []
         current = root[0] if root else None
         while current is not None and current in rows and len(result) <= len(rows):
-            group = children[rows[current][3]]
+            group = children[rows[current]["parent_id"]]
             result.append(_message(rows[current], group.index(current) + 1, len(group)))
             current = active[current]
         return result
 
-    def switch_branch(self, message_id: int) -> list[Message]:
+    def switch_branch(self, message_id: int) -> list[StoredMessage]:
         """Make this alternative active (its own active descendants follow); returns the new path."""
         row = self.db.execute("SELECT conversation_id, parent_id FROM messages WHERE id = ?", (message_id,)).fetchone()
         if row is None:
@@ -397,10 +430,12 @@ class Store:
             self._activate(db, row[0], row[1], message_id)
         return self.messages(row[0])
 
-    def edit_message(self, message_id: int, content: str) -> Message:
+    def edit_message(self, message_id: int, content: str) -> StoredMessage:
         """Editing creates a sibling with the new text (the original stays as the other branch)."""
         original = self.message(message_id)
-        return self.add_message(original.conversation_id, original.role, content, parent_id=original.parent_id)
+        return self.add_message(
+            original.conversation_id, original.role, content, parent_id=original.parent_id, meta=original.meta
+        )
 
     def start_reply(
         self,
@@ -410,13 +445,17 @@ class Store:
         model: str = "",
         template: str = "",
         prompt_text: str | None = None,
+        meta: dict[str, Any] | None = None,
     ) -> ReplyWriter:
-        """Create an (incomplete) assistant message now and return the writer that streams into it."""
+        """Create an (incomplete) assistant message now and return the writer that streams into it.
+
+        meta: what the reply is written with (the effective "sampling" and "load" settings ...)."""
         message = self.add_message(
             conversation_id,
             "assistant",
             "",
             parent_id=parent_id,
+            meta=meta,
             complete=0,
             model=model,
             template=template,
@@ -424,9 +463,9 @@ class Store:
         )
         return ReplyWriter(self, message.id)
 
-    def incomplete_replies(self) -> list[Message]:
+    def incomplete_replies(self) -> list[StoredMessage]:
         """Replies cut off by a crash or kill (shown with what was saved, marked unfinished)."""
-        rows = self.db.execute(f"SELECT {_MSG_COLUMNS} FROM messages WHERE complete = 0").fetchall()
+        rows = self.rows(f"SELECT {_MSG_COLUMNS} FROM messages WHERE complete = 0")
         return [_message(r) for r in rows]
 
     # ---- search -----------------------------------------------------------------------------------------
@@ -496,9 +535,18 @@ class ReplyWriter:
         self._dirty = False
         self._last_flush = time.monotonic()
 
-    def finish(self, stats: ReplyStats) -> Message:
-        """Write the whole reply and its statistics and mark it complete (also for stopped replies)."""
+    def finish(self, stats: ReplyStats, meta: dict[str, Any] | None = None) -> StoredMessage:
+        """Write the whole reply and its statistics and mark it complete (also for stopped replies).
+
+        meta: extras learned while generating (the seed used, tool calls, sources), merged into the stored ones."""
         with self.store._write() as db:
+            if meta:
+                row = db.execute("SELECT meta_json FROM messages WHERE id = ?", (self.message_id,)).fetchone()
+                merged = {**_json(row[0] if row else "{}"), **meta}
+                db.execute(
+                    "UPDATE messages SET meta_json = ? WHERE id = ?",
+                    (json.dumps(merged, ensure_ascii=False), self.message_id),
+                )
             db.execute(
                 "UPDATE messages SET content = ?, complete = 1, prompt_tokens = ?, generated_tokens = ?, "
                 "gen_tps = ?, ttft_ms = ?, finish_reason = ? WHERE id = ?",

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from app.core.errors import StoreError
+from app.core.messages import ROLES
 from app.core.store import Store
 
 FORMAT = "hearth-history"
@@ -24,7 +25,7 @@ VERSION = 1
 MAX_IMPORT_BYTES = 512 * 1024 * 1024
 MAX_TEXT = 10 * 1024 * 1024  # one message
 MAX_SHORT = 10_000  # titles, names, paths
-ROLES = ("system", "user", "assistant")
+MAX_META = 1024 * 1024  # one message's or conversation's extras, as JSON text
 
 
 def _iso(seconds: float) -> str:
@@ -43,7 +44,7 @@ def conversation_dict(store: Store, conversation_id: int) -> dict[str, Any]:
     rows = store.db.execute(
         "SELECT m.id, m.uuid, p.uuid, m.role, m.content, m.created_at, m.complete, m.model, m.template, "
         "m.prompt_tokens, m.generated_tokens, m.gen_tps, m.ttft_ms, m.finish_reason, m.prompt_text, "
-        "CASE WHEN m.parent_id IS NULL THEN c.active_root_id = m.id ELSE p.active_child_id = m.id END "
+        "CASE WHEN m.parent_id IS NULL THEN c.active_root_id = m.id ELSE p.active_child_id = m.id END, m.meta_json "
         "FROM messages m JOIN conversations c ON c.id = m.conversation_id "
         "LEFT JOIN messages p ON p.id = m.parent_id WHERE m.conversation_id = ? ORDER BY m.id",
         (conversation_id,),
@@ -65,6 +66,7 @@ def conversation_dict(store: Store, conversation_id: int) -> dict[str, Any]:
             "finish_reason": r[13],
             "prompt_text": r[14],
             "active": bool(r[15]),
+            "meta": _meta_of(r[16]),
         }
         for r in rows
     ]
@@ -79,8 +81,17 @@ def conversation_dict(store: Store, conversation_id: int) -> dict[str, Any]:
         "system_prompt": conv.system_prompt,
         "sampling": conv.sampling,
         "load_settings": conv.load_settings,
+        "meta": conv.meta,
         "messages": messages,
     }
+
+
+def _meta_of(text: str | None) -> dict[str, Any]:
+    try:
+        value = json.loads(text or "{}")
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def export_json(store: Store, conversation_ids: Iterable[int]) -> str:
@@ -231,6 +242,7 @@ def _conversation(item: Any, where: str) -> dict[str, Any]:
         "system_prompt": _field(item, "system_prompt", str, where, limit=MAX_TEXT),
         "sampling": _field(item, "sampling", dict, where),
         "load_settings": _field(item, "load_settings", dict, where),
+        "meta": _meta(item, where),
     }
     seen: dict[str, str] = {}
     messages = []
@@ -254,6 +266,7 @@ def _conversation(item: Any, where: str) -> dict[str, Any]:
             "finish_reason": _field(raw, "finish_reason", str, place, optional=True),
             "prompt_text": _field(raw, "prompt_text", str, place, optional=True, limit=MAX_TEXT),
             "active": _field(raw, "active", bool, place),
+            "meta": _meta(raw, place),
         }
         if message["role"] not in ROLES:
             raise _Invalid(f"{place}.role: expected one of {', '.join(ROLES)}, got {message['role']!r}")
@@ -267,10 +280,19 @@ def _conversation(item: Any, where: str) -> dict[str, Any]:
     return conv
 
 
+def _meta(obj: dict[str, Any], where: str) -> dict[str, Any]:
+    """A message's or conversation's extras (absent in exports from before they existed): an object of
+    bounded size."""
+    value = _field(obj, "meta", dict, where, optional=True) or {}
+    if len(json.dumps(value, ensure_ascii=False)) > MAX_META:
+        raise _Invalid(f"{where}.meta: more than {MAX_META} characters")
+    return value
+
+
 def _insert_conversation(db: Any, conv: dict[str, Any]) -> None:
     cursor = db.execute(
         "INSERT INTO conversations (uuid, title, created_at, updated_at, pinned, model_path, template, "
-        "system_prompt, sampling_json, load_json) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "system_prompt, sampling_json, load_json, meta_json) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             conv["uuid"],
             conv["title"],
@@ -282,6 +304,7 @@ def _insert_conversation(db: Any, conv: dict[str, Any]) -> None:
             conv["system_prompt"],
             json.dumps(conv["sampling"]),
             json.dumps(conv["load_settings"]),
+            json.dumps(conv["meta"], ensure_ascii=False),
         ),
     )
     conversation_id = int(cursor.lastrowid)
@@ -294,8 +317,8 @@ def _insert_conversation(db: Any, conv: dict[str, Any]) -> None:
         parent_id = ids.get(m["parent"]) if m["parent"] else None
         cursor = db.execute(
             "INSERT INTO messages (uuid, conversation_id, parent_id, role, content, created_at, complete, model, "
-            "template, prompt_tokens, generated_tokens, gen_tps, ttft_ms, finish_reason, prompt_text) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "template, prompt_tokens, generated_tokens, gen_tps, ttft_ms, finish_reason, prompt_text, meta_json) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 m["uuid"],
                 conversation_id,
@@ -312,6 +335,7 @@ def _insert_conversation(db: Any, conv: dict[str, Any]) -> None:
                 m["ttft_ms"],
                 m["finish_reason"],
                 m["prompt_text"],
+                json.dumps(m["meta"], ensure_ascii=False),
             ),
         )
         ids[m["uuid"]] = int(cursor.lastrowid)

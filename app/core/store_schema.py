@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sqlite3
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 V1 = """
 CREATE TABLE conversations (
@@ -70,7 +70,57 @@ END;
 INSERT INTO messages_fts(messages_fts) VALUES ('rebuild');
 """
 
-SCRIPTS = {1: V1, 2: V2}
+# v3: tool turns (role 'tool': a function's result) and a JSON object of extras per message and per
+# conversation. A reply's extras hold the effective sampling and load settings it was written with, its
+# tool calls, its sources; a conversation's hold its assistant, reply format, tools and documents. SQLite
+# cannot change a CHECK constraint in place, so messages is rebuilt (ids kept: the FTS index stays valid);
+# this step runs with foreign keys off (see FOREIGN_KEYS_OFF), else dropping the old table would cascade.
+V3 = """
+CREATE TABLE messages_new (
+    id INTEGER PRIMARY KEY,
+    uuid TEXT NOT NULL UNIQUE,
+    conversation_id INTEGER NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
+    parent_id INTEGER REFERENCES messages(id) ON DELETE CASCADE,
+    active_child_id INTEGER,
+    role TEXT NOT NULL CHECK (role IN ('system', 'user', 'assistant', 'tool')),
+    content TEXT NOT NULL DEFAULT '',
+    created_at REAL NOT NULL,
+    complete INTEGER NOT NULL DEFAULT 1,
+    model TEXT NOT NULL DEFAULT '',
+    template TEXT NOT NULL DEFAULT '',
+    prompt_tokens INTEGER,
+    generated_tokens INTEGER,
+    gen_tps REAL,
+    ttft_ms REAL,
+    finish_reason TEXT,
+    prompt_text TEXT,
+    meta_json TEXT NOT NULL DEFAULT '{}'
+);
+INSERT INTO messages_new (id, uuid, conversation_id, parent_id, active_child_id, role, content, created_at, complete,
+    model, template, prompt_tokens, generated_tokens, gen_tps, ttft_ms, finish_reason, prompt_text)
+SELECT id, uuid, conversation_id, parent_id, active_child_id, role, content, created_at, complete, model, template,
+    prompt_tokens, generated_tokens, gen_tps, ttft_ms, finish_reason, prompt_text FROM messages;
+DROP TABLE messages;
+ALTER TABLE messages_new RENAME TO messages;
+CREATE INDEX messages_by_conversation ON messages(conversation_id, id);
+CREATE INDEX messages_by_parent ON messages(parent_id);
+CREATE TRIGGER messages_ai AFTER INSERT ON messages BEGIN
+    INSERT INTO messages_fts(rowid, content) VALUES (new.id, new.content);
+END;
+CREATE TRIGGER messages_ad AFTER DELETE ON messages BEGIN
+    INSERT INTO messages_fts(messages_fts, rowid, content) VALUES ('delete', old.id, old.content);
+END;
+CREATE TRIGGER messages_au AFTER UPDATE OF content ON messages BEGIN
+    INSERT INTO messages_fts(messages_fts, rowid, content) VALUES ('delete', old.id, old.content);
+    INSERT INTO messages_fts(rowid, content) VALUES (new.id, new.content);
+END;
+ALTER TABLE conversations ADD COLUMN meta_json TEXT NOT NULL DEFAULT '{}';
+"""
+
+SCRIPTS = {1: V1, 2: V2, 3: V3}
+# Steps that rebuild a table: SQLite's documented procedure turns foreign keys off around the transaction
+# (the pragma is ignored inside one) and checks them before committing.
+FOREIGN_KEYS_OFF = {3}
 
 
 def current_version(db: sqlite3.Connection) -> int:
@@ -89,16 +139,24 @@ def migrate(db: sqlite3.Connection) -> list[int]:
         )
     applied = []
     for step in range(version + 1, SCHEMA_VERSION + 1):
+        keys_off = step in FOREIGN_KEYS_OFF
+        if keys_off:
+            db.execute("PRAGMA foreign_keys = OFF")
         # executescript commits first; the explicit transaction makes each step all-or-nothing.
         db.execute("BEGIN IMMEDIATE")
         try:
             for statement in _statements(step):
                 db.execute(statement)
+            if keys_off and db.execute("PRAGMA foreign_key_check").fetchone() is not None:
+                raise sqlite3.DatabaseError(f"migration {step} would break a foreign key; nothing was changed")
             db.execute(f"PRAGMA user_version = {step}")
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
             raise
+        finally:
+            if keys_off:
+                db.execute("PRAGMA foreign_keys = ON")
         applied.append(step)
     return applied
 

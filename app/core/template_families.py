@@ -15,7 +15,9 @@ from dataclasses import dataclass
 from typing import Protocol
 
 
-class ChatMessage(Protocol):
+class Turn(Protocol):
+    """What a family renders: a role and its text (app.core.messages.Turn has both)."""
+
     role: str
     content: str
 
@@ -28,7 +30,7 @@ class Specials:
     eos: str
 
 
-Renderer = Callable[[Sequence[ChatMessage], bool, Specials], str]
+Renderer = Callable[[Sequence[Turn], bool, Specials], str]
 
 
 @dataclass(frozen=True)
@@ -44,13 +46,13 @@ class Family:
     render: Renderer
 
 
-def _split_system(messages: Sequence[ChatMessage]) -> tuple[str | None, list[ChatMessage]]:
+def _split_system(messages: Sequence[Turn]) -> tuple[str | None, list[Turn]]:
     if messages and messages[0].role == "system":
         return messages[0].content, list(messages[1:])
     return None, list(messages)
 
 
-def _llama2(messages: Sequence[ChatMessage], generation: bool, sp: Specials) -> str:
+def _llama2(messages: Sequence[Turn], generation: bool, sp: Specials) -> str:
     # Llama-2-chat: every user turn opens with BOS; the system prompt sits in <<SYS>> inside the first
     # [INST]; both the combined first turn and replies are strip()ped; replies end " </s>".
     # (The template ignores add_generation_prompt: the open [INST] ... [/INST] is the prompt.)
@@ -67,7 +69,7 @@ def _llama2(messages: Sequence[ChatMessage], generation: bool, sp: Specials) -> 
     return "".join(out)
 
 
-def _mistral(messages: Sequence[ChatMessage], generation: bool, sp: Specials) -> str:
+def _mistral(messages: Sequence[Turn], generation: bool, sp: Specials) -> str:
     # Mistral-7B-Instruct-v0.1/v0.2, current revision: BOS once, " [INST] ... [/INST]" per user turn,
     # the system prompt folded into the first one with a blank line, replies " A</s>". No stripping.
     system, turns = _split_system(messages)
@@ -81,7 +83,7 @@ def _mistral(messages: Sequence[ChatMessage], generation: bool, sp: Specials) ->
     return "".join(out)
 
 
-def _llama3(messages: Sequence[ChatMessage], generation: bool, sp: Specials) -> str:
+def _llama3(messages: Sequence[Turn], generation: bool, sp: Specials) -> str:
     # Meta-Llama-3-8B-Instruct: header tokens per message, trimmed content, <|eot_id|>; BOS before the first.
     out = [sp.bos]
     for message in messages:
@@ -91,7 +93,7 @@ def _llama3(messages: Sequence[ChatMessage], generation: bool, sp: Specials) -> 
     return "".join(out)
 
 
-def _chatml(messages: Sequence[ChatMessage], generation: bool, sp: Specials) -> str:
+def _chatml(messages: Sequence[Turn], generation: bool, sp: Specials) -> str:
     # OpenHermes-2.5-Mistral-7B (ChatML; also Qwen): no BOS text, no trimming.
     out = [f"<|im_start|>{m.role}\n{m.content}<|im_end|>\n" for m in messages]
     if generation:
@@ -99,7 +101,7 @@ def _chatml(messages: Sequence[ChatMessage], generation: bool, sp: Specials) -> 
     return "".join(out)
 
 
-def _gemma(messages: Sequence[ChatMessage], generation: bool, sp: Specials) -> str:
+def _gemma(messages: Sequence[Turn], generation: bool, sp: Specials) -> str:
     # Gemma 3 instruct: BOS, <start_of_turn>user|model, trimmed content, <end_of_turn>\n. The system prompt
     # (untrimmed) + a blank line prefixes the first user turn (Gemma 2's template refused system messages).
     system, turns = _split_system(messages)
@@ -114,7 +116,7 @@ def _gemma(messages: Sequence[ChatMessage], generation: bool, sp: Specials) -> s
     return "".join(out)
 
 
-def _phi3(messages: Sequence[ChatMessage], generation: bool, sp: Specials) -> str:
+def _phi3(messages: Sequence[Turn], generation: bool, sp: Specials) -> str:
     # Phi-3-mini-4k-instruct (current revision): <|role|>\n content <|end|>\n; no BOS; without a generation
     # prompt the template closes with the EOS text.
     tags = {"system": "<|system|>", "user": "<|user|>", "assistant": "<|assistant|>"}
@@ -123,7 +125,7 @@ def _phi3(messages: Sequence[ChatMessage], generation: bool, sp: Specials) -> st
     return "".join(out)
 
 
-def _solar(messages: Sequence[ChatMessage], generation: bool, sp: Specials) -> str:
+def _solar(messages: Sequence[Turn], generation: bool, sp: Specials) -> str:
     # SOLAR-10.7B-Instruct-v1.0: "### System/User/Assistant:" headers; an empty system prompt is skipped.
     # Quirk kept from the published template: a reply has no separator after it ("A1### User:").
     out = []
@@ -140,7 +142,7 @@ def _solar(messages: Sequence[ChatMessage], generation: bool, sp: Specials) -> s
     return "".join(out)
 
 
-def _zephyr(messages: Sequence[ChatMessage], generation: bool, sp: Specials) -> str:
+def _zephyr(messages: Sequence[Turn], generation: bool, sp: Specials) -> str:
     # zephyr-7b-beta (also TinyLlama-1.1B-Chat): <|role|>\n content </s>\n per message.
     tags = {"system": "<|system|>", "user": "<|user|>", "assistant": "<|assistant|>"}
     out = [f"{tags[m.role]}\n{m.content}{sp.eos}\n" for m in messages if m.role in tags]
@@ -154,7 +156,7 @@ ALPACA_SYSTEM = (
 )
 
 
-def _alpaca(messages: Sequence[ChatMessage], generation: bool, sp: Specials) -> str:
+def _alpaca(messages: Sequence[Turn], generation: bool, sp: Specials) -> str:
     # No official chat template exists. Hearth's Alpaca is Stanford Alpaca's prompt (no-input variant)
     # extended to several turns: preamble (the system prompt, else Alpaca's own sentence), then
     # "### Instruction:\n...\n\n### Response:\n..." blocks separated by a blank line. No BOS text (the
@@ -179,7 +181,7 @@ VICUNA_SYSTEM = (
 )
 
 
-def _vicuna(messages: Sequence[ChatMessage], generation: bool, sp: Specials) -> str:
+def _vicuna(messages: Sequence[Turn], generation: bool, sp: Specials) -> str:
     # No official chat template exists (lmsys publishes none). Hearth's Vicuna is FastChat's vicuna_v1.1
     # conversation template: "SYSTEM USER: u ASSISTANT: a</s>USER: u ASSISTANT:" (sep " ", sep2 EOS text),
     # with FastChat's default system sentence when none is given.

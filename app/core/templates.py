@@ -5,7 +5,8 @@ Order of choice: the user's override (per model or per conversation) -> the mode
 the family recognised from the architecture and names -> ChatML. A model never silently gets a format it
 was not trained on (llama-cpp-python's fallback formats gemma-3 as Llama-2 [INST], and it answers nothing).
 
-Trap 7 (a broken embedded template breaks llama_cpp.Llama() construction) does not apply to Hearth: the
+llama_cpp.Llama() compiles every embedded template at construction, so one broken template stops a model
+from loading. That does not apply to Hearth: the
 engine loads models through llama.cpp's C API, which never compiles templates; only this module does.
 """
 
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 
 from app.core.errors import TemplateError
 from app.core.gguf_info import ModelInfo
+from app.core.messages import ChatMessage
 from app.core.template_families import FAMILIES, Family, Specials
 from app.core.template_sandbox import compile_template, render_jinja
 
@@ -35,12 +37,6 @@ _KNOWN_END_MARKERS = (
     "<|return|>",
     "<|im_start|>",
 )
-
-
-@dataclass(frozen=True)
-class Message:
-    role: str  # "system" | "user" | "assistant"
-    content: str
 
 
 @dataclass(frozen=True)
@@ -135,8 +131,13 @@ def _specials(info: ModelInfo | None, fam: Family | None) -> Specials:
     return Specials(bos=info.bos_token or defaults.bos, eos=info.eos_token or defaults.eos)
 
 
-def _probe() -> list[Message]:
-    return [Message("system", "S"), Message("user", "U1"), Message("assistant", "A1"), Message("user", "U2")]
+def _probe() -> list[ChatMessage]:
+    return [
+        ChatMessage("system", "S"),
+        ChatMessage("user", "U1"),
+        ChatMessage("assistant", "A1"),
+        ChatMessage("user", "U2"),
+    ]
 
 
 def _check_embedded(info: ModelInfo, name: str) -> tuple[str | None, str | None]:
@@ -196,25 +197,25 @@ def _with_warning(choice: TemplateChoice, warning: str) -> TemplateChoice:
 # ---- rendering ------------------------------------------------------------------------------------------
 
 
-def normalize(messages: Sequence[Message]) -> list[Message]:
+def normalize(messages: Sequence[ChatMessage]) -> list[ChatMessage]:
     """What every family can render: one optional leading system message, then alternating turns.
 
     Later system messages become user messages, and consecutive messages of the same role are joined
     with a blank line (templates that insist on alternation would otherwise refuse the conversation).
     """
-    result: list[Message] = []
+    result: list[ChatMessage] = []
     for index, message in enumerate(messages):
         role = message.role if message.role in ("system", "user", "assistant") else "user"
         if role == "system" and index > 0:
             role = "user"
         if result and result[-1].role == role and role != "system":
-            result[-1] = Message(role, f"{result[-1].content}\n\n{message.content}")
+            result[-1] = ChatMessage(role, f"{result[-1].content}\n\n{message.content}")
         else:
-            result.append(Message(role, message.content))
+            result.append(ChatMessage(role, message.content))
     return result
 
 
-def _render_embedded(source: str, info: ModelInfo, messages: Sequence[Message], generation: bool) -> str:
+def _render_embedded(source: str, info: ModelInfo, messages: Sequence[ChatMessage], generation: bool) -> str:
     return render_jinja(
         source,
         [{"role": m.role, "content": m.content} for m in messages],
@@ -237,7 +238,7 @@ def _with_model_ends(stops: list[str], info: ModelInfo | None) -> tuple[str, ...
 
 
 def render_prompt(
-    messages: Sequence[Message],
+    messages: Sequence[ChatMessage],
     info: ModelInfo | None,
     *,
     override: str | None = None,
@@ -261,7 +262,7 @@ def render_prompt(
 
 def render_family(
     name: str,
-    messages: Sequence[Message],
+    messages: Sequence[ChatMessage],
     *,
     add_generation_prompt: bool = True,
     bos: str | None = None,
@@ -276,7 +277,7 @@ def render_family(
 
 def render_with_jinja_file(
     source: str,
-    messages: Sequence[Message],
+    messages: Sequence[ChatMessage],
     *,
     add_generation_prompt: bool = True,
     bos_token: str = "",

@@ -177,7 +177,8 @@ class HearthApp(QObject):
         QMessageBox.warning(self.window, APP_NAME, self.store_message or "")
 
     def shutdown(self) -> None:
-        """Save the window, stop the reply, stop the engine thread, then free the model (trap 4)."""
+        """Save the window, stop the reply, stop the engine thread, then free the model (a freed llama.cpp
+        context must never be in use: that segfaults)."""
         if self._closed:
             return
         self._closed = True

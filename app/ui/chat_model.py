@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from PySide6.QtCore import QAbstractListModel, QModelIndex, QObject, QPersistentModelIndex, Qt, QTimer
 
 if TYPE_CHECKING:
-    from app.core.store import Message
+    from app.core.store import StoredMessage
 
 ItemRole = Qt.ItemDataRole.UserRole + 1
 FRAME_MS = 33  # streamed text reaches the screen at most this often (about 30 frames per second)
@@ -40,7 +40,7 @@ class MessageItem:
     revision: int = 0
 
     @classmethod
-    def from_message(cls, message: Message) -> MessageItem:
+    def from_message(cls, message: StoredMessage) -> MessageItem:
         return cls(
             role=message.role,
             content=message.content,

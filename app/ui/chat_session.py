@@ -191,12 +191,12 @@ class ChatSession(QObject):
         return True
 
     def _history(self, upto_row: int) -> list:
-        from app.core.templates import Message
+        from app.core.messages import ChatMessage
 
-        history = [Message("system", self.system_prompt)] if self.system_prompt.strip() else []
+        history = [ChatMessage("system", self.system_prompt)] if self.system_prompt.strip() else []
         for item in self.model.items[: upto_row + 1]:
             if item.message_id is not None and item.role in ("user", "assistant"):
-                history.append(Message(item.role, item.content))
+                history.append(ChatMessage(item.role, item.content))
         return history
 
     def _start_reply(self, parent_id: int) -> None:

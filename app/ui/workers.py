@@ -1,8 +1,9 @@
 """Every thread the GUI uses: the engine thread (load, generate, unload in order), a small pool for one-off
 tasks (scans, Hub requests, imports), and the bridge that brings download events to the GUI thread.
 
-Rules (stack-facts trap 2): signals emitted on a worker thread are connected only to plain, non-overridden
-methods of QObjects living in the GUI thread; those methods are the only code that touches widgets.
+Rules: signals emitted on a worker thread are connected only to plain, non-overridden methods of QObjects
+living in the GUI thread (PySide6 delivered a signal connected to a lambda, or to a slot a subclass overrides, on
+the worker thread even with Qt.QueuedConnection); those methods are the only code that touches widgets.
 Stop never waits in a queue: it sets a threading.Event and the engine's cancel flag directly.
 """
 
@@ -26,8 +27,8 @@ if TYPE_CHECKING:
     from app.core.downloads import DownloadEvent, DownloadManager, DownloadStatus
     from app.core.engine import Engine, GenerationStats, LoadedModel
     from app.core.load_config import LoadConfig
+    from app.core.messages import ChatMessage
     from app.core.sampling import SamplingSettings
-    from app.core.templates import Message
 
 log = logging.getLogger("hearth.ui.workers")
 
@@ -178,7 +179,7 @@ class ReplyJob:
     job_id: int
     conversation_id: int
     parent_id: int  # the user message being answered
-    messages: tuple[Message, ...]
+    messages: tuple[ChatMessage, ...]
     sampling: SamplingSettings
     template_override: str | None
     store_path: Path
@@ -475,7 +476,7 @@ class EngineClient(QObject):
             engine.cancel()
 
     def shutdown(self, timeout_ms: int = 30_000) -> None:
-        """Cancel, quit, wait; only then free the model (trap 4: a freed context must never be in use)."""
+        """Cancel, quit, wait; only then free the model (using a llama.cpp context after it was freed segfaults)."""
         if self._closed:
             return
         self._closed = True

@@ -2,7 +2,7 @@
 
 Measures the time to a shown (mapped) main window under Xvfb, and the wall time of `--self-test`, and
 saves a screenshot of the bundle's window. Needs Xvfb and xwininfo (Debian: xvfb, x11-utils) and the xcb
-libraries listed in stack-facts. "cold" runs drop the page cache first when this process may (root on a
+libraries the app needs. "cold" runs drop the page cache first when this process may (root on a
 machine, not in most containers); otherwise every run is warm and the table says so.
 
     python tests/benchmarks/bench_bundle_startup.py [--bundle packaging/dist/Hearth] [--runs 5]

@@ -30,8 +30,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from app.core.engine import GenerationStats, PromptRequest
-from app.core.llama_engine import LlamaCppEngine, _llama
+from app.core.llama_engine import LlamaCppEngine
 from app.core.load_config import LoadConfig
+from app.core.native import llama as _llama
 from app.core.sampling import SamplingSettings
 from tests.benchmarks.bench_models import bench_model
 
@@ -163,25 +164,25 @@ def speed_table(model: Path, threads: int, runs: int, bench_bin: Path | None) ->
 
 def follow_up_table(model: Path, threads: int, flash: bool | None) -> None:
     from app.core.conversation import ChatRunner
-    from app.core.templates import Message
+    from app.core.messages import ChatMessage
 
     engine = LlamaCppEngine()
     engine.load(model, LoadConfig(n_ctx=2048, n_threads=threads, n_threads_batch=threads, flash_attention=flash))
     runner = ChatRunner(engine)
-    messages = [Message("system", "You are a helpful assistant.")]
+    messages = [ChatMessage("system", "You are a helpful assistant.")]
     sampling = SamplingSettings(temperature=0.7, max_tokens=24, seed=5)
     print(f"\nFollow-up latency, 20 turns, same-length user messages (24-token replies), flash attention {flash}")
     print(f"{'turn':>4} {'prompt tok':>10} {'evaluated':>10} {'TTFT ms':>9} {'dropped':>8}")
     ttft: dict[int, float] = {}
     for turn in range(1, 21):
-        messages.append(Message("user", f"Question {turn:02d}: tell me one more fact about rivers and towns."))
+        messages.append(ChatMessage("user", f"Question {turn:02d}: tell me one more fact about rivers and towns."))
         reply, stats = "", None
         for event in runner.stream(messages, sampling, conversation="bench"):
             if isinstance(event, GenerationStats):
                 stats = event
             else:
                 reply += event.text
-        messages.append(Message("assistant", reply))
+        messages.append(ChatMessage("assistant", reply))
         ttft[turn] = stats.ttft_ms
         print(
             f"{turn:>4} {stats.prompt_tokens:>10} {stats.evaluated_tokens:>10} {stats.ttft_ms:>9.1f} "

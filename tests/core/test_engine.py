@@ -99,7 +99,7 @@ def test_fixed_seed_repeats_and_fresh_seeds_differ(engine: LlamaCppEngine):
     assert first == again
     unfixed = SamplingSettings(temperature=1.5, top_k=0, top_p=1.0, min_p=0.0, max_tokens=24)
     replies = {run(engine, "the", sampling=unfixed)[0] for _ in range(4)}
-    assert len(replies) > 1  # trap 8: llama.cpp's default seed would repeat
+    assert len(replies) > 1  # llama.cpp's default seed would repeat the reply
 
 
 def test_follow_up_turn_evaluates_only_new_tokens(engine: LlamaCppEngine):
@@ -270,7 +270,8 @@ import resource, sys
 from pathlib import Path
 import psutil
 from app.core.errors import ModelOutOfMemoryError
-from app.core.llama_engine import LlamaCppEngine, _llama
+from app.core.llama_engine import LlamaCppEngine
+from app.core.native import llama as _llama
 from app.core.load_config import LoadConfig
 from app.core.tiny_model import TinyModelSpec, write_tiny_model
 
@@ -423,7 +424,7 @@ print(samples)
 def test_next_turn_reuses_the_models_own_reply_tokens(make_tiny_model):
     """A random model's reply re-tokenizes differently; the next turn must still evaluate only new text."""
     from app.core.conversation import ChatRunner
-    from app.core.templates import Message
+    from app.core.messages import ChatMessage
 
     chatml = (
         "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
@@ -435,13 +436,13 @@ def test_next_turn_reuses_the_models_own_reply_tokens(make_tiny_model):
     engine = LlamaCppEngine()
     engine.load(path, LoadConfig(n_ctx=2048))
     runner = ChatRunner(engine)
-    history = [Message("system", "be kind")]
+    history = [ChatMessage("system", "be kind")]
     sampling = SamplingSettings(temperature=1.0, max_tokens=30, seed=4)
     for turn in range(4):
         question = f"question number {turn} about the world"
-        history.append(Message("user", question))
+        history.append(ChatMessage("user", question))
         reply, stats = run_chat(runner, history, sampling)
-        history.append(Message("assistant", reply))
+        history.append(ChatMessage("assistant", reply))
         if turn:
             new_text_tokens = len(engine.tokenize(question, add_bos=False))
             assert stats.evaluated_tokens <= new_text_tokens + 20, (turn, stats)  # + the turn markers

@@ -24,7 +24,7 @@ from app.core.stops import StopMatcher
 from app.core.template_families import FAMILIES, Specials
 from app.core.template_sandbox import render_jinja
 from app.core.templates import (
-    Message,
+    ChatMessage,
     choose_template,
     family,
     normalize,
@@ -34,10 +34,10 @@ from app.core.templates import (
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "chat-templates"
 S, U1, A1, U2 = (
-    Message("system", "S"),
-    Message("user", "U1"),
-    Message("assistant", "A1"),
-    Message("user", "U2"),
+    ChatMessage("system", "S"),
+    ChatMessage("user", "U1"),
+    ChatMessage("assistant", "A1"),
+    ChatMessage("user", "U2"),
 )
 
 # (family, conversation, add_generation_prompt) -> expected text, with the family's reference BOS/EOS.
@@ -143,10 +143,10 @@ turn_text = st.one_of(text, st.sampled_from(["  padded  ", "\nnew\nlines\n", "",
 
 
 @st.composite
-def conversations(draw: st.DrawFn) -> list[Message]:
-    messages = [Message("system", draw(turn_text))] if draw(st.booleans()) else []
+def conversations(draw: st.DrawFn) -> list[ChatMessage]:
+    messages = [ChatMessage("system", draw(turn_text))] if draw(st.booleans()) else []
     for index in range(draw(st.integers(1, 5)) * 2 - 1):
-        messages.append(Message("user" if index % 2 == 0 else "assistant", draw(turn_text)))
+        messages.append(ChatMessage("user" if index % 2 == 0 else "assistant", draw(turn_text)))
     return messages
 
 
@@ -297,7 +297,7 @@ def test_a_broken_template_never_stops_the_model_from_loading(make_tiny_model):
 
     path = make_tiny_model("do-template.gguf", name="Some Chat", chat_template="{% do x %}{{ bos_token }}")
     engine = LlamaCppEngine()
-    engine.load(path, LoadConfig(n_ctx=256))  # llama_cpp.Llama() would raise here (trap 7)
+    engine.load(path, LoadConfig(n_ctx=256))  # llama_cpp.Llama() would raise here (it compiles every embedded template)
     events = list(ChatRunner(engine).stream([U1], SamplingSettings(max_tokens=4, seed=1)))
     engine.unload()
     assert isinstance(events[-1], GenerationStats) and events[-1].error is None
@@ -333,8 +333,8 @@ def test_sandbox_helpers_real_templates_use():
 
 
 def test_normalize_merges_and_demotes():
-    messages = [S, U1, Message("user", "again"), Message("system", "late"), A1]
-    assert normalize(messages) == [S, Message("user", "U1\n\nagain\n\nlate"), A1]
+    messages = [S, U1, ChatMessage("user", "again"), ChatMessage("system", "late"), A1]
+    assert normalize(messages) == [S, ChatMessage("user", "U1\n\nagain\n\nlate"), A1]
 
 
 def test_unknown_family_lists_the_choices():
@@ -390,7 +390,7 @@ def test_real_gemma_gets_the_gemma_template_and_stops_at_end_of_turn(gemma_path:
     info = inspect(gemma_path)
     choice = choose_template(info)
     assert (choice.name, choice.source) == ("gemma", "family")  # llama-cpp-python would use llama-2 [INST]
-    rendered = render_prompt([Message("system", "Be brief."), Message("user", "Hi")], info)
+    rendered = render_prompt([ChatMessage("system", "Be brief."), ChatMessage("user", "Hi")], info)
     assert rendered.text == "<bos><start_of_turn>user\nBe brief.\n\nHi<end_of_turn>\n<start_of_turn>model\n"
     assert "<end_of_turn>" in rendered.stop
 
@@ -403,7 +403,7 @@ def test_real_gemma_gets_the_gemma_template_and_stops_at_end_of_turn(gemma_path:
         # The base (not instruction-tuned) 270m model rarely ends a turn by itself; a logit bias makes it
         # emit <end_of_turn> within a few tokens, which must end the reply without any trace of the marker.
         sampling = SamplingSettings(temperature=0.0, max_tokens=40, logit_bias=((end_of_turn[0], 12.0),))
-        events = list(ChatRunner(engine).stream([Message("user", "Hi")], sampling))
+        events = list(ChatRunner(engine).stream([ChatMessage("user", "Hi")], sampling))
         text = "".join(e.text for e in events if isinstance(e, TextChunk))
         stats = events[-1]
         assert isinstance(stats, GenerationStats)

@@ -52,7 +52,7 @@ def answer_next_message_box(button: QMessageBox.StandardButton) -> None:
 # ---- trap 1 ---------------------------------------------------------------------------------------------------------
 def test_qt_calls_do_not_leak_references_to_none(qtbot: QtBot) -> None:
     """PySide6 6.12.0 on Python 3.11 dropped None's refcount by one per void Qt call until the process
-    aborted (stack-facts trap 1). 20,000 such calls must leave it where it was."""
+    aborted (PySide6 6.12.0 on Python 3.10/3.11). 20,000 such calls must leave it where it was."""
     label, bar = QLabel(), QProgressBar()
     qtbot.addWidget(label)
     qtbot.addWidget(bar)
