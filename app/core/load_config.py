@@ -18,6 +18,7 @@ AUTO_LAYERS = -2  # n_gpu_layers: as many as the fit estimate says fit in free V
 CTX_GRANULARITY = 256  # llama.cpp pads n_ctx to a multiple of 256; asking for
 # another value leaves its token buffers and llama-cpp-python's (sized from the request) out of step
 MAX_CTX = 1 << 20
+MAX_PARALLEL = 64
 
 
 def physical_cores() -> int:
@@ -63,6 +64,9 @@ class LoadConfig:
     use_mlock: bool = False
     loras: tuple[LoraAdapter, ...] = field(default_factory=tuple)
     seed: int | None = None  # default seed for replies whose sampling settings fix none
+    # Sequences decoded together (the local server's parallel streams; conversations whose caches stay).
+    # They share the n_ctx cells of one KV cache, so more of them costs no memory.
+    n_parallel: int = 4
 
     @property
     def threads(self) -> int:
@@ -94,6 +98,8 @@ class LoadConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or not 0 <= value <= 1024:
                 raise ConfigError(f"{name.replace('n_', '').replace('_', ' ')} must be 0 (auto) to 1024")
+        if not isinstance(self.n_parallel, int) or not 1 <= self.n_parallel <= MAX_PARALLEL:
+            raise ConfigError(f"parallel sequences must be 1 to {MAX_PARALLEL}; got {self.n_parallel!r}")
         if not isinstance(self.n_batch, int) or not 1 <= self.n_batch <= 65536:
             raise ConfigError(f"batch size must be 1 to 65536; got {self.n_batch!r}")
         if self.kv_cache_type not in KV_CACHE_TYPES:
