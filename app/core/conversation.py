@@ -73,7 +73,7 @@ class ChatRunner:
         def attempt(cut: int) -> tuple[RenderedPrompt, int]:
             kept = system + turns[cut:]
             rendered = render_prompt(kept, model.info, override=override, choice=choice)
-            return rendered, self.engine.count_tokens(rendered.text)
+            return rendered, self.engine.count_tokens(rendered.text, key=conversation)
 
         cut, shrunk = self._remembered_cut(conversation, turns)
         cut = min(cut, _last_cut(turns))
@@ -151,7 +151,7 @@ class ChatRunner:
             sampling=dataclasses.replace(sampling, max_tokens=max(1, prepared.reply_budget)),
             grammar=grammar,
         )
-        for event in self.engine.generate(request):
+        for event in self.engine.generate(request, key=conversation):
             if isinstance(event, GenerationStats):
                 event = dataclasses.replace(event, dropped_messages=prepared.dropped)
             yield event

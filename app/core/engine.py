@@ -3,13 +3,14 @@
 LlamaCppEngine (app/core/llama_engine.py) is the first implementation; a llama.cpp server subprocess or a
 remote OpenAI-compatible server can implement the same Protocol without the GUI changing.
 
-Threading contract: one thread at a time calls load/unload/generate (the GUI's engine worker); cancel()
-may be called from any thread and takes effect within one token (or aborts a prompt evaluation).
+Threading contract: one thread at a time calls load/unload/generate (the engine host's thread,
+app/core/host.py); cancel() may be called from any thread and takes effect within one token (or aborts a
+prompt evaluation). LlamaCppEngine also runs several generations at once (begin/step), which the host uses.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
@@ -89,6 +90,10 @@ class Engine(Protocol):
         """Load a model (unloading any other first). Raises ModelLoadError (and subclasses), ConfigError."""
         ...
 
+    def load_exact(self, path: Path, config: LoadConfig, progress: ProgressCallback | None = None) -> LoadedModel:
+        """Load with exactly this config (no "auto": app.core.load_policy resolves it and retries on OOM)."""
+        ...
+
     def unload(self) -> None:
         """Free the model. Raises EngineBusyError while a generation runs (stop it first)."""
         ...
@@ -97,12 +102,14 @@ class Engine(Protocol):
         """Tokens of text with special tokens parsed; add_bos None = as the model wants, unless present."""
         ...
 
-    def count_tokens(self, text: str) -> int:
-        """How many tokens generate() would put in the context for this prompt text (for fitting it)."""
+    def count_tokens(self, text: str, *, key: Hashable = None) -> int:
+        """How many tokens generate() would put in the context for this prompt text (for fitting it); key:
+        the conversation or client whose cached tokens the prompt continues."""
         ...
 
-    def generate(self, request: PromptRequest) -> Iterator[Event]:
-        """Stream TextChunk events, then exactly one GenerationStats. Errors end in finish_reason 'error'."""
+    def generate(self, request: PromptRequest, *, key: Hashable = None) -> Iterator[Event]:
+        """Stream TextChunk events, then exactly one GenerationStats. Errors end in finish_reason 'error'.
+        key: the conversation or client, so its next turn reuses its cached tokens."""
         ...
 
     def cancel(self) -> None:

@@ -125,46 +125,30 @@ class LlamaCppEngine:
     def load(
         self, path: Path, config: LoadConfig, progress: ProgressCallback | None = None, *, retry_on_oom: bool = True
     ) -> LoadedModel:
-        """Load; "auto" GPU layers come from the fit estimate, and an out-of-memory load is retried once with
-        the layer count the estimator suggests (retry_on_oom=False: the error carries the suggestion)."""
+        """Load as the load policy says (app/core/load_policy.py): "auto" GPU layers from the fit estimate,
+        and an out-of-memory load retried with fewer layers (retry_on_oom=False: the error carries the
+        suggestion). The host resolves the plan itself; this is for direct users (scripts, benchmarks)."""
+        from app.core.hardware import detect_hardware
+        from app.core.load_policy import load_planned, plan_load
+
+        config.validate()  # before "auto"/"all" are resolved: a bad value must not be silently replaced
+        wants_gpu = config.n_gpu_layers != 0 and llama().llama_supports_gpu_offload()
+        hardware = detect_hardware(probe_gpus=wants_gpu)
+        plan = plan_load(Path(path), config, hardware)
+        return load_planned(self, plan, hardware, progress, retry=retry_on_oom).model
+
+    def load_exact(self, path: Path, config: LoadConfig, progress: ProgressCallback | None = None) -> LoadedModel:
+        """Load with exactly this config (GPU layers already a number, or -1 for all)."""
         self._acquire("load a model")
         try:
-            path = Path(path)
-            config.validate()  # before "auto"/"all" are resolved: a bad value must not be silently replaced
-            lib = llama()
-            if config.n_gpu_layers == 0 or not lib.llama_supports_gpu_offload():
-                return self._load(
-                    path, replace(config, n_gpu_layers=0) if config.n_gpu_layers < 0 else config, progress
-                )
-            return self._load_on_gpu(path, config, progress, retry_on_oom)
+            config.validate()
+            if config.n_gpu_layers == AUTO_LAYERS:
+                raise ConfigError("resolve auto GPU layers first (app.core.load_policy.plan_load)")
+            if config.n_gpu_layers < 0 and not llama().llama_supports_gpu_offload():
+                config = replace(config, n_gpu_layers=0)
+            return self._load(Path(path), config, progress)
         finally:
             self._lock.release()
-
-    def _load_on_gpu(
-        self, path: Path, config: LoadConfig, progress: ProgressCallback | None, retry: bool
-    ) -> LoadedModel:
-        from app.core.fit import auto_gpu_layers, load_with_oom_retry, suggest_layers_after_oom
-        from app.core.hardware import detect_hardware
-
-        try:
-            info = inspect(path)
-        except GGUFError as exc:
-            raise ModelLoadError(str(exc)) from None
-        hardware = detect_hardware()
-        n_ctx = config.effective_ctx(info)
-        layers = config.n_gpu_layers
-        if layers == AUTO_LAYERS:
-            layers = auto_gpu_layers(
-                info, hardware, n_ctx, config.kv_cache_type, flash_attention=config.flash_attention
-            )
-            log.info("auto GPU layers for %s: %d", path.name, layers)
-        loaded, _ = load_with_oom_retry(
-            lambda k: self._load(path, replace(config, n_gpu_layers=k), progress),
-            layers,
-            lambda k: suggest_layers_after_oom(info, hardware, k, n_ctx, config.kv_cache_type),
-            retry=retry,
-        )
-        return loaded
 
     def _load(self, path: Path, config: LoadConfig, progress: ProgressCallback | None) -> LoadedModel:
         if not path.is_file():

@@ -19,6 +19,7 @@ CTX_GRANULARITY = 256  # llama.cpp pads n_ctx to a multiple of 256; asking for
 # another value leaves its token buffers and llama-cpp-python's (sized from the request) out of step
 MAX_CTX = 1 << 20
 MAX_PARALLEL = 64
+MAX_GPU_LAYERS = 10_000  # more than any model has; llama.cpp clamps to the model's layers
 
 
 def physical_cores() -> int:
@@ -84,7 +85,7 @@ class LoadConfig:
 
     def validate(self, info: ModelInfo | None = None) -> LoadConfig:
         """Return self, or raise ConfigError with what to change. info enables model-specific checks."""
-        if not isinstance(self.n_gpu_layers, int) or self.n_gpu_layers < AUTO_LAYERS:
+        if not isinstance(self.n_gpu_layers, int) or not AUTO_LAYERS <= self.n_gpu_layers <= MAX_GPU_LAYERS:
             raise ConfigError(f"GPU layers must be -2 (auto), -1 (all) or 0 or more; got {self.n_gpu_layers!r}")
         if not isinstance(self.n_ctx, int) or not 0 <= self.n_ctx <= MAX_CTX:
             raise ConfigError(f"context size must be 0 (the model's own) to {MAX_CTX}; got {self.n_ctx!r}")

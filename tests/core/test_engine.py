@@ -511,7 +511,7 @@ def test_parallel_runs_give_each_its_own_text_identical_to_running_alone(tiny_mo
     prompts = ["alpha beta gamma", "the quick brown fox", "one two three four five", "hello"]
     sampling = replace(GREEDY, max_tokens=20)
     alone = []
-    for index, prompt in enumerate(prompts):
+    for prompt in prompts:
         alone.append(run(engine, prompt, sampling=sampling)[0])
         engine.forget(None)
     runs = [engine.begin(PromptRequest(p, sampling=sampling), key=f"client-{i}") for i, p in enumerate(prompts)]
