@@ -13,11 +13,13 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
-from app.core.gguf_info import ModelInfo
-from app.core.load_config import LoadConfig
 from app.core.sampling import SamplingSettings
+
+if TYPE_CHECKING:  # kept out of the import: the host and the GUI import this module at start-up
+    from app.core.gguf_info import ModelInfo
+    from app.core.load_config import LoadConfig
 
 FinishReason = Literal["stop", "length", "cancelled", "error"]
 ProgressCallback = Callable[[float], None]

@@ -28,13 +28,13 @@ from typing import TYPE_CHECKING, Any
 
 from app.core.engine import GenerationStats, LoadedModel, PromptRequest, TextChunk
 from app.core.errors import HearthError
-from app.core.hardware import HardwareInfo, current_hardware
-from app.core.load_config import LoadConfig
 from app.core.reply import PreparedReply, ReplyChunk, ReplyDone, ReplyRecorder, ReplyRequest, ReplyStarted
 
 if TYPE_CHECKING:
     from app.core.backends import ChatBackend, LocalBackend
+    from app.core.hardware import HardwareInfo
     from app.core.llama_engine import LlamaCppEngine, Run
+    from app.core.load_config import LoadConfig
     from app.core.store import Store
 
 log = logging.getLogger("hearth.host")
@@ -197,12 +197,14 @@ class EngineHost:
         engine_factory: EngineFactory | None = None,
         *,
         store_path: Path | None = None,
-        hardware: Callable[[], HardwareInfo] = current_hardware,
+        hardware: Callable[[], HardwareInfo] | None = None,
         name: str = "hearth-engine",
     ) -> None:
+        """hardware: what the load policy plans for (default: this machine, detected on the host thread;
+        tests inject a simulated GPU)."""
         self._factory = engine_factory or _default_engine
         self.store_path = store_path
-        self.hardware = hardware
+        self.hardware = hardware or _detected_hardware
         self._ids = itertools.count(1)
         self._inbox: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
         self._pending: deque[Job] = deque()
@@ -233,6 +235,11 @@ class EngineHost:
     @property
     def generating(self) -> int:
         return len(self._active) + len(self._remote_threads)
+
+    @property
+    def thread(self) -> threading.Thread:
+        """The host thread (the only one that calls into the engine)."""
+        return self._thread
 
     @property
     def engine(self) -> LlamaCppEngine | None:
@@ -604,6 +611,12 @@ class EngineHost:
 
 class _Cancelled(Exception):
     pass
+
+
+def _detected_hardware() -> HardwareInfo:
+    from app.core.hardware import current_hardware
+
+    return current_hardware()
 
 
 def _default_engine() -> LlamaCppEngine:

@@ -5,12 +5,14 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psutil
 
 from app.core.errors import ConfigError, GGUFError
-from app.core.gguf_info import ModelInfo, inspect
+
+if TYPE_CHECKING:
+    from app.core.gguf_info import ModelInfo
 
 # KV cache element types as llama.cpp's GGML_TYPE_* ids (stable across releases).
 KV_CACHE_TYPES: dict[str, int] = {"f16": 1, "q8_0": 8, "q4_0": 2}
@@ -143,6 +145,8 @@ class LoadConfig:
     def _check_lora(adapter: LoraAdapter, info: ModelInfo | None) -> None:
         if not -10.0 <= adapter.scale <= 10.0:
             raise ConfigError(f"LoRA scale for {adapter.path.name} must be between -10 and 10")
+        from app.core.gguf_info import inspect  # the GGUF reader pulls in numpy: only when checking a LoRA
+
         try:
             lora = inspect(adapter.path)
         except GGUFError as exc:

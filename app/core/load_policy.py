@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from app.core.errors import ConfigError, GGUFError, ModelLoadError
+from app.core.errors import ConfigError, GGUFError, ModelFileMissingError, ModelLoadError
 from app.core.fields import DEFAULT_SETTING, LOAD_FIELDS, apply_load_values
 from app.core.fit import (
     Fit,
@@ -77,12 +77,16 @@ def plan_load(path: Path, config: LoadConfig, hardware: HardwareInfo) -> LoadPla
     """Resolve "auto" GPU layers with the fit estimate (exactly what `hearth fit` reports as auto).
     Raises ModelLoadError for a file that is not a readable GGUF, ConfigError for a bad config."""
     config.validate()  # before "auto"/"all" are resolved: a bad value must not be silently replaced
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileMissingError(f"{path.name}: file not found ({path})")
     try:
         info = inspect(path)
     except GGUFError as exc:
         raise ModelLoadError(str(exc)) from None
     except OSError as exc:
         raise ModelLoadError(f"{Path(path).name}: {exc.strerror or exc}") from None
+    config.validate(info)  # e.g. more GPU layers than the model has: refused on any machine
     layers = config.n_gpu_layers
     if not hardware.gpu_offload:
         return LoadPlan(path, info, replace(config, n_gpu_layers=0), f"this llama.cpp build is {hardware.backend}-only")

@@ -208,3 +208,27 @@ class ReplyRecorder:
         )
         self.publish(done)
         return done
+
+
+def create_conversation(
+    store: Store,
+    *,
+    model_path: str,
+    load_settings: dict[str, Any],
+    system_prompt: str = "",
+    template_override: str = "",
+    preset: str = "",
+    sampling: SamplingSettings | None = None,
+    meta: dict[str, Any] | None = None,
+) -> int:
+    """A new conversation, stored with the same fields whichever client starts it (the app or the CLI)."""
+    values = (sampling or SamplingSettings()).to_dict()
+    conversation = store.create_conversation(
+        model_path=model_path,
+        template=template_override,
+        system_prompt=system_prompt,
+        sampling={"preset": preset, **values} if preset else values,
+        load_settings=load_settings,
+        meta=meta,
+    )
+    return conversation.id

@@ -18,9 +18,11 @@ from PySide6.QtNetwork import QLocalServer, QLocalSocket
 from PySide6.QtWidgets import QApplication, QFileDialog, QMessageBox
 
 from app import APP_NAME, __version__
+from app.core.host import EngineHost
 from app.core.instance import InstanceLock
 from app.core.logs import setup_logging
 from app.core.paths import AppPaths
+from app.core.reply import ReplyDone, ReplyStarted
 from app.core.settings import Settings
 from app.core.store_recover import open_store
 from app.resources import icon_path
@@ -32,15 +34,16 @@ from app.ui.library_controller import LibraryController, LibrarySnapshot
 from app.ui.main_window import MainWindow
 from app.ui.prompt_dialog import PromptDialog
 from app.ui.settings_dialog import SettingsDialog
-from app.ui.settings_panel import DEFAULT_LOAD
 from app.ui.welcome import RECOMMENDED_QUANT, RECOMMENDED_REPO
-from app.ui.workers import EngineClient, ReplyDone, ReplyStarted, TaskRunner, _default_engine
+from app.ui.workers import EngineBridge, TaskRunner
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from app.core.downloads import DownloadStatus
-    from app.core.engine import Engine, LoadedModel
+    from app.core.engine import LoadedModel
+    from app.core.hardware import HardwareInfo
+    from app.core.host import EngineFactory
 
 log = logging.getLogger("hearth.ui")
 
@@ -52,9 +55,11 @@ class HearthApp(QObject):
         self,
         paths: AppPaths,
         *,
-        engine_factory: Callable[[], Engine] = _default_engine,
+        engine_factory: EngineFactory | None = None,
         hub_factory: Callable[[Settings], Any] | None = None,
+        hardware: Callable[[], HardwareInfo] | None = None,
     ) -> None:
+        """hardware: what loads are planned for (default: this machine; tests inject a simulated GPU)."""
         super().__init__()
         self.paths = paths
         self.settings = Settings(paths.settings_file)
@@ -62,7 +67,8 @@ class HearthApp(QObject):
         self.store = opened.store
         self.store_message = opened.message
         self.tasks = TaskRunner(self)
-        self.engine = EngineClient(engine_factory, self)
+        self.host = EngineHost(engine_factory, store_path=paths.history_db, hardware=hardware)
+        self.engine = EngineBridge(self.host, self)
         self.chat_model = ChatModel(self)
         self.session = ChatSession(self.store, self.engine, self.chat_model, self.settings)
         self.library = LibraryController(paths, self.settings, self.tasks)
@@ -292,25 +298,18 @@ class HearthApp(QObject):
         return str(self.settings.get("last_model"))
 
     def _load_options(self, path: str) -> dict[str, Any]:
-        """Default load settings, overridden by what the user chose for this model."""
-        s = self.settings
-        options = {
-            **DEFAULT_LOAD,
-            "n_ctx": s.get("default_n_ctx"),
-            "n_gpu_layers": s.get("default_n_gpu_layers"),
-            "n_threads": s.get("default_threads"),
-            "flash_attention": s.get("default_flash_attention"),
-            "kv_cache_type": s.get("default_kv_cache_type"),
-        }
-        if path:
-            options.update(s.model_override(Path(path).name).get("load", {}))
-        return options
+        """The load settings shown for a model (stored form): the defaults, overridden for this model."""
+        from app.core.load_policy import model_load_values
+
+        return model_load_values(self.settings, Path(path).name if path else "")
 
     def load_model(self, path: str) -> None:
+        from app.core.load_policy import configured_load
+
         self.window.show_page("chat")
         self.window.picker.select(path)
         self.window.picker.set_loading(path)
-        self.engine.load(path, self._load_options(path))
+        self.engine.load(path, configured_load(self.settings, Path(path).name))
         self._update_chat_state()
 
     def eject(self) -> None:
@@ -325,6 +324,8 @@ class HearthApp(QObject):
         summary = f"{info.file_type} · context {model.n_ctx:,} · loaded in {model.load_ms / 1000:.1f} s"
         self.window.picker.set_loaded(str(model.path), summary)
         self.window.status.set_model(model)
+        for note in self.engine.notes:
+            self._on_notice(note)
         self.settings.set("last_model", str(model.path))
         self._refresh_template_info()
         self._update_reload_button()

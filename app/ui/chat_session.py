@@ -15,9 +15,10 @@ from PySide6.QtCore import QObject, Signal
 from PySide6.QtGui import QGuiApplication
 
 from app.core.errors import HearthError
+from app.core.reply import ReplyDone, ReplyRequest, ReplyStarted, create_conversation
 from app.core.sampling import PRESETS, SamplingSettings
 from app.ui.chat_model import ChatModel, MessageItem
-from app.ui.workers import EngineClient, ReplyDone, ReplyJob, ReplyStarted
+from app.ui.workers import EngineBridge
 
 if TYPE_CHECKING:
     from app.core.settings import Settings
@@ -30,7 +31,8 @@ log = logging.getLogger("hearth.ui.session")
 class _Active:
     """The reply being written, wherever it belongs (the user may look at another chat meanwhile)."""
 
-    job: ReplyJob
+    job_id: int
+    conversation_id: int
     row_key: int  # the MessageItem key of its row while its conversation is shown
     message_id: int | None = None
     text: str = ""
@@ -64,7 +66,7 @@ class ChatSession(QObject):
     edit_started = Signal(str)
     template_used = Signal(object)
 
-    def __init__(self, store: Store, engine: EngineClient, model: ChatModel, settings: Settings) -> None:
+    def __init__(self, store: Store, engine: EngineBridge, model: ChatModel, settings: Settings) -> None:
         super().__init__()
         self.store = store
         self.engine = engine
@@ -94,7 +96,7 @@ class ChatSession(QObject):
 
     @property
     def generating_here(self) -> bool:
-        return self._active is not None and self._active.job.conversation_id == self.conversation_id
+        return self._active is not None and self._active.conversation_id == self.conversation_id
 
     @property
     def store_path(self) -> Path:
@@ -130,7 +132,7 @@ class ChatSession(QObject):
         self._editing_row = -1
         items = [MessageItem.from_message(m) for m in messages if m.role != "system"]
         active = self._active
-        if active is not None and active.job.conversation_id == conversation_id:
+        if active is not None and active.conversation_id == conversation_id:
             self._reattach(items, active)
         self.model.reset(items)
         self.notice.emit("")
@@ -153,12 +155,16 @@ class ChatSession(QObject):
     def _ensure_conversation(self) -> Conversation:
         if self.conversation is None:
             model = self.engine.model
-            self.conversation = self.store.create_conversation(
+            conversation_id = create_conversation(
+                self.store,
                 model_path=str(model.path) if model else "",
-                template=self.template_override,
+                load_settings=model.config.to_dict() if model else {},
                 system_prompt=self.system_prompt,
-                sampling={"preset": self.preset, **self.sampling.to_dict()},
+                template_override=self.template_override,
+                preset=self.preset,
+                sampling=self.sampling,
             )
+            self.conversation = self.store.conversation(conversation_id)
             self.settings.set("last_conversation", self.conversation.id)
             self.conversation_changed.emit(self.conversation.id)
         return self.conversation
@@ -204,19 +210,17 @@ class ChatSession(QObject):
         assert self.conversation is not None
         user_row = self.model.rowCount() - 1
         placeholder = MessageItem(role="assistant", content="", streaming=True, parent_id=parent_id)
-        job = ReplyJob(
-            job_id=self.engine.next_job_id(),
+        request = ReplyRequest(
+            tuple(self._history(user_row)),
+            self.sampling,
+            template_override=self.template_override or None,
             conversation_id=self.conversation.id,
             parent_id=parent_id,
-            messages=tuple(self._history(user_row)),
-            sampling=self.sampling,
-            template_override=self.template_override or None,
-            store_path=self.store_path,
         )
         self.model.append(placeholder)
-        self._active = _Active(job, placeholder.key)
+        job_id = self.engine.reply(request)
+        self._active = _Active(job_id, self.conversation.id, placeholder.key)
         self.notice.emit("")
-        self.engine.generate(job)
         self.state_changed.emit()
 
     def stop(self) -> None:
@@ -224,13 +228,13 @@ class ChatSession(QObject):
 
     # ---- replies from the engine thread (plain methods: they run on the GUI thread) ---------------------------
     def _row(self, active: _Active) -> int:
-        if active.job.conversation_id != self.conversation_id:
+        if active.conversation_id != self.conversation_id:
             return -1
         return self.model.row_of_key(active.row_key)
 
     def _on_reply_started(self, started: ReplyStarted) -> None:
         active = self._active
-        if active is None or active.job.job_id != started.job_id:
+        if active is None or active.job_id != started.job_id:
             return
         active.message_id = started.message_id
         self._templates[started.message_id] = started
@@ -245,13 +249,13 @@ class ChatSession(QObject):
             )
         if started.template_warning:
             notices.append(started.template_warning)
-        if notices and active.job.conversation_id == self.conversation_id:
+        if notices and active.conversation_id == self.conversation_id:
             self.notice.emit(" ".join(notices))
         self.template_used.emit(started)
 
     def _on_reply_chunk(self, job_id: int, text: str) -> None:
         active = self._active
-        if active is None or active.job.job_id != job_id:
+        if active is None or active.job_id != job_id:
             return
         active.text += text
         row = self._row(active)
@@ -260,7 +264,7 @@ class ChatSession(QObject):
 
     def _on_reply_done(self, done: ReplyDone) -> None:
         active = self._active
-        if active is None or active.job.job_id != done.job_id:
+        if active is None or active.job_id != done.job_id:
             return
         self._active = None
         self.model.flush()
@@ -400,7 +404,7 @@ class ChatSession(QObject):
         """Move a chat to the trash (restorable); returns its title for the undo bar (None: it failed)."""
         try:
             title = self.store.conversation(conversation_id).title
-            if self._active is not None and self._active.job.conversation_id == conversation_id:
+            if self._active is not None and self._active.conversation_id == conversation_id:
                 self.stop()
             self.store.delete(conversation_id)
         except HearthError as exc:
