@@ -8,7 +8,7 @@ import signal
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from app.cli import flags
 from app.cli.context import CliContext
@@ -246,22 +246,24 @@ def cmd_bench(args: argparse.Namespace, ctx: CliContext) -> int:
     if args.prompt < 1 or args.gen < 1 or args.turns < 0:
         raise ConfigError("--prompt and --gen must be at least 1, --turns at least 0")
     engine = _load(args, ctx, sys.stderr)
+    model = engine.model
+    assert model is not None
     try:
-        info = engine.model.info
+        info = model.info
         ban_end = tuple((t, -100.0) for t in {info.eos_token_id, info.eot_token_id} if t is not None)
         sampling = SamplingSettings(max_tokens=args.gen, seed=1, logit_bias=ban_end)  # generate exactly --gen
         words = "the quick brown fox jumps over the lazy dog and " * (args.prompt // 4 + 2)
         tokens = engine.tokenize(words)[: args.prompt]
         text = _detokenize_prefix(engine, words, len(tokens))
-        if len(engine.tokenize(text)) + args.gen > engine.model.n_ctx:
-            raise ConfigError(f"--prompt {args.prompt} + --gen {args.gen} exceed the context ({engine.model.n_ctx})")
+        if len(engine.tokenize(text)) + args.gen > model.n_ctx:
+            raise ConfigError(f"--prompt {args.prompt} + --gen {args.gen} exceed the context ({model.n_ctx})")
         events = list(engine.generate(PromptRequest(text, sampling=sampling)))
         stats = next(e for e in events if isinstance(e, GenerationStats))
-        result = {
+        result: dict[str, Any] = {
             "model": str(args.model),
-            "threads": engine.model.config.threads,
-            "n_ctx": engine.model.n_ctx,
-            "backend": engine.model.backend,
+            "threads": model.config.threads,
+            "n_ctx": model.n_ctx,
+            "backend": model.backend,
             "prompt_tokens": stats.evaluated_tokens,
             "gen_tokens": stats.generated_tokens,
             "prompt_tps": round(stats.prompt_tps, 2),
@@ -312,6 +314,7 @@ def _bench_turns(engine: LlamaCppEngine, turns: int) -> list[dict[str, float]]:
                 reply += event.text
             else:
                 stats = event
+        assert stats is not None
         history.append(ChatMessage("assistant", reply))
         rows.append(
             {

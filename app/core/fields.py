@@ -86,12 +86,13 @@ class Field:
             raise ConfigError(f"{self.label.lower()} must be {kind}, not {stored!r}")
         if stored in [c.stored for c in self.special]:
             return stored
+        number = float(stored)
         low = self.minimum if self.minimum is not None else float("-inf")
         high = self.maximum if self.maximum is not None else float("inf")
-        if stored != stored or not low <= stored <= high:  # NaN fails too
+        if number != number or not low <= number <= high:  # NaN fails too
             raise ConfigError(f"{self.label.lower()} must be {self.range_text()}; got {stored!r}")
-        if self.multiple_of and stored % self.multiple_of:
-            lower = max(self.multiple_of, stored // self.multiple_of * self.multiple_of)
+        if self.multiple_of and int(number) % self.multiple_of:
+            lower = max(self.multiple_of, int(number) // self.multiple_of * self.multiple_of)
             raise ConfigError(
                 f"{self.label.lower()} {stored} is not a multiple of {self.multiple_of}; use {lower} or "
                 f"{lower + self.multiple_of}"

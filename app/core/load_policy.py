@@ -126,7 +126,7 @@ def load_planned(
         lambda k: suggest_layers_after_oom(info, hardware, k, n_ctx, config.kv_cache_type),
         retry=retry,
     )
-    notes = ()
+    notes: tuple[str, ...] = ()
     if used != config.n_gpu_layers:
         notes = (f"The GPU ran out of memory with {config.n_gpu_layers} layers; loaded with {used} instead.",)
     return LoadOutcome(model, notes)

@@ -71,7 +71,7 @@ class HearthApp(QObject):
         self.engine = EngineBridge(self.host, self)
         self.chat_model = ChatModel(self)
         self.session = ChatSession(self.store, self.engine, self.chat_model, self.settings)
-        self.library = LibraryController(paths, self.settings, self.tasks)
+        self.library = LibraryController(paths, self.settings, self.tasks, hardware)
         hub_args = {"client_factory": hub_factory} if hub_factory is not None else {}
         self.hub = HubController(paths, self.settings, self.tasks, **hub_args)
         self.window = MainWindow(self.chat_model)
@@ -176,8 +176,22 @@ class HearthApp(QObject):
         self._update_chat_state()
         self.window.settings_panel.set_load_settings(self._load_options(""))
         self.library.scan()
+        self.tasks.run(self._purge_job, None, self._on_purge_failed)
         if self.store_message:
             QTimer.singleShot(0, self._show_store_problem)
+
+    def _purge_job(self) -> int:  # pool thread: its own connection
+        """Conversations deleted more than 30 days ago are removed for good (the undo window is over)."""
+        from app.core.store import Store
+
+        with Store.open(self.paths.history_db) as store:
+            purged = store.purge_deleted()
+        if purged:
+            log.info("purged %d conversations deleted more than 30 days ago", purged)
+        return purged
+
+    def _on_purge_failed(self, error: BaseException) -> None:
+        log.warning("could not purge old deleted conversations: %s", error)
 
     def _show_store_problem(self) -> None:
         QMessageBox.warning(self.window, APP_NAME, self.store_message or "")
@@ -195,6 +209,7 @@ class HearthApp(QObject):
         except Exception as exc:  # a read-only settings file must not stop the app from closing
             log.warning("could not save the window state: %s", exc)
         self._unsubscribe()
+        self.library.stop_watching()
         self.engine.shutdown()
         self.hub.close()
         self.tasks.close(10_000)
@@ -351,6 +366,7 @@ class HearthApp(QObject):
         path = self.window.picker.selected_path() or (str(self.engine.model.path) if self.engine.model else "")
         if path:
             self.settings.set_model_override(Path(path).name, "load", values)
+            self.library.scan()  # the fit shown depends on the context, KV type and GPU layers
         self._update_reload_button()
 
     def _update_reload_button(self) -> None:
@@ -557,7 +573,7 @@ class HearthApp(QObject):
     def _on_setting_changed(self, name: str) -> None:
         if name == "theme":
             self.apply_theme()
-        elif name in ("model_folders", "scan_external_libraries"):
+        elif name in ("model_folders", "scan_external_libraries") or name.startswith("default_n"):
             self.library.scan()
 
     def apply_theme(self) -> None:

@@ -25,12 +25,13 @@ from app.ui.formatting import format_bytes, format_context, format_params
 
 if TYPE_CHECKING:
     from app.core.library import LibraryEntry
+    from app.core.load_policy import FitSummary
 
 PathRole = Qt.ItemDataRole.UserRole + 1
 COLUMNS = ("Model", "Params", "Quant", "Size", "Context", "Fit")
 
 
-def entry_cells(entry: LibraryEntry, fit: str) -> list[str]:
+def entry_cells(entry: LibraryEntry, fit: FitSummary | None) -> list[str]:
     info = entry.info
     assert info is not None
     return [
@@ -39,7 +40,7 @@ def entry_cells(entry: LibraryEntry, fit: str) -> list[str]:
         info.file_type,
         format_bytes(entry.size_bytes),
         format_context(info.context_length),
-        fit,
+        fit.label if fit is not None else "",
     ]
 
 
@@ -102,7 +103,7 @@ class ModelPicker(QWidget):
         self._update_buttons()
 
     # ---- content -------------------------------------------------------------------------------------------
-    def set_entries(self, entries: Sequence[LibraryEntry], fits: dict[str, str]) -> None:
+    def set_entries(self, entries: Sequence[LibraryEntry], fits: dict[str, FitSummary]) -> None:
         """Usable models only (broken files are listed on the Models page with their reason)."""
         selected = self.selected_path() or self._loaded_path
         self.combo.blockSignals(True)
@@ -110,11 +111,14 @@ class ModelPicker(QWidget):
         for entry in entries:
             if not entry.ok or (entry.info is not None and entry.info.is_adapter):
                 continue
-            cells = [QStandardItem(text) for text in entry_cells(entry, fits.get(str(entry.path), ""))]
+            fit = fits.get(str(entry.path))
+            cells = [QStandardItem(text) for text in entry_cells(entry, fit)]
             for cell in cells:
                 cell.setData(str(entry.path), PathRole)
                 cell.setEditable(False)
             cells[0].setToolTip(str(entry.path))
+            if fit is not None:
+                cells[-1].setToolTip(fit.tooltip)
             self.model.appendRow(cells)
         self.combo.blockSignals(False)
         self.select(selected)

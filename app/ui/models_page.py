@@ -27,6 +27,7 @@ from app.ui.formatting import format_bytes, format_context, format_params
 
 if TYPE_CHECKING:
     from app.core.library import LibraryEntry
+    from app.core.load_policy import FitSummary
 
 PathRole = Qt.ItemDataRole.UserRole + 1
 COLUMNS = ("Model", "Params", "Quant", "Size", "Context", "Fit", "Source", "Status")
@@ -87,6 +88,8 @@ class ModelsPage(QWidget):
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.verticalHeader().hide()
+        # Headers aligned as their cells are (left), so each title stands over its values.
+        self.table.horizontalHeader().setDefaultAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
         self.table.setShowGrid(False)
         self.table.setWordWrap(False)
         self.table.setSortingEnabled(True)
@@ -122,7 +125,11 @@ class ModelsPage(QWidget):
 
     # ---- content -------------------------------------------------------------------------------------------
     def set_entries(
-        self, entries: Sequence[LibraryEntry], fits: dict[str, str], deletable: dict[str, str | None], folder: str
+        self,
+        entries: Sequence[LibraryEntry],
+        fits: dict[str, FitSummary],
+        deletable: dict[str, str | None],
+        folder: str,
     ) -> None:
         """Show the library. deletable: path -> None when Hearth may delete it, else the reason it will not."""
         self._entries = {str(e.path): e for e in entries}
@@ -132,6 +139,7 @@ class ModelsPage(QWidget):
         error_color = QColor(theme.current().error)
         for entry in entries:
             path = str(entry.path)
+            fit = fits.get(path)
             if entry.ok and entry.info is not None:
                 info = entry.info
                 cells = [
@@ -140,7 +148,7 @@ class ModelsPage(QWidget):
                     info.file_type,
                     format_bytes(entry.size_bytes),
                     format_context(info.context_length),
-                    fits.get(path, ""),
+                    fit.label if fit is not None else "",
                     entry.source.value,
                     "LoRA adapter" if info.is_adapter else "Ready",
                 ]
@@ -151,16 +159,16 @@ class ModelsPage(QWidget):
             for cell in row:
                 cell.setData(path, PathRole)
                 cell.setToolTip(path if cell is row[0] else cell.text())
+            if fit is not None:
+                row[COLUMNS.index("Fit")].setToolTip(fit.tooltip)
                 if not entry.ok:
                     cell.setForeground(error_color)
             self.model.appendRow(row)
         self.table.setSortingEnabled(True)
         header = self.table.horizontalHeader()
         header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
-        for column in range(1, len(COLUMNS) - 1):
+        for column in range(1, len(COLUMNS)):
             header.setSectionResizeMode(column, QHeaderView.ResizeMode.ResizeToContents)
-        header.setSectionResizeMode(len(COLUMNS) - 1, QHeaderView.ResizeMode.Interactive)
-        self.table.setColumnWidth(len(COLUMNS) - 1, 220)
         broken = sum(1 for e in entries if not e.ok)
         usable = len(entries) - broken
         text = f"{usable} model{'s' if usable != 1 else ''}"
