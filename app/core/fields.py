@@ -81,7 +81,7 @@ class Field:
             return stored
         if self.kind is float and isinstance(stored, int) and not isinstance(stored, bool):
             stored = float(stored)
-        if isinstance(stored, bool) or not isinstance(stored, self.kind):
+        if isinstance(stored, bool) or not isinstance(stored, (int, float)) or not isinstance(stored, self.kind):
             kind = "a whole number" if self.kind is int else "a number"
             raise ConfigError(f"{self.label.lower()} must be {kind}, not {stored!r}")
         if stored in [c.stored for c in self.special]:
