@@ -52,6 +52,7 @@ class LocalBackend:
             request.sampling,
             override=request.template_override,
             conversation=request.cache_key,
+            trim=request.trim,
         )
         rendered = prepared.rendered
         choice = rendered.choice

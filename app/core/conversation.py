@@ -56,14 +56,25 @@ class ChatRunner:
         *,
         override: str | None = None,
         conversation: Hashable = None,
+        trim: bool = True,
     ) -> PreparedPrompt:
-        """The prompt that fits the context, old turns dropped if needed. Raises ContextOverflowError."""
+        """The prompt that fits the context, old turns dropped if needed (trim=False: every message or
+        ContextOverflowError, as an API client expects). Raises ContextOverflowError."""
         model = self.engine.model
         if model is None:
             raise GenerationError("no model is loaded")
         if not messages or messages[-1].role != "user":
             raise GenerationError("a reply needs the conversation to end with a user message")
         choice = choose_template(model.info, override)
+        if not trim:
+            rendered = render_prompt(list(messages), model.info, override=override, choice=choice)
+            tokens = self.engine.count_tokens(rendered.text, key=conversation)
+            if tokens >= model.n_ctx:
+                raise ContextOverflowError(
+                    f"the prompt is {tokens} tokens but the context holds {model.n_ctx}; shorten it or load the "
+                    "model with a larger context"
+                )
+            return PreparedPrompt(rendered, tuple(messages), 0, tokens, min(sampling.max_tokens, model.n_ctx - tokens))
         system = [m for m in messages[:1] if m.role == "system"]
         turns = list(messages[len(system) :])
         n_ctx = model.n_ctx

@@ -103,6 +103,10 @@ class UnsupportedArchitectureError(ModelLoadError):
         self.architecture = architecture
 
 
+class ServerError(HearthError):
+    """The local OpenAI-compatible server could not start (port in use, address not available ...)."""
+
+
 class ContextOverflowError(GenerationError):
     """The prompt cannot fit in the context window even after dropping old turns."""
 

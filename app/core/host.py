@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from app.core.engine import GenerationStats, LoadedModel, PromptRequest, TextChunk
-from app.core.errors import HearthError
+from app.core.errors import GenerationError, HearthError
 from app.core.reply import PreparedReply, ReplyChunk, ReplyDone, ReplyRecorder, ReplyRequest, ReplyStarted
 
 if TYPE_CHECKING:
@@ -362,6 +362,9 @@ class EngineHost:
 
     def _admit(self) -> None:
         """Start pending jobs in order: replies while sequences are free, exclusive jobs when idle."""
+        for job in [j for j in self._pending if j.cancelled.is_set()]:  # wherever they wait (a client left)
+            self._pending.remove(job)
+            self._end_cancelled(job)
         while self._pending:
             job = self._pending[0]
             if job.cancelled.is_set():
@@ -503,7 +506,7 @@ class EngineHost:
                 recorder.start(prepared)
                 run = engine.begin(prepared.payload, key=prepared.key, cancel=job.cancelled)
             except HearthError as exc:
-                recorder.finish(None, str(exc))
+                recorder.finish(None, str(exc), kind=type(exc).__name__)
                 return
             except Exception as exc:
                 log.exception("reply could not start")
@@ -514,10 +517,10 @@ class EngineHost:
             recorder = ReplyRecorder(job.id, ReplyRequest((), prompt.sampling, key=key), None, job.publish)
             try:
                 if engine.model is None:
-                    raise HearthError("no model is loaded; load one first")
+                    raise GenerationError("no model is loaded; load one first")
                 run = engine.begin(prompt, key=key, cancel=job.cancelled)
             except HearthError as exc:
-                recorder.finish(None, str(exc))
+                recorder.finish(None, str(exc), kind=type(exc).__name__)
                 return
             model = engine.model
             recorder.start(

@@ -94,6 +94,8 @@ class LlamaCppEngine:
         self._progress_cb: Any = None
         self._abort_cb: Any = None
         self._no_abort: Any = None
+        self._embed_ctx: Any = None  # a second context for embeddings, made on first use (see embed())
+        self._embed_limit = 0
 
     # ---- state -----------------------------------------------------------------------------------
     @property
@@ -304,6 +306,9 @@ class LlamaCppEngine:
         if self._batch is not None:
             lib.llama_batch_free(self._batch)
             self._batch = None
+        if self._embed_ctx is not None:
+            lib.llama_free(self._embed_ctx)
+            self._embed_ctx = None
         if self._ctx is not None:
             lib.llama_free(self._ctx)
         if self._model_p is not None:
@@ -341,6 +346,83 @@ class LlamaCppEngine:
 
     def _token_text(self, token: int, special: bool) -> str:
         return self._token_bytes(token, special).decode("utf-8", errors="replace")
+
+    # ---- embeddings ------------------------------------------------------------------------------------
+    def embed(self, inputs: Sequence[str | Sequence[int]]) -> list[tuple[list[float], int]]:
+        """Mean-pooled, unit-length embeddings of the loaded model, one per input (a text or token ids),
+        each with its token count. Runs on the thread that owns the engine while nothing generates.
+
+        A second llama.cpp context with embeddings on shares the loaded weights; it is made on first use and
+        freed with the model. llama.cpp computes the output head for every token of an embeddings batch
+        (a logits buffer of n_vocab floats per token: 1 GiB for 1,024 tokens of a 262k vocabulary), so a
+        text goes through in chunks; llama.cpp's mean pooling averages each chunk, and the chunks' means
+        weighted by their token counts are the mean over the whole text (the KV cache carries the causal
+        context from chunk to chunk)."""
+        if self._model_p is None or self._loaded is None:
+            raise GenerationError("no model is loaded")
+        lib = llama()
+        if self._embed_ctx is None:
+            self._embed_ctx = self._new_embedding_context(lib)
+        token_lists = [self.tokenize(item) if isinstance(item, str) else list(item) for item in inputs]
+        n_vocab = lib.llama_vocab_n_tokens(self._vocab)
+        for index, tokens in enumerate(token_lists):
+            if len(tokens) > self._embed_limit:
+                raise ContextOverflowError(
+                    f"input {index} is {len(tokens)} tokens but embeddings take at most {self._embed_limit}; shorten it"
+                )
+            if not tokens:
+                raise ConfigError(f"input {index} is empty")
+            if any(not 0 <= t < n_vocab for t in tokens):
+                raise ConfigError(f"input {index} has a token id outside the vocabulary (0 to {n_vocab - 1})")
+        return [(self._embed_one(lib, tokens), len(tokens)) for tokens in token_lists]
+
+    _EMBED_CHUNK = 64  # tokens per decode: bounds the logits buffer llama.cpp fills (see embed())
+
+    def _new_embedding_context(self, lib: Any) -> Any:
+        assert self._loaded is not None
+        config = self._loaded.config
+        params = lib.llama_context_default_params()
+        self._embed_limit = min(self._loaded.n_ctx, 8192)
+        params.n_ctx = self._embed_limit
+        params.n_batch = params.n_ubatch = self._EMBED_CHUNK
+        params.n_seq_max = 1
+        params.embeddings = True
+        params.pooling_type = lib.LLAMA_POOLING_TYPE_MEAN
+        params.n_threads = config.threads
+        params.n_threads_batch = config.threads_batch
+        params.flash_attn_type = self._flash_attention(lib, config)
+        params.no_perf = True
+        ctx = lib.llama_init_from_model(self._model_p, params)
+        if not ctx:
+            problems = "; ".join(llama_log.recent_problems(clear=True)[-2:])
+            raise GenerationError(f"llama.cpp could not create an embeddings context: {problems or 'see the log'}")
+        return ctx
+
+    def _embed_one(self, lib: Any, tokens: list[int]) -> list[float]:
+        import numpy as np
+
+        ctx = self._embed_ctx
+        lib.llama_memory_clear(lib.llama_get_memory(ctx), True)
+        dims = lib.llama_model_n_embd(self._model_p)
+        total = np.zeros(dims, dtype=np.float64)
+        batch = lib.llama_batch_init(self._EMBED_CHUNK, 0, 1)
+        try:
+            for start in range(0, len(tokens), self._EMBED_CHUNK):
+                chunk = tokens[start : start + self._EMBED_CHUNK]
+                for i, token in enumerate(chunk):
+                    self._batch_add(batch, i, token, start + i, 0, True)
+                batch.n_tokens = len(chunk)
+                rc = lib.llama_decode(ctx, batch)
+                if rc != 0:
+                    raise GenerationError(f"llama.cpp could not compute the embedding ({self._decode_error(rc)})")
+                pooled = lib.llama_get_embeddings_seq(ctx, 0)
+                if not pooled:
+                    raise GenerationError("llama.cpp returned no pooled embedding")
+                total += np.ctypeslib.as_array(pooled, shape=(dims,)) * len(chunk)
+        finally:
+            lib.llama_batch_free(batch)
+        norm = float(np.linalg.norm(total)) or 1.0
+        return [float(v) for v in total / norm]
 
     # ---- generation --------------------------------------------------------------------------------
     def generate(self, request: PromptRequest, *, key: Hashable = None) -> Iterator[Event]:

@@ -44,6 +44,7 @@ class ReplyRequest:
     backend: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
     response_format: dict[str, Any] | None = None  # OpenAI's shape, for backends that take it as such
+    trim: bool = True  # False: a conversation too long for the context is refused, never cut (API requests)
 
     @property
     def cache_key(self) -> Hashable:
@@ -106,6 +107,7 @@ class ReplyDone:
     error: str | None
     context_used: int = 0
     text: str = ""
+    error_kind: str = ""  # the HearthError class that kept the reply from starting (the HTTP server maps it)
 
 
 Publish = Callable[[object], None]
@@ -169,8 +171,11 @@ class ReplyRecorder:
             self.writer.append(text)
         self.publish(ReplyChunk(self.job_id, text))
 
-    def finish(self, stats: GenerationStats | None, error: str | None = None, context_used: int = 0) -> ReplyDone:
-        """Write the whole reply with its statistics (also when stopped or failed: what was written stays)."""
+    def finish(
+        self, stats: GenerationStats | None, error: str | None = None, context_used: int = 0, kind: str = ""
+    ) -> ReplyDone:
+        """Write the whole reply with its statistics (also when stopped or failed: what was written stays).
+        kind: the error's class name when an exception stopped the reply before it started."""
         if stats is not None and self.prepared is not None:
             stats = replace(stats, dropped_messages=self.prepared.dropped)
         error = error or (stats.error if stats is not None else None)
@@ -205,6 +210,7 @@ class ReplyRecorder:
             error,
             context_used,
             "".join(self.parts),
+            kind,
         )
         self.publish(done)
         return done

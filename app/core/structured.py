@@ -22,7 +22,8 @@ def json_grammar(schema: dict[str, Any] | str | None = None) -> str:
     try:
         json.loads(text)
         grammar = llama_grammar.json_schema_to_gbnf(text)
-    except (ValueError, KeyError, TypeError, NotImplementedError, RecursionError) as exc:
+    # The converter also asserts on schemas it does not recognise (e.g. {"type": 7}).
+    except (ValueError, KeyError, TypeError, NotImplementedError, RecursionError, AssertionError) as exc:
         raise ConfigError(f"unusable JSON schema: {exc}") from None
     return _strict_json_chars(grammar)
 

@@ -1,0 +1,307 @@
+"""Request bodies -> validated parameters. Every refusal is a 400 naming the field, in OpenAI's words where
+OpenAI has some; unknown fields are ignored (clients send many that do not apply to a local model)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+from typing import Any
+
+from app.core.errors import ConfigError
+from app.core.fields import SAMPLING_FIELDS
+from app.core.messages import ChatMessage
+from app.core.sampling import MAX_SEED, RANGES, SamplingSettings
+from app.core.server.errors import ApiError, bad_request
+
+UNLIMITED = int(RANGES["max_tokens"].high)  # no max_tokens: until the model stops or the context is full
+COMPLETION_MAX_TOKENS = 16  # OpenAI's default for /v1/completions
+MAX_STOPS = 16
+MAX_EMBEDDING_INPUTS = 2048  # OpenAI's limit per request
+# Sampling when a request leaves a field out: llama.cpp's defaults, which its own server uses too (so a
+# client moving from llama-server gets the same replies); the repeat penalty is off there, as in OpenAI's API.
+API_SAMPLING = replace(SamplingSettings(), repeat_penalty=1.0, max_tokens=UNLIMITED)
+_ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
+
+
+@dataclass(frozen=True)
+class Generation:
+    """What chat and text completions share."""
+
+    model: str | None
+    stream: bool
+    include_usage: bool
+    sampling: SamplingSettings
+    stop: tuple[str, ...]
+    grammar: str | None  # GBNF from response_format (json_object, json_schema)
+    response_format: dict[str, Any] | None
+
+
+@dataclass(frozen=True)
+class ChatParams(Generation):
+    messages: tuple[ChatMessage, ...] = ()
+
+
+@dataclass(frozen=True)
+class CompletionParams(Generation):
+    prompt: str = ""
+    echo: bool = False
+
+
+@dataclass(frozen=True)
+class EmbeddingParams:
+    model: str | None
+    inputs: tuple[str | tuple[int, ...], ...]
+    encoding_format: str  # "float" | "base64"
+    dimensions: int | None
+
+
+def parse_json(body: bytes) -> dict[str, Any]:
+    """The body as a JSON object, or a 400 saying why not."""
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ApiError(400, f"the request body is not valid JSON: {exc}", code="invalid_json") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, "the request body must be a JSON object", code="invalid_json")
+    return data
+
+
+# ---- field helpers -------------------------------------------------------------------------------------------
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _bool(data: dict[str, Any], name: str, default: bool = False) -> bool:
+    value = data.get(name)
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise bad_request(name, f"must be true or false, not {value!r}")
+    return value
+
+
+def _model(data: dict[str, Any]) -> str | None:
+    value = data.get("model")
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise bad_request("model", f"must be a string (a model id from GET /v1/models), not {value!r}")
+    return value
+
+
+def _sampling(data: dict[str, Any], base: SamplingSettings) -> SamplingSettings:
+    changes: dict[str, Any] = {}
+    for field in SAMPLING_FIELDS:
+        value = data.get(field.name)
+        if value is None or field.name in ("max_tokens", "seed"):
+            continue
+        if field.kind is float and _is_int(value):
+            value = float(value)
+        try:
+            changes[field.name] = field.validate(value)
+        except ConfigError as exc:
+            raise bad_request(field.name, str(exc)) from None
+    seed = data.get("seed")
+    if seed is not None:
+        if not _is_int(seed):
+            raise bad_request("seed", f"must be an integer, not {seed!r}")
+        changes["seed"] = seed % (MAX_SEED + 1)  # any 64-bit seed a client sends maps onto llama.cpp's range
+    for name in ("max_completion_tokens", "max_tokens"):  # the newer name wins when both are given
+        value = data.get(name)
+        if value is None:
+            continue
+        if not _is_int(value) or value < 1:
+            raise bad_request(name, f"must be an integer of at least 1, not {value!r}")
+        changes["max_tokens"] = min(value, UNLIMITED)
+        break
+    bias = data.get("logit_bias")
+    if bias is not None:
+        changes["logit_bias"] = _logit_bias(bias)
+    return replace(base, **changes)
+
+
+def _logit_bias(value: Any) -> tuple[tuple[int, float], ...]:
+    if not isinstance(value, dict):
+        raise bad_request("logit_bias", 'must be an object of token ids to biases, like {"15": -100}')
+    pairs = []
+    for key, bias in value.items():
+        try:
+            token = int(key)
+        except (TypeError, ValueError):
+            raise bad_request("logit_bias", f"{key!r} is not a token id") from None
+        if token < 0:
+            raise bad_request("logit_bias", f"token id {token} is negative")
+        if not _is_number(bias) or not -100 <= bias <= 100:
+            raise bad_request(
+                "logit_bias", f"the bias of token {token} must be a number from -100 to 100, not {bias!r}"
+            )
+        pairs.append((token, float(bias)))
+    return tuple(pairs)
+
+
+def _stop(data: dict[str, Any]) -> tuple[str, ...]:
+    value = data.get("stop")
+    if value is None:
+        return ()
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list) or not all(isinstance(s, str) for s in items):
+        raise bad_request("stop", "must be a string or an array of strings")
+    if len(items) > MAX_STOPS:
+        raise bad_request("stop", f"at most {MAX_STOPS} stop sequences; got {len(items)}")
+    if any(not s for s in items):
+        raise bad_request("stop", "a stop sequence must not be empty")
+    return tuple(dict.fromkeys(items))
+
+
+def _response_format(data: dict[str, Any]) -> tuple[str | None, dict[str, Any] | None]:
+    value = data.get("response_format")
+    if value is None:
+        return None, None
+    if not isinstance(value, dict) or not isinstance(value.get("type"), str):
+        raise bad_request("response_format", 'must be an object like {"type": "json_object"}')
+    kind = value["type"]
+    if kind == "text":
+        return None, None
+    from app.core.structured import json_grammar
+
+    if kind == "json_object":
+        return json_grammar(), value
+    if kind == "json_schema":
+        spec = value.get("json_schema")
+        schema = spec.get("schema") if isinstance(spec, dict) else None
+        if not isinstance(schema, dict):
+            raise bad_request("response_format.json_schema.schema", "must be a JSON schema object")
+        try:
+            return json_grammar(schema), value
+        except ConfigError as exc:
+            raise bad_request("response_format.json_schema.schema", str(exc)) from None
+    raise bad_request("response_format.type", f"must be text, json_object or json_schema, not {kind!r}")
+
+
+def _unsupported(data: dict[str, Any]) -> None:
+    """Fields Hearth cannot honour yet: refused clearly rather than silently ignored."""
+    for name in ("tools", "functions"):
+        if data.get(name):
+            raise bad_request(name, "tool calling is not supported by Hearth's server yet", code="tools_not_supported")
+    if data.get("logprobs") or data.get("top_logprobs") is not None:
+        param = "logprobs" if data.get("logprobs") else "top_logprobs"
+        raise bad_request(param, "log probabilities are not supported by Hearth's server")
+    n = data.get("n")
+    if n is not None and n != 1:
+        raise bad_request("n", f"only one choice per request (n = 1) is supported; got {n!r}")
+    best_of = data.get("best_of")
+    if best_of is not None and best_of != 1:
+        raise bad_request("best_of", f"only best_of = 1 is supported; got {best_of!r}")
+
+
+def _generation(data: dict[str, Any], base: SamplingSettings) -> dict[str, Any]:
+    _unsupported(data)
+    stream = _bool(data, "stream")
+    options = data.get("stream_options")
+    if options is not None and not isinstance(options, dict):
+        raise bad_request("stream_options", 'must be an object like {"include_usage": true}')
+    include_usage = stream and _bool(options or {}, "include_usage")
+    grammar, response_format = _response_format(data)
+    return {
+        "model": _model(data),
+        "stream": stream,
+        "include_usage": include_usage,
+        "sampling": _sampling(data, base),
+        "stop": _stop(data),
+        "grammar": grammar,
+        "response_format": response_format,
+    }
+
+
+# ---- requests --------------------------------------------------------------------------------------------------
+def chat_params(data: dict[str, Any]) -> ChatParams:
+    common = _generation(data, API_SAMPLING)
+    return ChatParams(**common, messages=_messages(data.get("messages")))
+
+
+def _messages(value: Any) -> tuple[ChatMessage, ...]:
+    if not isinstance(value, list) or not value:
+        raise bad_request("messages", "must be a non-empty array of messages")
+    messages = [_message(item, f"messages[{i}]") for i, item in enumerate(value)]
+    if messages[-1].role != "user":
+        raise bad_request(f"messages[{len(messages) - 1}].role", "the conversation must end with a user message")
+    return tuple(messages)
+
+
+def _message(item: Any, where: str) -> ChatMessage:
+    if not isinstance(item, dict):
+        raise bad_request(where, "must be an object with a role and content")
+    role = item.get("role")
+    if role in ("tool", "function"):
+        raise bad_request(f"{where}.role", "tool results are not supported by Hearth's server yet")
+    if role not in _ROLES:
+        raise bad_request(f"{where}.role", f"must be system, developer, user or assistant, not {role!r}")
+    if item.get("tool_calls") or item.get("function_call"):
+        raise bad_request(f"{where}.tool_calls", "tool calls are not supported by Hearth's server yet")
+    name = item.get("name")
+    if name is not None and not isinstance(name, str):
+        raise bad_request(f"{where}.name", "must be a string")
+    return ChatMessage(_ROLES[role], _content(item.get("content"), f"{where}.content", role), name=name)
+
+
+def _content(value: Any, where: str, role: str) -> str:
+    if isinstance(value, str):
+        return value
+    if value is None:
+        if role == "assistant":
+            return ""
+        raise bad_request(where, "is required")
+    if not isinstance(value, list):
+        raise bad_request(where, "must be a string or an array of content parts")
+    texts = []
+    for i, part in enumerate(value):
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind == "text" and isinstance(part.get("text"), str):
+            texts.append(part["text"])
+        elif kind in ("image_url", "input_image", "input_audio", "file"):
+            raise bad_request(f"{where}[{i}].type", f"{kind} parts are not supported: this model reads text only")
+        else:
+            raise bad_request(f"{where}[{i}]", 'must be a content part like {"type": "text", "text": "..."}')
+    return "\n".join(texts)
+
+
+def completion_params(data: dict[str, Any]) -> CompletionParams:
+    base = replace(API_SAMPLING, max_tokens=COMPLETION_MAX_TOKENS)
+    common = _generation(data, base)
+    prompt = data.get("prompt")
+    if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
+        prompt = prompt[0]
+    if not isinstance(prompt, str):
+        raise bad_request("prompt", "must be a string (or an array of one string)")
+    if data.get("suffix"):
+        raise bad_request("suffix", "insertion (suffix) is not supported by Hearth's server")
+    return CompletionParams(**common, prompt=prompt, echo=_bool(data, "echo"))
+
+
+def embedding_params(data: dict[str, Any]) -> EmbeddingParams:
+    value = data.get("input")
+    if isinstance(value, str) or (isinstance(value, list) and value and all(_is_int(t) for t in value)):
+        value = [value]
+    if not isinstance(value, list) or not value:
+        raise bad_request("input", "must be a string, an array of strings or an array of token arrays")
+    if len(value) > MAX_EMBEDDING_INPUTS:
+        raise bad_request("input", f"at most {MAX_EMBEDDING_INPUTS} inputs per request; got {len(value)}")
+    inputs: list[str | tuple[int, ...]] = []
+    for i, item in enumerate(value):
+        if isinstance(item, str) and item:
+            inputs.append(item)
+        elif isinstance(item, list) and item and all(_is_int(t) for t in item):
+            inputs.append(tuple(item))
+        else:
+            raise bad_request(f"input[{i}]", "must be a non-empty string or a non-empty array of token ids")
+    encoding = data.get("encoding_format") or "float"
+    if encoding not in ("float", "base64"):
+        raise bad_request("encoding_format", f"must be float or base64, not {encoding!r}")
+    dimensions = data.get("dimensions")
+    if dimensions is not None and (not _is_int(dimensions) or dimensions < 1):
+        raise bad_request("dimensions", f"must be a positive integer, not {dimensions!r}")
+    return EmbeddingParams(_model(data), tuple(inputs), encoding, dimensions)
