@@ -104,6 +104,18 @@ OPTIONS: tuple[Option, ...] = (
     Option("window_geometry", str, "", "Main window geometry (base64 of Qt's saveGeometry)."),
     Option("window_state", str, "", "Main window splitter and panel state (base64)."),
     Option("model_overrides", dict, {}, "Per-model settings keyed by model file name: template, load settings."),
+    # The local OpenAI-compatible server (app/core/server); the app starts it when server_enabled is on.
+    Option("server_enabled", bool, False, "Serve the loaded model to other apps over an OpenAI-compatible API."),
+    Option("server_port", int, 8080, "Port of the local server.", 1, 65535),
+    Option("server_api_key", str, "", "Key API clients must send (Authorization: Bearer KEY); empty: none."),
+    Option(
+        "server_allow_network",
+        bool,
+        False,
+        "Let other devices on your network use the server (listens on every address; needs an API key).",
+    ),
+    Option("server_save_history", bool, False, "Save conversations from API clients to the history."),
+    Option("server_cors_origins", list, [], "Web pages (origins) allowed to call the server from a browser."),
 )
 OPTIONS_BY_NAME = {option.name: option for option in OPTIONS}
 

@@ -33,6 +33,7 @@ from app.ui.hub_controller import HubController
 from app.ui.library_controller import LibraryController, LibrarySnapshot
 from app.ui.main_window import MainWindow
 from app.ui.prompt_dialog import PromptDialog
+from app.ui.server_controller import ServerController
 from app.ui.settings_dialog import SettingsDialog
 from app.ui.welcome import RECOMMENDED_QUANT, RECOMMENDED_REPO
 from app.ui.workers import EngineBridge, TaskRunner
@@ -69,6 +70,7 @@ class HearthApp(QObject):
         self.tasks = TaskRunner(self)
         self.host = EngineHost(engine_factory, store_path=paths.history_db, hardware=hardware)
         self.engine = EngineBridge(self.host, self)
+        self.server = ServerController(self.host, self.settings, paths, self.tasks, self)
         self.chat_model = ChatModel(self)
         self.session = ChatSession(self.store, self.engine, self.chat_model, self.settings)
         self.library = LibraryController(paths, self.settings, self.tasks, hardware)
@@ -164,6 +166,9 @@ class HearthApp(QObject):
         w.welcome.import_requested.connect(self._on_import_dialog)
         w.welcome.browse_requested.connect(self._on_browse)
         w.welcome.load_last_requested.connect(self._on_load_last)
+        # local server
+        self.server.state_changed.connect(self._on_server_state)
+        self.server.requests_changed.connect(self._on_server_requests)
 
     # ---- start and stop --------------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -176,6 +181,7 @@ class HearthApp(QObject):
         self._update_chat_state()
         self.window.settings_panel.set_load_settings(self._load_options(""))
         self.library.scan()
+        self.server.apply()
         self.tasks.run(self._purge_job, None, self._on_purge_failed)
         if self.store_message:
             QTimer.singleShot(0, self._show_store_problem)
@@ -210,6 +216,7 @@ class HearthApp(QObject):
             log.warning("could not save the window state: %s", exc)
         self._unsubscribe()
         self.library.stop_watching()
+        self.server.shutdown()  # its requests are cancelled before the engine host stops
         self.engine.shutdown()
         self.hub.close()
         self.tasks.close(10_000)
@@ -537,6 +544,7 @@ class HearthApp(QObject):
     # ---- settings ----------------------------------------------------------------------------------------------------
     def open_settings(self) -> SettingsDialog:
         dialog = SettingsDialog(self.settings, self.window)
+        dialog.set_server_status(self.server.status_text)
         dialog.token_save_requested.connect(self._on_token_save)
         dialog.token_clear_requested.connect(self._on_token_clear)
         self._settings_dialog = dialog
@@ -570,7 +578,27 @@ class HearthApp(QObject):
 
         self.tasks.run(job, self._on_token_status, self._on_token_error)
 
+    # ---- local server ------------------------------------------------------------------------------------------------
+    def _on_server_state(self, state: str) -> None:
+        server = self.server.server
+        if state == "running" and server is not None:
+            self.window.status.set_server(server.port, self.server.requests, self.server.url())
+        else:
+            self.window.status.set_server(None)
+        if state == "error":
+            self._on_error(f"Local server: {self.server.status_text}")
+        if self._settings_dialog is not None:
+            self._settings_dialog.set_server_status(self.server.status_text)
+
+    def _on_server_requests(self, count: int) -> None:
+        server = self.server.server
+        if server is not None:
+            self.window.status.set_server(server.port, count, self.server.url())
+        if count == 0 and self.settings.get("server_save_history"):
+            self.refresh_conversations()  # API conversations were saved
+
     def _on_setting_changed(self, name: str) -> None:
+        self.server.setting_changed(name)
         if name == "theme":
             self.apply_theme()
         elif name in ("model_folders", "scan_external_libraries") or name.startswith("default_n"):

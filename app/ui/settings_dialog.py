@@ -1,11 +1,13 @@
 """The Settings dialog over app.core.settings: theme, model folders, defaults for new chats and loads,
-the Hugging Face token (kept in the OS keyring) and endpoint."""
+the Hugging Face token (kept in the OS keyring) and endpoint, the local server."""
 
 from __future__ import annotations
 
+import secrets
 from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -19,14 +21,16 @@ from PySide6.QtWidgets import (
     QListWidget,
     QPlainTextEdit,
     QPushButton,
+    QSpinBox,
     QTabWidget,
     QVBoxLayout,
     QWidget,
 )
 
-from app.core.errors import SettingsError
+from app.core.errors import ConfigError, SettingsError
 from app.core.fields import DEFAULT_SETTING, LOAD_FIELDS
 from app.core.sampling import PRESETS
+from app.core.server.config import config_from_settings, lan_address
 from app.ui.field_editors import add_rows
 
 if TYPE_CHECKING:
@@ -54,6 +58,8 @@ class SettingsDialog(QDialog):
         tabs.addTab(self._models_tab(), "Models")
         tabs.addTab(self._defaults_tab(), "Defaults")
         tabs.addTab(self._hub_tab(), "Hugging Face")
+        tabs.addTab(self._server_tab(), "Local server")
+        self.tabs = tabs
         layout.addWidget(tabs, 1)
         self.error = QLabel(self)
         self.error.setObjectName("Error")
@@ -145,7 +151,90 @@ class SettingsDialog(QDialog):
         form.addRow("", note)
         return page
 
+    def _server_tab(self) -> QWidget:
+        page = QWidget(self)
+        form = QFormLayout(page)
+        get = self.settings.get
+        intro = QLabel(
+            "Other apps (editors, scripts, agents) can use the model loaded here through an OpenAI-compatible "
+            "API. Requests are answered together with your chats.",
+            page,
+        )
+        intro.setWordWrap(True)
+        intro.setObjectName("Muted")
+        form.addRow(intro)
+        self.server_enabled = QCheckBox("Serve the loaded model to other apps", page)
+        self.server_enabled.setChecked(bool(get("server_enabled")))
+        form.addRow(self.server_enabled)
+        self.server_port = QSpinBox(page)
+        self.server_port.setRange(1, 65535)
+        self.server_port.setValue(int(get("server_port")))
+        form.addRow("Port", self.server_port)
+        self.server_key = QLineEdit(page)
+        self.server_key.setText(get("server_api_key"))
+        self.server_key.setPlaceholderText("none: any app on this computer may call")
+        self.server_generate = QPushButton("Generate", page)
+        self.server_generate.clicked.connect(self._on_generate_key)
+        key_row = QHBoxLayout()
+        key_row.addWidget(self.server_key, 1)
+        key_row.addWidget(self.server_generate)
+        form.addRow("API key", key_row)
+        self.server_network = QCheckBox("Allow other devices on my network (needs an API key)", page)
+        self.server_network.setChecked(bool(get("server_allow_network")))
+        form.addRow(self.server_network)
+        self.server_history = QCheckBox("Save conversations from other apps to the history", page)
+        self.server_history.setChecked(bool(get("server_save_history")))
+        form.addRow(self.server_history)
+        self.server_cors = QLineEdit(page)
+        self.server_cors.setText(" ".join(get("server_cors_origins")))
+        self.server_cors.setPlaceholderText("none; e.g. http://localhost:3000")
+        form.addRow("Web pages allowed", self.server_cors)
+        self.server_url = QLabel(page)
+        self.server_url.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.server_copy = QPushButton("Copy URL", page)
+        self.server_copy.clicked.connect(self._on_copy_url)
+        url_row = QHBoxLayout()
+        url_row.addWidget(self.server_url, 1)
+        url_row.addWidget(self.server_copy)
+        form.addRow("URL", url_row)
+        self.server_status = QLabel("Off", page)
+        self.server_status.setObjectName("Muted")
+        self.server_status.setWordWrap(True)
+        form.addRow("Status", self.server_status)
+        for signal in (self.server_port.valueChanged, self.server_network.toggled):
+            signal.connect(self._update_server_url)
+        self._update_server_url()
+        return page
+
     # ---- actions ---------------------------------------------------------------------------------------------
+    def set_server_status(self, text: str) -> None:
+        self.server_status.setText(text)
+
+    def server_values(self) -> dict[str, Any]:
+        origins = self.server_cors.text().replace(",", " ").split()
+        return {
+            "server_enabled": self.server_enabled.isChecked(),
+            "server_port": self.server_port.value(),
+            "server_api_key": self.server_key.text().strip(),
+            "server_allow_network": self.server_network.isChecked(),
+            "server_save_history": self.server_history.isChecked(),
+            "server_cors_origins": origins,
+        }
+
+    def server_url_text(self) -> str:
+        config = config_from_settings(self.server_values().__getitem__)
+        return config.url(host=lan_address() if config.host == "0.0.0.0" else None)
+
+    def _update_server_url(self) -> None:
+        self.server_url.setText(self.server_url_text())
+
+    def _on_copy_url(self) -> None:
+        QGuiApplication.clipboard().setText(self.server_url_text())
+        self.server_status.setText(f"Copied {self.server_url_text()}")
+
+    def _on_generate_key(self) -> None:
+        self.server_key.setText(f"hearth-{secrets.token_urlsafe(24)}")
+
     def set_token_status(self, text: str) -> None:
         self.token_status.setText(text)
 
@@ -173,10 +262,18 @@ class SettingsDialog(QDialog):
             "default_sampling_preset": self.default_preset.currentData(),
             **{DEFAULT_SETTING[name]: editor.value() for name, editor in self.load_defaults.items()},
             "hub_endpoint": self.endpoint.text().strip(),
+            **self.server_values(),
         }
 
     def apply(self) -> str:
-        """Save every value; '' on success, else the first refusal (earlier values are already saved)."""
+        """Save every value; '' on success, else the first refusal (earlier values are already saved; the
+        server's settings are checked together first, so a refused server setup saves none of them)."""
+        server = self.server_values()
+        if server["server_enabled"] or server["server_allow_network"]:
+            try:
+                config_from_settings(server.__getitem__).validate()
+            except ConfigError as exc:
+                return f"Local server: {exc}"
         for name, value in self.values().items():
             try:
                 self.settings.set(name, value)

@@ -1,4 +1,5 @@
-"""The status bar: backend, offloaded layers, context used / size, last generation speed."""
+"""The status bar: the local server and its requests, backend, offloaded layers, context used / size, last
+generation speed."""
 
 from __future__ import annotations
 
@@ -20,7 +21,9 @@ class StatusBar(QStatusBar):
         self.layers = QLabel(self)
         self.context = QLabel(self)
         self.speed = QLabel(self)
-        for label in (self.backend, self.layers, self.context, self.speed):
+        self.server = QLabel(self)  # shown while the local server runs
+        self.server.hide()
+        for label in (self.server, self.backend, self.layers, self.context, self.speed):
             self.addPermanentWidget(label)
         self._n_ctx = 0
         self.set_model(None)
@@ -54,3 +57,13 @@ class StatusBar(QStatusBar):
 
     def set_speed(self, tokens_per_second: float) -> None:
         self.speed.setText(f"{tokens_per_second:.1f} tok/s" if tokens_per_second else "")
+
+    def set_server(self, port: int | None, requests: int = 0, url: str = "") -> None:
+        """The local server's indicator: its port and the API requests in flight; None hides it."""
+        if port is None:
+            self.server.hide()
+            return
+        busy = f" · {requests} request{'s' if requests != 1 else ''}" if requests else ""
+        self.server.setText(f"API :{port}{busy}")
+        self.server.setToolTip(f"Other apps can use the loaded model at {url}" if url else "")
+        self.server.show()

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import ipaddress
+import socket
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlparse
 
 from app.core.errors import ConfigError
@@ -69,3 +72,26 @@ class ServerConfig:
 def _is_origin(text: str) -> bool:
     parsed = urlparse(text)
     return parsed.scheme in ("http", "https") and bool(parsed.netloc) and parsed.path in ("", "/") and not parsed.query
+
+
+def config_from_settings(get: Callable[[str], Any]) -> ServerConfig:
+    """The app's server from its settings (get: Settings.get, or the Settings dialog's pending values):
+    this machine only, unless the user allows other devices on the network (every address, a key needed)."""
+    return ServerConfig(
+        host="0.0.0.0" if get("server_allow_network") else "127.0.0.1",
+        port=int(get("server_port")),
+        api_key=str(get("server_api_key")).strip(),
+        cors_origins=tuple(get("server_cors_origins")),
+        save_history=bool(get("server_save_history")),
+    )
+
+
+def lan_address() -> str:
+    """This machine's address on its network, for the URL other devices use (127.0.0.1 when offline).
+    Connecting a UDP socket only picks the route: no packet is sent."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.1", 9))  # TEST-NET-1: never routed anywhere real
+            return str(probe.getsockname()[0])
+        except OSError:
+            return "127.0.0.1"
