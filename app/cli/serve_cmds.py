@@ -10,7 +10,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from app.cli import flags
+from app.cli import EXIT_INTERRUPTED, flags
 from app.cli.context import CliContext
 from app.core.errors import ConfigError, ModelLoadError
 from app.core.server.config import DEFAULT_PORT, DEFAULT_QUEUE, ServerConfig
@@ -70,13 +70,6 @@ def cmd_serve(args: argparse.Namespace, ctx: CliContext) -> int:
     server: LocalServer | None = None
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        if model is not None:
-            done = host.client("serve").load(model, load_config(model)).wait()
-            assert isinstance(done, LoadDone)
-            if done.error or done.model is None:
-                raise ModelLoadError(done.error or f"{model.name} could not be loaded")
-            for note in done.notes:
-                print(note, file=sys.stderr)
         server = LocalServer(
             host,
             config,
@@ -85,6 +78,21 @@ def cmd_serve(args: argparse.Namespace, ctx: CliContext) -> int:
             template_for=lambda name: ctx.settings.model_override(name).get("template"),
             store_path=ctx.paths.history_db,
         )
+        server.bind()  # a port in use fails now, not after a model of several GB has loaded
+        if model is not None:
+            job = host.client("serve").load(model, load_config(model))
+            while not job.done.wait(0.2):
+                if stop.is_set():  # Ctrl-C while loading: stop the load (llama.cpp checks between tensors)
+                    job.cancel()
+            if stop.is_set():
+                print("hearth: interrupted", file=sys.stderr)
+                return EXIT_INTERRUPTED
+            done = job.result
+            assert isinstance(done, LoadDone)
+            if done.error or done.model is None:
+                raise ModelLoadError(done.error or f"{model.name} could not be loaded")
+            for note in done.notes:
+                print(note, file=sys.stderr)
         url = server.start()
         what = model.name if model is not None else "your library (no model loaded until a request names one)"
         print(f"Serving {what} at {url}", flush=True)

@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import re
 import shutil
 import socket
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -28,7 +31,7 @@ from app.core.messages import ChatMessage
 from app.core.sampling import SamplingSettings
 from app.core.templates import render_prompt
 from app.core.tiny_model import TinyModelSpec, _vocabulary
-from tests.support.serve import ServeProcess
+from tests.support.serve import REPO_ROOT, ServeProcess
 
 KEY = "test-key-123"
 EOS = 2
@@ -632,3 +635,30 @@ def test_json_schema_output_validates_on_gemma(gemma_path: Path, tmp_path: Path)
             )
     finally:
         assert process.stop()[0] == 0
+
+
+# ---- refusals at start ---------------------------------------------------------------------------------------
+def run_serve(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    fake = home / "home"
+    env = {**os.environ, "HEARTH_HOME": str(home / "hearth"), "HOME": str(fake), "XDG_CACHE_HOME": str(fake / "c")}
+    command = [sys.executable, "-m", "app", "serve", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120, env=env, cwd=REPO_ROOT)
+
+
+def test_a_port_in_use_or_an_open_network_without_a_key_is_refused_in_one_line(models: Path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        started = time.monotonic()
+        busy = run_serve(models, "chat.gguf", "--port", str(port))
+    assert busy.returncode == 2 and busy.stdout == ""
+    assert busy.stderr.strip() == (
+        f"hearth: port {port} is in use (another server?); choose another port (--port, or Settings -> Local server)"
+    )
+    assert time.monotonic() - started < 30
+    open_network = run_serve(models, "chat.gguf", "--host", "0.0.0.0")
+    assert open_network.returncode == 2 and "set an API key" in open_network.stderr
+    assert len(open_network.stderr.strip().splitlines()) == 1
+    unknown = run_serve(models, "missing.gguf")
+    assert unknown.returncode == 2 and "no such file or library model" in unknown.stderr

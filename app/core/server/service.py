@@ -65,6 +65,7 @@ class LocalServer:
         )
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
+        self._socket: socket.socket | None = None
         self.port = config.port
         self.url = ""
 
@@ -72,16 +73,26 @@ class LocalServer:
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
+    def bind(self) -> str:
+        """Take the port now (a port in use fails here, before a model loads); the URL clients will use.
+        Connections wait in the listen backlog until start()."""
+        if self._socket is None:
+            self._socket = self._bind()
+            self.port = self._socket.getsockname()[1]
+            self.url = self.config.url(self.port)
+        return self.url
+
     def start(self) -> str:
-        """Bind and start serving; the URL clients use (http://HOST:PORT/v1). Raises ServerError."""
+        """Bind (unless bind() did) and start serving; the URL clients use (http://HOST:PORT/v1). Raises
+        ServerError."""
         import uvicorn
 
         from app.core.server.routes import create_app
 
-        sock = self._bind()
+        self.bind()
+        sock, self._socket = self._socket, None
+        assert sock is not None
         _log_into_hearth()
-        self.port = sock.getsockname()[1]
-        self.url = self.config.url(self.port)
         settings = uvicorn.Config(
             create_app(self.runner, self.config),
             log_config=None,  # uvicorn's records go to Hearth's log file through the root logger
@@ -128,6 +139,9 @@ class LocalServer:
         if server is not None:
             server.should_exit = True
         stopped = True
+        if self._socket is not None:  # bound, never started
+            self._socket.close()
+            self._socket = None
         if thread is not None:
             thread.join(timeout)
             if thread.is_alive() and server is not None:
