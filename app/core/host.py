@@ -33,6 +33,7 @@ from app.core.reply import PreparedReply, ReplyChunk, ReplyDone, ReplyRecorder, 
 if TYPE_CHECKING:
     from app.core.backends import ChatBackend, LocalBackend
     from app.core.hardware import HardwareInfo
+    from app.core.kv_state import StateCache
     from app.core.llama_engine import LlamaCppEngine, Run
     from app.core.load_config import LoadConfig
     from app.core.store import Store
@@ -176,6 +177,10 @@ class HostClient:
         The result comes back in CallDone."""
         return self.host._submit(self, "call", fn)
 
+    def save_conversation(self, conversation_id: int) -> Job:
+        """The user left this conversation: save its KV cache (CallDone.result: bytes written, 0 if none)."""
+        return self.call(lambda engine: self.host._save_state(engine, conversation_id))
+
 
 # ---- the host ----------------------------------------------------------------------------------------------------
 
@@ -198,12 +203,15 @@ class EngineHost:
         *,
         store_path: Path | None = None,
         hardware: Callable[[], HardwareInfo] | None = None,
+        state_cache: StateCache | None = None,
         name: str = "hearth-engine",
     ) -> None:
         """hardware: what the load policy plans for (default: this machine, detected on the host thread;
-        tests inject a simulated GPU)."""
+        tests inject a simulated GPU). state_cache: where conversations' KV caches are saved when they are
+        left (save_conversation, a model change, shutdown) and restored from when they continue."""
         self._factory = engine_factory or _default_engine
         self.store_path = store_path
+        self.state_cache = state_cache
         self.hardware = hardware or _detected_hardware
         self._ids = itertools.count(1)
         self._inbox: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
@@ -423,11 +431,39 @@ class EngineHost:
         else:
             self._call(job)
 
+    def _save_state(self, engine: LlamaCppEngine, conversation_id: int) -> int:
+        cache = self.state_cache
+        if cache is None or engine.model is None:
+            return 0
+        from app.core.kv_state import conversation_name
+
+        return cache.save(engine, ("conversation", conversation_id), conversation_name(conversation_id))
+
+    def _save_all_states(self, engine: LlamaCppEngine) -> None:
+        """Before the KV cache goes (another model, quitting): every cached conversation to the state cache."""
+        if self.state_cache is None or engine.model is None:
+            return
+        for key in engine.cached_keys():
+            if isinstance(key, tuple) and len(key) == 2 and key[0] == "conversation":
+                self._save_state(engine, key[1])
+
+    def _restore_state(self, engine: LlamaCppEngine, request: ReplyRequest) -> None:
+        """A conversation continued whose tokens are not cached: bring its saved KV cache back first."""
+        key = request.cache_key
+        if self.state_cache is None or request.conversation_id is None or key in engine.cached_keys():
+            return
+        from app.core.kv_state import conversation_name
+
+        restored = self.state_cache.restore(engine, key, conversation_name(request.conversation_id))
+        if restored.tokens:
+            log.info("conversation %s: %d cached tokens restored", request.conversation_id, restored.tokens)
+
     def _load(self, job: Job) -> None:
         from app.core.load_policy import load_planned, plan_load
 
         path, config = job.payload
         engine = self._ensure_engine()
+        self._save_all_states(engine)
         self._loading, self._loading_job = path, job
         self._broadcast()
         last = [-1.0]
@@ -498,6 +534,8 @@ class EngineHost:
             request: ReplyRequest = job.payload
             recorder = ReplyRecorder(job.id, request, None, job.publish)
             try:
+                if engine.model is not None:
+                    self._restore_state(engine, request)
                 prepared = self._local.prepare(request)
                 recorder.store = self._ensure_store() if request.conversation_id is not None else None
                 recorder.start(prepared)
@@ -599,6 +637,10 @@ class EngineHost:
     def _close_on_thread(self) -> None:
         engine = self._engine
         if engine is not None:
+            try:
+                self._save_all_states(engine)
+            except Exception:  # quitting must never fail over a cache
+                log.exception("saving conversation states at exit failed")
             try:
                 engine.unload()
             except HearthError as exc:

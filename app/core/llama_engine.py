@@ -92,6 +92,7 @@ class LlamaCppEngine:
         self._bos_text = ""
         self._piece = ctypes.create_string_buffer(256)
         self._progress_cb: Any = None
+        self._flash_type = 0
         self._abort_cb: Any = None
         self._no_abort: Any = None
 
@@ -240,7 +241,7 @@ class LlamaCppEngine:
         params.kv_unified = True
         params.n_threads = config.threads
         params.n_threads_batch = config.threads_batch
-        params.flash_attn_type = self._flash_attention(lib, config)
+        params.flash_attn_type = self._flash_type = self._flash_attention(lib, config)
         params.type_k = params.type_v = KV_CACHE_TYPES[config.kv_cache_type]
         params.no_perf = True  # Hearth times generations itself
         ctx = lib.llama_init_from_model(model, params)
@@ -546,6 +547,73 @@ class LlamaCppEngine:
             return self.tokenize(text)
         return slot.prompt_ids + slot.reply_ids[:kept] + tail
 
+    # ---- sequence state (conversations that reopen instantly) --------------------------------------------
+    def cache_identity(self) -> dict[str, Any]:
+        """What a saved sequence state depends on: the model file and the settings that shape its KV cache.
+        A state saved under another identity is never restored (llama.cpp might accept it and answer wrong)."""
+        loaded = self._loaded
+        if loaded is None:
+            raise GenerationError("no model is loaded")
+        stat = loaded.path.stat()
+        config = loaded.config
+        return {
+            "model": str(loaded.path.resolve()),
+            "size": stat.st_size,
+            "mtime_ns": stat.st_mtime_ns,
+            "n_ctx": loaded.n_ctx,
+            "kv_cache_type": config.kv_cache_type,
+            "flash_attention": self._flash_type,
+            "loras": [[str(a.path.resolve()), a.scale] for a in config.loras],
+        }
+
+    def export_sequence(self, key: Hashable) -> SequenceState | None:
+        """The KV cache of key's idle sequence and the tokens it holds; None when it holds nothing."""
+        slot = next((s for s in self._slots if key is not None and s.key == key and s.run is None), None)
+        if slot is None or not slot.tokens or self._ctx is None:
+            return None
+        lib = llama()
+        size = lib.llama_state_seq_get_size(self._ctx, slot.seq)
+        buffer = (ctypes.c_uint8 * size)()
+        written = lib.llama_state_seq_get_data(self._ctx, buffer, size, slot.seq)
+        if written == 0:
+            return None
+        return SequenceState(
+            tokens=list(slot.tokens),
+            data=bytes(buffer)[:written],
+            last_text=slot.last_text,
+            prompt_ids=list(slot.prompt_ids),
+            reply_ids=list(slot.reply_ids),
+            reply_pieces=list(slot.reply_pieces),
+            reply_shown=slot.reply_shown,
+        )
+
+    def import_sequence(self, key: Hashable, state: SequenceState) -> bool:
+        """Put a saved sequence back into a free sequence for key; False when llama.cpp refuses it (the
+        sequence is then left empty, as if nothing had been saved)."""
+        if self._ctx is None or not state.tokens:
+            return False
+        free = [s for s in self._slots if s.run is None]
+        if not free:
+            return False
+        slot = next((s for s in free if s.key == key), None) or min(free, key=lambda s: (bool(s.tokens), s.last_used))
+        lib = llama()
+        if not self._make_room(lib, len(state.tokens), {slot.seq}):
+            return False
+        self._clear_slot(lib, slot)
+        buffer = (ctypes.c_uint8 * len(state.data)).from_buffer_copy(state.data)
+        if lib.llama_state_seq_set_data(self._ctx, buffer, len(state.data), slot.seq) == 0:
+            self._clear_slot(lib, slot)
+            return False
+        slot.tokens = list(state.tokens)
+        slot.key, slot.last_used = key, time.monotonic()
+        slot.last_text, slot.prompt_ids, slot.reply_ids = state.last_text, list(state.prompt_ids), list(state.reply_ids)
+        slot.reply_pieces, slot.reply_shown = list(state.reply_pieces), state.reply_shown
+        return True
+
+    def cached_keys(self) -> list[Hashable]:
+        """The conversations and clients whose tokens are cached now."""
+        return [s.key for s in self._slots if s.key is not None and s.tokens]
+
     # ---- one step -----------------------------------------------------------------------------------------
     def _sample(self, lib: Any, run: Run) -> None:
         """Choose the next token of a run whose logits are ready; finish it at a stop or the budget."""
@@ -783,6 +851,20 @@ class Slot:
     reply_ids: list[int] = field(default_factory=list)
     reply_pieces: list[str | None] = field(default_factory=list)  # None: a control token
     reply_shown: int = 0  # characters of the reply actually streamed (a stop's start is held back)
+
+
+@dataclass(frozen=True)
+class SequenceState:
+    """A sequence's KV cache as llama.cpp exports it, with the tokens it holds and what lets the next turn
+    reuse the model's own reply tokens (app/core/kv_state.py writes these to files)."""
+
+    tokens: list[int]
+    data: bytes
+    last_text: str = ""
+    prompt_ids: list[int] = field(default_factory=list)
+    reply_ids: list[int] = field(default_factory=list)
+    reply_pieces: list[str | None] = field(default_factory=list)
+    reply_shown: int = 0
 
 
 class Run:

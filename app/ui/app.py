@@ -20,6 +20,7 @@ from PySide6.QtWidgets import QApplication, QFileDialog, QMessageBox
 from app import APP_NAME, __version__
 from app.core.host import EngineHost
 from app.core.instance import InstanceLock
+from app.core.kv_state import StateCache
 from app.core.logs import setup_logging
 from app.core.paths import AppPaths
 from app.core.reply import ReplyDone, ReplyStarted
@@ -67,7 +68,12 @@ class HearthApp(QObject):
         self.store = opened.store
         self.store_message = opened.message
         self.tasks = TaskRunner(self)
-        self.host = EngineHost(engine_factory, store_path=paths.history_db, hardware=hardware)
+        self.state_cache = StateCache(
+            paths.cache_dir / "kv-states", self.settings.get("conversation_cache_mib") * 1024 * 1024
+        )
+        self.host = EngineHost(
+            engine_factory, store_path=paths.history_db, hardware=hardware, state_cache=self.state_cache
+        )
         self.engine = EngineBridge(self.host, self)
         self.chat_model = ChatModel(self)
         self.session = ChatSession(self.store, self.engine, self.chat_model, self.settings)
@@ -573,6 +579,8 @@ class HearthApp(QObject):
     def _on_setting_changed(self, name: str) -> None:
         if name == "theme":
             self.apply_theme()
+        elif name == "conversation_cache_mib":
+            self.state_cache.cap_bytes = self.settings.get(name) * 1024 * 1024
         elif name in ("model_folders", "scan_external_libraries") or name.startswith("default_n"):
             self.library.scan()
 

@@ -106,7 +106,13 @@ class ChatSession(QObject):
         return self.store.list_conversations(500)
 
     # ---- opening ------------------------------------------------------------------------------------------
+    def _leave(self) -> None:
+        """The open conversation is being left: its KV cache goes to disk, so it reopens instantly."""
+        if self.conversation is not None and self.engine.model is not None:
+            self.engine.save_conversation(self.conversation.id)
+
     def new_chat(self) -> None:
+        self._leave()
         self.conversation = None
         self.system_prompt = self.settings.get("default_system_prompt")
         self.preset = self.settings.get("default_sampling_preset")
@@ -126,6 +132,8 @@ class ChatSession(QObject):
             return False
         if conversation.deleted_at is not None:
             return False
+        if self.conversation is not None and self.conversation.id != conversation_id:
+            self._leave()
         self.conversation = conversation
         self.system_prompt = conversation.system_prompt
         self.preset, self.sampling = _sampling_from(conversation.sampling, self.settings)
