@@ -37,6 +37,7 @@ from app.core.gguf_info import inspect
 from app.core.load_config import AUTO_LAYERS, KV_CACHE_TYPES, LoadConfig
 from app.core.native import backend_name, captured_stderr, llama, release_heap
 from app.core.sampling import SamplingSettings
+from app.core.speculative import MAX_DRAFT, Drafter, LookupDrafter, SpecPolicy
 from app.core.stops import StopMatcher
 
 log = logging.getLogger("hearth.engine")
@@ -86,6 +87,7 @@ class LlamaCppEngine:
         self._slots: list[Slot] = []  # one per sequence of the context (LoadConfig.n_parallel)
         self._batch: Any = None  # one llama_batch, reused by every step
         self._interleave_chunk = 32  # prompt tokens per step while other runs stream (adapts to speed)
+        self._spec: SpecPolicy | None = None  # speculative decoding (LoadConfig.speculative), per model
         self._abort_runs: list[Run] = []  # runs whose cancel aborts the decode in flight
         self._space_prefix = False
         self._add_bos = False
@@ -198,6 +200,7 @@ class LlamaCppEngine:
         probe = self.tokenize("a", add_bos=False)
         self._space_prefix = bool(probe) and self._token_text(probe[0], special=False).startswith(" ")
         self._slots = [Slot(seq) for seq in range(config.n_parallel)]
+        self._spec = SpecPolicy() if self._speculation_exact(lib, config) else None
         self._batch = lib.llama_batch_init(max(config.n_batch, config.n_parallel), 0, config.n_parallel)
         self._abort_cb = lib.ggml_abort_callback(lambda _data: any(r.cancel.is_set() for r in self._abort_runs))
         self._no_abort = lib.ggml_abort_callback(0)
@@ -258,6 +261,16 @@ class LlamaCppEngine:
             on_gpu = config.n_gpu_layers != 0 and lib.llama_supports_gpu_offload()
             return lib.LLAMA_FLASH_ATTN_TYPE_AUTO if on_gpu else lib.LLAMA_FLASH_ATTN_TYPE_DISABLED
         return lib.LLAMA_FLASH_ATTN_TYPE_ENABLED if config.flash_attention else lib.LLAMA_FLASH_ATTN_TYPE_DISABLED
+
+    def _speculation_exact(self, lib: Any, config: LoadConfig) -> bool:
+        """Whether drafts can be checked without changing a single token of the output: only with flash
+        attention (without it, llama.cpp's attention gives a token in a batch other logits than alone) -
+        on explicitly, or llama.cpp's auto on a GPU."""
+        if config.speculative == "off":
+            return False
+        if self._flash_type == lib.LLAMA_FLASH_ATTN_TYPE_ENABLED:
+            return True
+        return self._flash_type == lib.LLAMA_FLASH_ATTN_TYPE_AUTO and bool(lib.llama_supports_gpu_offload())
 
     def _apply_loras(self, lib: Any, config: LoadConfig) -> None:
         if not config.loras:
@@ -388,6 +401,8 @@ class LlamaCppEngine:
         prefix = self._reuse_prefix(slot, tokens)
         budget = min(request.sampling.max_tokens, n_ctx - len(tokens))
         run = Run(request, slot, tokens, prefix, chain, budget, cancel or threading.Event(), started, seed)
+        if self._spec is not None:
+            run.drafter = slot.drafter
         slot.run = run
         if budget <= 0:
             self._finish(run, "length")
@@ -443,6 +458,15 @@ class LlamaCppEngine:
         return next((len(s.tokens) for s in self._slots if s.key == key and key is not None), 0)
 
     @property
+    def spec(self) -> SpecPolicy | None:
+        """The speculative-decoding policy of the loaded model (None: speculation off)."""
+        return self._spec
+
+    @spec.setter
+    def spec(self, policy: SpecPolicy | None) -> None:
+        self._spec = policy
+
+    @property
     def context_used(self) -> int:
         """Tokens held for the most recently used sequence."""
         recent = max(self._slots, key=lambda s: s.last_used, default=None)
@@ -488,11 +512,13 @@ class LlamaCppEngine:
                 lib.llama_memory_seq_rm(memory, slot.seq, 0, -1)
                 prefix = 0
             del slot.tokens[prefix:]
+            slot.drafter.rewind(prefix)
         return prefix
 
     def _clear_slot(self, lib: Any, slot: Slot) -> None:
         lib.llama_memory_seq_rm(lib.llama_get_memory(self._ctx), slot.seq, 0, -1)
         slot.tokens = []
+        slot.drafter = LookupDrafter()
         slot.key = None
         slot.last_text, slot.prompt_ids, slot.reply_ids, slot.reply_pieces, slot.reply_shown = "", [], [], [], 0
 
@@ -605,6 +631,7 @@ class LlamaCppEngine:
             self._clear_slot(lib, slot)
             return False
         slot.tokens = list(state.tokens)
+        slot.drafter = LookupDrafter()
         slot.key, slot.last_used = key, time.monotonic()
         slot.last_text, slot.prompt_ids, slot.reply_ids = state.last_text, list(state.prompt_ids), list(state.reply_ids)
         slot.reply_pieces, slot.reply_shown = list(state.reply_pieces), state.reply_shown
@@ -616,20 +643,47 @@ class LlamaCppEngine:
 
     # ---- one step -----------------------------------------------------------------------------------------
     def _sample(self, lib: Any, run: Run) -> None:
-        """Choose the next token of a run whose logits are ready; finish it at a stop or the budget."""
-        token = lib.llama_sampler_sample(run.chain, self._ctx, run.logits_index)
+        """Choose the next token of a run whose logits are ready; finish it at a stop or the budget. After a
+        speculative decode, check the drafts in order: each kept while it is what the model samples."""
+        drafts, run.drafts = run.drafts, []
+        base = len(run.slot.tokens) - len(drafts)  # the position of the first draft
+        accepted = 0
+        for index in range(len(drafts) + 1):
+            token = lib.llama_sampler_sample(run.chain, self._ctx, run.logits_index + index)
+            if not self._take(lib, run, token):
+                break
+            if index < len(drafts) and token == drafts[index]:
+                accepted += 1
+                continue
+            run.pending, run.state = token, "decode"
+            break
+        if drafts:
+            run.drafted += len(drafts)
+            run.accepted += accepted
+            if self._spec is not None:
+                self._spec.observe_drafts(run.slot.key, len(drafts), accepted)
+            kept = base + accepted
+            if kept < len(run.slot.tokens):  # the rejected drafts leave the KV cache
+                lib.llama_memory_seq_rm(lib.llama_get_memory(self._ctx), run.slot.seq, kept, -1)
+                del run.slot.tokens[kept:]
+            if run.drafter is not None:
+                run.drafter.rewind(len(run.slot.tokens))
+
+    def _take(self, lib: Any, run: Run, token: int) -> bool:
+        """Account for one sampled token: show its text, end the run at a stop or the budget. True when the
+        run goes on (the token is to be decoded next)."""
         run.generated += 1
         if run.first_token is None:
             run.first_token = time.perf_counter()
         vocab = self._vocab
         if lib.llama_vocab_is_eog(vocab, token):
             self._finish(run, "stop")
-            return
+            return False
         text: str | None
         if lib.llama_vocab_is_control(vocab, token):  # never shown; a stop only if it spells one
             if self._token_text(token, special=True) in run.request.stop:
                 self._finish(run, "stop")
-                return
+                return False
             text = None
         else:
             text = run.decoder.decode(self._token_bytes(token, special=False))
@@ -642,21 +696,40 @@ class LlamaCppEngine:
                 run.events.append(TextChunk(safe))
             if hit:
                 self._finish(run, "stop")
-                return
+                return False
         if run.generated >= run.budget:  # the last token is not decoded: nothing would read its logits
             self._finish(run, "length")
-            return
-        run.pending, run.state = token, "decode"
+            return False
+        return True
+
+    def _draft(self, run: Run, capacity: int) -> list[int]:
+        """Draft tokens to verify with this run's pending token, as many as the policy expects to pay."""
+        if run.drafter is None or self._spec is None:
+            return []
+        room = min(
+            capacity - 1,
+            run.budget - run.generated,
+            (self._loaded.n_ctx if self._loaded else 0) - len(run.slot.tokens) - 2,
+        )
+        proposal = run.drafter.propose(run.slot.tokens, run.pending, max(0, min(room, MAX_DRAFT)))
+        length = self._spec.best_length(run.slot.key, len(proposal))
+        return proposal[:length]
 
     def _decode_step(self, lib: Any, live: list[Run]) -> None:
         batch = self._batch
         n = 0
         streaming = [r for r in live if r.state == "decode"]
+        capacity = self._loaded.config.n_batch if self._loaded else 512
+        alone = len(live) == 1 and len(streaming) == 1  # speculation only for a lone stream
         for run in streaming:
             self._batch_add(batch, n, run.pending, len(run.slot.tokens), run.slot.seq, True)
             run.logits_index = n
             n += 1
-        capacity = self._loaded.config.n_batch if self._loaded else 512
+            if alone:
+                run.drafts = self._draft(run, capacity)
+                for i, token in enumerate(run.drafts, 1):
+                    self._batch_add(batch, n, token, len(run.slot.tokens) + i, run.slot.seq, True)
+                    n += 1
         # While others stream, a prompt gets small chunks so no stream waits long for its next token.
         chunk = max(8, self._interleave_chunk) if streaming else capacity
         prompting: list[tuple[Run, int]] = []
@@ -695,14 +768,19 @@ class LlamaCppEngine:
                 self._abort_runs = []
         elapsed = time.perf_counter() - started
         if rc != 0:
+            for run in streaming:
+                run.drafts = []
             self._decode_failed(lib, live, rc)
             return
+        if alone and self._spec is not None:
+            self._spec.observe_step(n, elapsed * 1000)
         if prompting and streaming:  # aim at ~0.2 s per step while others stream
             per_token = elapsed / n
             self._interleave_chunk = int(min(capacity, max(8, 0.2 / max(per_token, 1e-6))))
         now = time.perf_counter()
         for run in streaming:
             run.slot.tokens.append(run.pending)
+            run.slot.tokens.extend(run.drafts)  # tentatively: _sample keeps the accepted ones
             run.state = "sample"
         for run, take in prompting:
             run.slot.tokens.extend(run.tokens[run.next_prompt : run.next_prompt + take])
@@ -741,6 +819,7 @@ class LlamaCppEngine:
         if not lib.llama_memory_seq_rm(memory, slot.seq, len(slot.tokens), -1):
             lib.llama_memory_seq_rm(memory, slot.seq, 0, -1)
             slot.tokens = []
+        slot.drafter.rewind(len(slot.tokens))
 
     @staticmethod
     def _decode_error(rc: int) -> str:
@@ -844,6 +923,7 @@ class Slot:
     key: Hashable = None  # the conversation or client it belongs to
     last_used: float = 0.0
     run: Run | None = None
+    drafter: LookupDrafter = field(default_factory=LookupDrafter)  # drafts from this sequence's own tokens
     # The last request's text and tokens, and the tokens generated after it with the text each added: lets
     # the next turn reuse the model's own reply tokens (see LlamaCppEngine._prompt_tokens).
     last_text: str = ""
@@ -895,6 +975,10 @@ class Run:
         self.state = "prompt"  # -> "sample" (logits ready) <-> "decode" (a sampled token to decode)
         self.pending = 0
         self.logits_index = -1
+        self.drafter: Drafter | None = None
+        self.drafts: list[int] = []  # drafted tokens decoded with the pending one, to be checked
+        self.drafted = 0
+        self.accepted = 0
         self.events: list[Event] = []
         self.done = False
         self.started = started
@@ -926,4 +1010,6 @@ class Run:
             total_ms=(end - self.started) * 1000,
             error=self.error,
             seed=self.seed,
+            drafted_tokens=self.drafted,
+            accepted_tokens=self.accepted,
         )

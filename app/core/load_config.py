@@ -70,6 +70,9 @@ class LoadConfig:
     # Sequences decoded together (the local server's parallel streams; conversations whose caches stay).
     # They share the n_ctx cells of one KV cache, so more of them costs no memory.
     n_parallel: int = 4
+    # Speculative decoding: "auto" drafts from the conversation itself (prompt lookup) where measurements say
+    # it pays; "off" never drafts.
+    speculative: str = "auto"
 
     @property
     def threads(self) -> int:
@@ -103,6 +106,8 @@ class LoadConfig:
                 raise ConfigError(f"{name.replace('n_', '').replace('_', ' ')} must be 0 (auto) to 1024")
         if not isinstance(self.n_parallel, int) or not 1 <= self.n_parallel <= MAX_PARALLEL:
             raise ConfigError(f"parallel sequences must be 1 to {MAX_PARALLEL}; got {self.n_parallel!r}")
+        if self.speculative not in ("auto", "off"):
+            raise ConfigError(f"speculative decoding must be auto or off; got {self.speculative!r}")
         if not isinstance(self.n_batch, int) or not 1 <= self.n_batch <= 65536:
             raise ConfigError(f"batch size must be 1 to 65536; got {self.n_batch!r}")
         if self.kv_cache_type not in KV_CACHE_TYPES:
