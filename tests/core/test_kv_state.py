@@ -98,7 +98,8 @@ def test_restore_in_a_new_process_gives_the_same_next_reply(tmp_path: Path, tiny
         load(host, Path({str(tiny_model)!r}))
         text, done = ask(host, [*HISTORY, NEXT], {conv})
         host.shutdown(30)
-        print(json.dumps({{"text": text, "evaluated": done.stats.evaluated_tokens, "prompt": done.stats.prompt_tokens}}))
+        stats = done.stats
+        print(json.dumps({{"text": text, "evaluated": stats.evaluated_tokens, "prompt": stats.prompt_tokens}}))
         """
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
