@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from app.core.documents.index import DocumentIndex, Hit, fts_query
+from app.core.documents.index import DocumentIndex, Hit, SearchResult, fts_query
 
 if TYPE_CHECKING:
     from app.core.embedder import Embedder
@@ -148,8 +148,7 @@ def build_context(
     whole = whole_documents(index, names, budget_tokens, count_tokens)
     if whole is not None:
         return RetrievedContext(format_block(whole), whole, whole, "whole", "the documents fit the context whole")
-    vector = embedder.embed([question], purpose="query")[0] if embedder is not None else None
-    result = index.search(question, names, k=k, query_vector=vector, candidates=candidates)
+    result = search(index, question, names, k=k, embedder=embedder, candidates=candidates)
     retrieved = [Source.from_hit(n, hit) for n, hit in enumerate(result.hits, start=1)]
     chosen: list[Source] = []
     for source in retrieved:
@@ -162,6 +161,32 @@ def build_context(
         note = f"{note}; " if note else ""
         note += f"{len(retrieved) - len(chosen)} of {len(retrieved)} passages left out to fit the context"
     return RetrievedContext(format_block(chosen) if chosen else "", chosen, retrieved, result.mode, note)
+
+
+def search(
+    index: DocumentIndex,
+    question: str,
+    collections: Sequence[str],
+    *,
+    k: int = 5,
+    embedder: Embedder | None = None,
+    candidates: int = 50,
+) -> SearchResult:
+    """Hybrid search when the embedder is the model the index's vectors come from, else BM25 with a note."""
+    from app.core.documents.indexer import model_key
+
+    vector = None
+    note = ""
+    if embedder is not None:
+        stored = index.model_key()
+        if stored is None or stored == model_key(embedder):
+            vector = embedder.embed([question], purpose="query")[0]
+        else:
+            note = "keyword search only (BM25): the vectors come from another embedding model; index again"
+    result = index.search(question, collections, k=k, query_vector=vector, candidates=candidates)
+    if note:
+        result.note = note
+    return result
 
 
 def whole_documents(
