@@ -42,7 +42,7 @@ log = logging.getLogger("hearth.embedder")
 Pooling = Literal["model", "mean", "cls", "last"]
 Purpose = Literal["query", "document"] | None
 
-DEFAULT_BATCH_TOKENS = 2048
+DEFAULT_BATCH_TOKENS = 1024
 DEFAULT_MAX_SEQUENCES = 32
 
 # Instruction prefixes that model families were trained with (from their model cards). Without them e5 and
@@ -162,7 +162,10 @@ class Embedder:
         n_ctx_train = int(lib.llama_model_n_ctx_train(self._model)) or batch_tokens
         self.max_tokens = max(8, min(max_tokens or n_ctx_train, n_ctx_train, batch_tokens))
         self._capacity = max(batch_tokens, self.max_tokens)
-        self._max_sequences = max(1, min(max_sequences, int(lib.llama_max_parallel_sequences())))
+        # A power of two: with llama.cpp 0c1e570, n_seq_max of 3, 5, 6, 7 or 12 aborted the process in the
+        # pooling step (GGML_ASSERT(ggml_can_mul_mat(a, b)), BERT model, 40 texts); 1, 2, 4 ... 32 work.
+        wanted = max(1, min(max_sequences, int(lib.llama_max_parallel_sequences())))
+        self._max_sequences = 1 << (wanted.bit_length() - 1)
         self._ctx = self._new_context(lib, pooling, threads)
         actual = int(lib.llama_pooling_type(self._ctx))
         if actual == lib.LLAMA_POOLING_TYPE_NONE:

@@ -81,7 +81,10 @@ def chunk_blocks(blocks: Iterable[Block], target: int = TARGET_CHARS, maximum: i
             if current is None:
                 current = _Piece(list(piece.lines), piece.line_start, piece.line_end, piece.page)
             else:
-                current.lines.extend(["", *piece.lines])  # keep the paragraph break
+                # The blank lines between the paragraphs, as in the file, so line i of the chunk's text is
+                # line line_start + i of the file (HTML and DOCX keep one: their lines are not the file's).
+                gap = piece.line_start - current.line_end - 1 if block.exact_lines else 1
+                current.lines.extend(["", *piece.lines] if not 0 < gap <= 10 else [*[""] * gap, *piece.lines])
                 current.line_end = piece.line_end
             if block.kind == "code":  # a code block is its own chunk (or chunks): never glued to prose
                 emit()
