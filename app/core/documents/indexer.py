@@ -201,8 +201,10 @@ def _index_file(
     kind = kind_of(path) or "text"
     try:
         stat = path.stat()
-    except OSError as exc:
-        report.failed.append((str(path), f"cannot be read ({exc.strerror or exc})"))
+    except OSError as exc:  # e.g. a link to a file that is gone
+        reason = f"cannot be read ({exc.strerror or exc})"
+        index.write_failure(name, str(path), kind=kind, size=0, mtime_ns=0, error=reason)
+        report.failed.append((str(path), reason))
         return
     same_stat = record is not None and (record.size, record.mtime_ns) == (stat.st_size, stat.st_mtime_ns)
     if same_stat and record is not None and record.status == "indexed":
