@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 from app.core.documents.extract import Block
 
-TARGET_CHARS = 900  # about 200 tokens: one idea per chunk, and inside what small embedding models read
-MAX_CHARS = 1400
+TARGET_CHARS = 600  # about 130 tokens: one idea per chunk, and the length small embedding models were trained on
+MAX_CHARS = 1000
 HEADING_SEPARATOR = " > "
 
 _SENTENCE_END = re.compile(r"(?<=[.!?;:])\s+")
