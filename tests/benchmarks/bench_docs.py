@@ -36,6 +36,14 @@ WORDS = (
 ).split()
 
 
+def vocabulary(rng: random.Random, size: int = 30_000) -> tuple[list[str], list[float]]:
+    """Pseudo-words with Zipf frequencies (as in real text: a few very common, most rare), so each question
+    word matches a realistic share of the chunks rather than all of them."""
+    syllables = ["ka", "lo", "mi", "ne", "ru", "ta", "vo", "si", "de", "pa", "gu", "be", "to", "ri", "an", "el"]
+    words = list(dict.fromkeys("".join(rng.choice(syllables) for _ in range(rng.randint(2, 4))) for _ in range(size)))
+    return WORDS + words, [1.0 / (rank + 1) for rank in range(len(WORDS) + len(words))]
+
+
 def row(name: str, value: float, unit: str, target: str = "") -> None:
     print(f"{name:<46} {value:>10.1f} {unit:<8} {target}")
 
@@ -71,10 +79,11 @@ def bench_search(tmp: Path, embedder: Embedder, chunks: int) -> None:
     index.add_collection("big", [tmp])
     key = model_key(embedder)
     per_file = 500
+    words, weights = vocabulary(rng)
     started = time.perf_counter()
     for f in range(chunks // per_file):
         batch = [
-            Chunk(i, " ".join(rng.choice(WORDS) for _ in range(120)), (f"Section {i % 17}",), i * 10 + 1, i * 10 + 9)
+            Chunk(i, " ".join(rng.choices(words, weights, k=110)), (f"Section {i % 17}",), i * 10 + 1, i * 10 + 9)
             for i in range(per_file)
         ]
         vectors = np_rng.standard_normal((per_file, embedder.dimensions)).astype(np.float32)
@@ -82,7 +91,7 @@ def bench_search(tmp: Path, embedder: Embedder, chunks: int) -> None:
         index.write_file("big", f"/synthetic/file-{f:04}.txt", kind="text", size=1, mtime_ns=1, sha256="x", pages=1,
                          chunks=batch, vectors=vectors, model_key=key)  # fmt: skip
     print(f"(built {chunks:,} chunks with {embedder.dimensions}-d vectors in {time.perf_counter() - started:.0f} s)")
-    questions = [" ".join(rng.choice(WORDS) for _ in range(8)) + "?" for _ in range(30)]
+    questions = [" ".join(rng.choices(words, weights, k=8)) + "?" for _ in range(30)]
     embed_ms, search_ms, bm25_ms, vector_ms = [], [], [], []
     cid = [index.collection_id("big")]
     for question in questions:
