@@ -109,3 +109,7 @@ class ContextOverflowError(GenerationError):
 
 class EngineBusyError(GenerationError):
     """The engine is generating; the request (unload, a second generation) must wait."""
+
+
+class ToolError(HearthError):
+    """A tool could not run: an MCP server failed to start, crashed or timed out, or refused the arguments."""
