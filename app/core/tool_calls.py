@@ -317,7 +317,7 @@ class ToolCallStream:
 
 
 def schema_problem(tool: ToolSpec, arguments: dict[str, Any]) -> str:
-    """"" when the arguments fit the tool's JSON schema, else the most relevant error in one line."""
+    """ "" when the arguments fit the tool's JSON schema, else the most relevant error in one line."""
     import jsonschema
 
     validator = jsonschema.validators.validator_for(tool.parameters)(tool.parameters)
