@@ -51,9 +51,9 @@ Number = int | float
 def _power(base: Number, exponent: Number) -> Number:
     if abs(exponent) > MAX_EXPONENT:
         raise ToolError(f"exponent {exponent} is too large (the limit is {MAX_EXPONENT})")
-    if isinstance(base, int) and isinstance(exponent, int) and exponent > 0 and abs(base) > 1:
-        if exponent * math.log10(abs(base)) > MAX_DIGITS:
-            raise ToolError(f"the result would have more than {MAX_DIGITS} digits")
+    whole = isinstance(base, int) and isinstance(exponent, int) and exponent > 0 and abs(base) > 1
+    if whole and exponent * math.log10(abs(base)) > MAX_DIGITS:
+        raise ToolError(f"the result would have more than {MAX_DIGITS} digits")
     result = base**exponent
     if isinstance(result, complex):
         raise ToolError("the result is not a real number")
@@ -128,9 +128,9 @@ def _evaluate(node: ast.AST) -> Number:
         return _checked(node.value)
     if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
         left, right = _evaluate(node.left), _evaluate(node.right)
-        if isinstance(node.op, ast.Mult | ast.Add | ast.Sub) and isinstance(left, int) and isinstance(right, int):
-            if left.bit_length() + right.bit_length() > MAX_DIGITS * 3.33 + 1:
-                raise ToolError(f"the result would have more than {MAX_DIGITS} digits")
+        integers = isinstance(left, int) and isinstance(right, int)
+        if integers and left.bit_length() + right.bit_length() > MAX_DIGITS * 3.33 + 1:  # a product's bound
+            raise ToolError(f"the result would have more than {MAX_DIGITS} digits")
         return _checked(_BINARY[type(node.op)](left, right))
     if isinstance(node, ast.UnaryOp) and type(node.op) in _UNARY:
         return _checked(_UNARY[type(node.op)](_evaluate(node.operand)))

@@ -70,8 +70,11 @@ def test_the_usual_mcp_servers_json(tmp_path):
     config = {
         "mcpServers": {
             "time": {"command": "uvx", "args": ["mcp-server-time", "--local-timezone", "Europe/Paris"]},
-            "files": {"command": "npx", "args": ["-y", "@modelcontextprotocol/server-filesystem", "/tmp"],
-                      "env": {"DEBUG": "1"}},
+            "files": {
+                "command": "npx",
+                "args": ["-y", "@modelcontextprotocol/server-filesystem", "/tmp"],
+                "env": {"DEBUG": "1"},
+            },
             "remote": {"url": "https://mcp.example.com/mcp", "headers": {"Authorization": "Bearer x"}},
             "off": {"command": "x", "disabled": True},
         }
