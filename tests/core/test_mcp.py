@@ -166,7 +166,7 @@ def test_servers_that_cannot_start_are_named_and_the_others_work(hub_factory):
         start_timeout=4,
     )
     started = time.monotonic()
-    assert {t.name for t in hub.tools()} == {"echo", "crash", "sleep", "pid"}
+    assert {t.name for t in hub.tools()} == {"echo", "crash", "sleep", "stall", "pid"}
     assert time.monotonic() - started < 12  # servers start together; the hung one costs one timeout
     errors = hub.errors()
     assert set(errors) == {"refuses", "missing", "hangs"}
@@ -210,7 +210,7 @@ def test_timeouts_and_stop_end_a_call(hub_factory):
 def test_close_stops_every_process_even_grandchildren():
     before = children()
     hub = McpHub([scripted_server("a", "stdio", "--grandchild"), scripted_server("b")])
-    assert len(hub.tools()) == 8
+    assert len(hub.tools()) == 10
     spawned = children() - before
     assert len(spawned) == 3  # two servers and one grandchild
     hub.close()
@@ -261,7 +261,7 @@ def test_streamable_http_server(hub_factory, http_server):
         [McpServerConfig("web", url=http_server), McpServerConfig("down", url=f"http://127.0.0.1:{dead}/mcp")],
         start_timeout=10,
     )
-    assert {t.name for t in hub.tools()} == {"echo", "crash", "sleep", "pid"}
+    assert {t.name for t in hub.tools()} == {"echo", "crash", "sleep", "stall", "pid"}
     assert "'down' could not be reached" in hub.errors()["down"]
     assert hub.call_tool("web", "echo", {"text": "over HTTP"}).text == "echo: over HTTP"
 
@@ -275,7 +275,7 @@ def test_toolbox_merges_servers_and_builtins_and_renames_clashes(hub_factory):
     hub = hub_factory([scripted_server("one"), scripted_server("two")])
     box = ToolBox(builtin_tools(["calculator"]), hub)
     names = [s.name for s in box.specs()]
-    assert names[0] == "calculator" and "echo" in names and "two_echo" in names and len(names) == 9
+    assert names[0] == "calculator" and "echo" in names and "two_echo" in names and len(names) == 11
     assert box.spec("echo").source == "mcp:one" and box.spec("two_echo").source == "mcp:two"
     assert box.call(ToolCall("1", "two_echo", '{"text": "hi"}')).text == "echo: hi"
     crashed = box.call(ToolCall("2", "crash", "{}"), timeout=20)

@@ -1,7 +1,8 @@
 """A tiny MCP server for the tool tests, built with the official SDK: it can crash, hang, stall or fail to start.
 
 Usage: python mcp_test_server.py [stdio | exit-at-start | hang-at-start | http PORT] [--grandchild]
-Tools: echo(text), crash() (the process exits mid-call), sleep(seconds), pid() (its own and its child's pid).
+Tools: echo(text), crash() (the process exits mid-call), sleep(seconds), stall() (a minute), pid() (its own and
+its child's pid).
 --grandchild starts a long `sleep` child process at start, to prove that shutdown kills the whole tree.
 """
 
@@ -38,6 +39,13 @@ async def sleep(seconds: float) -> str:
     """Wait, then answer."""
     await asyncio.sleep(seconds)
     return f"slept {seconds}"
+
+
+@server.tool()
+async def stall() -> str:
+    """Take a minute to answer (for Stop tests: no arguments, so a forced call is fully determined)."""
+    await asyncio.sleep(60)
+    return "done stalling"
 
 
 @server.tool()
