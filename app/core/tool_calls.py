@@ -74,6 +74,11 @@ class ParsedReply:
     def notes(self) -> tuple[str, ...]:
         return tuple(f"A tool call was not run: {r.reason}." for r in self.rejected)
 
+    @property
+    def rejected_text(self) -> str:
+        """The refused calls' text: held back while streaming, so a stream sends it last (as content)."""
+        return "\n".join(r.text for r in self.rejected)
+
 
 _FULL, _PARTIAL = "full", "partial"
 
@@ -376,6 +381,14 @@ def parse_tool_calls(text: str, syntax: str, tools: Sequence[ToolSpec]) -> Parse
     stream = ToolCallStream(syntax, tools)
     stream.feed(text)
     return stream.finish()
+
+
+def openai_message(parsed: ParsedReply) -> dict[str, Any]:
+    """A chat completion's message: content (null when the reply is only calls) and tool_calls."""
+    message: dict[str, Any] = {"role": "assistant", "content": parsed.content or (None if parsed.calls else "")}
+    if parsed.calls:
+        message["tool_calls"] = openai_tool_calls(parsed.calls)
+    return message
 
 
 def openai_tool_calls(calls: Sequence[ToolCall]) -> list[dict[str, Any]]:

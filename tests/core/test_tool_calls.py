@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from app.core.tool_calls import (
     ToolCallStream,
+    openai_message,
     openai_tool_call_deltas,
     openai_tool_calls,
     parse_tool_calls,
@@ -276,6 +277,15 @@ def test_openai_shapes_for_the_server():
         {"id": call.id, "type": "function", "function": {"name": "get_time", "arguments": '{"timezone": "UTC"}'}}
     ]
     assert openai_tool_call_deltas(parsed.calls)[0]["index"] == 0
+    assert openai_message(parsed) == {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": openai_tool_calls(parsed.calls),
+    }
+    refused = parse_tool_calls('Hi <tool_call>{"name": "x", "arguments": {}}</tool_call>', "hermes", TOOLS)
+    assert openai_message(refused) == {"role": "assistant", "content": refused.content}
+    assert refused.rejected_text == '<tool_call>{"name": "x", "arguments": {}}</tool_call>'
+    assert refused.content == "Hi " + refused.rejected_text
 
 
 def test_unknown_syntax_is_a_programming_error():

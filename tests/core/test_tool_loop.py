@@ -24,7 +24,7 @@ from app.core.engine import GenerationStats
 from app.core.llama_engine import LlamaCppEngine
 from app.core.load_config import LoadConfig
 from app.core.mcp_client import McpHub, McpServerConfig
-from app.core.messages import ChatMessage
+from app.core.messages import ChatMessage, ToolCall
 from app.core.paths import AppPaths
 from app.core.sampling import SamplingSettings
 from app.core.store import Store
@@ -367,3 +367,27 @@ def test_tool_choice_none_shows_no_tools_and_runs_nothing():
     assert generate.requests[0].tools is None
     assert [type(e).__name__ for e in events][-2:] == ["AssistantTurn", "LoopFinished"]
     assert not [e for e in events if isinstance(e, ToolTurn)]
+
+
+def test_chat_runner_renders_tools_and_answers_tool_results(tiny_model):
+    """ChatRunner (context trimming, template, engine) takes tools and may continue after tool results."""
+    engine = LlamaCppEngine()
+    engine.load(tiny_model, LoadConfig(n_ctx=1024))
+    try:
+        runner = ChatRunner(engine)
+        tools = [spec.to_openai() for spec, _ in builtin_tools(["calculator"])]
+        call = ToolCall("abc123XYZ", "calculator", '{"expression": "6*7"}')
+        messages = [
+            ChatMessage("user", "6*7?"),
+            ChatMessage("assistant", "", (call,)),
+            ChatMessage("tool", "42", tool_call_id="abc123XYZ", name="calculator"),
+        ]
+        prepared = runner.prepare(messages, SamplingSettings(max_tokens=4), tools=tools)
+        assert prepared.rendered.tool_syntax == "hermes"  # the tiny model has no template: ChatML + generic
+        assert '"name": "calculator"' in prepared.rendered.text and "<tool_response>\n42\n</tool_response>" in (
+            prepared.rendered.text
+        )
+        events = list(runner.stream(messages, SamplingSettings(max_tokens=4, seed=1), tools=tools))
+        assert isinstance(events[-1], GenerationStats) and events[-1].error is None
+    finally:
+        engine.unload()
