@@ -6,6 +6,8 @@ optional leading system message — whitespace, BOS text and quirks included. Wh
 has no system role (Gemma 2, the 2023 Mistral template), the system prompt is folded into the first user
 turn the way the family's newer template does. Alpaca and Vicuna have no official template; their formats
 here follow Stanford Alpaca's prompt and FastChat's vicuna_v1.1 conversation template (documented below).
+The families with native tool use (llama-3.1, qwen2.5, mistral-v0.3) render tools, tool calls and tool
+results too; their renderers live in app.core.tool_families.
 """
 
 from __future__ import annotations
