@@ -391,3 +391,27 @@ def test_chat_runner_renders_tools_and_answers_tool_results(tiny_model):
         assert isinstance(events[-1], GenerationStats) and events[-1].error is None
     finally:
         engine.unload()
+
+
+def test_a_streamed_reply_is_finished_with_its_final_content_and_tool_meta():
+    """The GUI streams prose into a ReplyWriter; the finished turn's content (calls taken out) replaces it."""
+    from app.core.store import ReplyStats
+    from app.core.tool_loop import stored_meta
+
+    store = Store.open(AppPaths.default().ensure().history_db)
+    conversation = store.create_conversation()
+    store.add_message(conversation.id, "user", "6*7?")
+    writer = store.start_reply(conversation.id)
+    loop = ToolLoop(
+        ToolBox(builtin_tools(["calculator"])), scripted("Let me compute.\n" + CALC, "42."), Approvals(Approval.ONCE)
+    )
+    for event in loop.run([ChatMessage("user", "6*7?")]):
+        if isinstance(event, ReplyText) and event.round == 1:
+            writer.append(event.text)
+        elif isinstance(event, AssistantTurn) and event.round == 1:
+            assert writer.text == "Let me compute.\n"
+            stored = writer.finish(
+                ReplyStats("stop"), stored_meta(event.message, event.notes), content=event.message.content
+            )
+    assert stored.content == "Let me compute." and stored.to_chat().tool_calls[0].name == "calculator"
+    store.close()
