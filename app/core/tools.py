@@ -8,7 +8,6 @@ the MCP servers the conversation uses, and runs a call on whichever owns it.
 
 from __future__ import annotations
 
-import json
 import re
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -200,8 +199,3 @@ class ToolBox:
             return self.mcp.call_tool(owner, tool_name, arguments, timeout=timeout, cancel=cancel)
         except ToolError as exc:
             return ToolResult(f"Error: {exc}", True)
-
-
-def result_text(value: Any) -> str:
-    """A tool's answer as the text a model reads: strings as they are, anything else as JSON."""
-    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
