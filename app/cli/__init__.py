@@ -27,6 +27,7 @@ COMMAND_MODULES = (
     "app.cli.history_cmds",
     "app.cli.hw_cmds",
     "app.cli.docs_cmds",
+    "app.cli.tools_cmds",
 )
 
 EXIT_OK = 0

@@ -140,6 +140,7 @@ def test_render_prompt_is_exact(tmp_path: Path, gemma_path: Path):
         "reason": "no template in the file; architecture gemma3 uses the gemma format",
         "prompt": "<bos><start_of_turn>user\nBe brief.\n\nHi<end_of_turn>\n<start_of_turn>model\n",
         "stop": ["<end_of_turn>", "<start_of_turn>", "<eos>"],
+        "tool_syntax": "hermes",
     }
     jinja = tmp_path / "t.jinja"
     jinja.write_text("{% for m in messages %}[{{ m.role }}]{{ m.content }}{% endfor %}")
@@ -155,7 +156,8 @@ def test_render_prompt_is_exact(tmp_path: Path, gemma_path: Path):
         ("not json", "not valid JSON"),
         ("{}", "non-empty JSON list"),
         ('[{"role": "bot", "content": "x"}]', "role"),
-        ('[{"role": "user"}]', "string 'role' and 'content'"),
+        ('[{"role": "user"}]', "needs string 'content'"),
+        ('[{"content": "x"}]', "needs a string 'role'"),
     ],
 )
 def test_render_prompt_refuses_bad_message_files(tmp_path: Path, content: str, pattern: str):
@@ -171,8 +173,11 @@ def test_templates_lists_every_family():
     assert names == [
         "llama-2",
         "mistral-instruct",
+        "mistral-v0.3",
         "llama-3",
+        "llama-3.1",
         "chatml",
+        "qwen2.5",
         "gemma",
         "phi-3",
         "solar",
