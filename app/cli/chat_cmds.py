@@ -8,15 +8,12 @@ import signal
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TextIO
 
 from app.cli import flags
 from app.cli.context import CliContext
-from app.core.conversation import ChatRunner
-from app.core.engine import GenerationStats, LoadedModel, TextChunk
+from app.core.engine import GenerationStats, LoadedModel
 from app.core.errors import ConfigError, HearthError, ModelLoadError
 from app.core.host import EngineHost, HostClient, LoadDone
-from app.core.llama_engine import LlamaCppEngine
 from app.core.messages import ChatMessage
 from app.core.reply import ReplyChunk, ReplyDone, ReplyRequest, create_conversation
 from app.core.sampling import PRESETS, SamplingSettings, preset
@@ -44,29 +41,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     chat.add_argument("--no-history", action="store_true", help="do not save this chat to the history")
     chat.set_defaults(handler=cmd_chat)
 
-    bench = subparsers.add_parser("bench", help="measure prompt and generation speed of a model")
-    bench.add_argument("model", type=Path)
-    flags.add_load_flags(bench)
-    bench.add_argument("--prompt", type=int, default=256, help="prompt tokens (default 256)")
-    bench.add_argument("--gen", type=int, default=128, help="generated tokens (default 128)")
-    bench.add_argument("--turns", type=int, default=0, help="also run a multi-turn chat of N turns")
-    bench.add_argument("--json", action="store_true", help="print one JSON object")
-    bench.set_defaults(handler=cmd_bench)
-
 
 def _describe(loaded: LoadedModel) -> str:
     return (
         f"Loaded {loaded.info.display_name} ({loaded.info.file_type}, n_ctx {loaded.n_ctx}, "
         f"{loaded.backend}, {loaded.n_gpu_layers} GPU layers) in {loaded.load_ms:.0f} ms"
     )
-
-
-def _load(args: argparse.Namespace, ctx: CliContext, err: TextIO) -> LlamaCppEngine:
-    """Load for a benchmark: straight into an engine of our own, the same load policy as the app."""
-    engine = LlamaCppEngine()
-    loaded = engine.load(args.model, flags.load_config(args, ctx, args.model))
-    print(_describe(loaded), file=err)
-    return engine
 
 
 @contextlib.contextmanager
@@ -238,90 +218,3 @@ class _TerminalChat:
                 sampling=self.sampling,
             )
         return self.store.add_message(self.conversation_id, "user", text).id
-
-
-def cmd_bench(args: argparse.Namespace, ctx: CliContext) -> int:
-    from app.core.engine import PromptRequest
-
-    if args.prompt < 1 or args.gen < 1 or args.turns < 0:
-        raise ConfigError("--prompt and --gen must be at least 1, --turns at least 0")
-    engine = _load(args, ctx, sys.stderr)
-    model = engine.model
-    assert model is not None
-    try:
-        info = model.info
-        ban_end = tuple((t, -100.0) for t in {info.eos_token_id, info.eot_token_id} if t is not None)
-        sampling = SamplingSettings(max_tokens=args.gen, seed=1, logit_bias=ban_end)  # generate exactly --gen
-        words = "the quick brown fox jumps over the lazy dog and " * (args.prompt // 4 + 2)
-        tokens = engine.tokenize(words)[: args.prompt]
-        text = _detokenize_prefix(engine, words, len(tokens))
-        if len(engine.tokenize(text)) + args.gen > model.n_ctx:
-            raise ConfigError(f"--prompt {args.prompt} + --gen {args.gen} exceed the context ({model.n_ctx})")
-        events = list(engine.generate(PromptRequest(text, sampling=sampling)))
-        stats = next(e for e in events if isinstance(e, GenerationStats))
-        result: dict[str, Any] = {
-            "model": str(args.model),
-            "threads": model.config.threads,
-            "n_ctx": model.n_ctx,
-            "backend": model.backend,
-            "prompt_tokens": stats.evaluated_tokens,
-            "gen_tokens": stats.generated_tokens,
-            "prompt_tps": round(stats.prompt_tps, 2),
-            "gen_tps": round(stats.gen_tps, 2),
-            "ttft_ms": round(stats.ttft_ms, 1),
-        }
-        if args.turns:
-            result["turns"] = _bench_turns(engine, args.turns)
-    finally:
-        engine.unload()
-    if args.json:
-        ctx.print_json(result)
-        return 0
-    ctx.print(f"prompt: {result['prompt_tokens']} tokens at {result['prompt_tps']:.1f} tok/s")
-    ctx.print(f"generation: {result['gen_tokens']} tokens at {result['gen_tps']:.2f} tok/s")
-    ctx.print(f"time to first token: {result['ttft_ms']:.0f} ms  ({result['threads']} threads, {result['backend']})")
-    for index, turn in enumerate(result.get("turns", []), 1):
-        ctx.print(
-            f"turn {index:>2}: prompt {turn['prompt_tokens']:>5} tokens, evaluated {turn['evaluated_tokens']:>4},"
-            f" TTFT {turn['ttft_ms']:>7.1f} ms"
-        )
-    return 0
-
-
-def _detokenize_prefix(engine: LlamaCppEngine, text: str, count: int) -> str:
-    """The longest word-aligned prefix of text with at most `count` tokens (binary search on words)."""
-    words = text.split(" ")
-    low, high = 1, len(words)
-    while low < high:
-        mid = (low + high + 1) // 2
-        if len(engine.tokenize(" ".join(words[:mid]))) <= count:
-            low = mid
-        else:
-            high = mid - 1
-    return " ".join(words[:low])
-
-
-def _bench_turns(engine: LlamaCppEngine, turns: int) -> list[dict[str, float]]:
-    runner = ChatRunner(engine)
-    history = [ChatMessage("system", "You are a helpful assistant.")]
-    sampling = SamplingSettings(max_tokens=32, seed=7)
-    rows = []
-    for turn in range(1, turns + 1):
-        history.append(ChatMessage("user", f"Question {turn:03d}: tell me one more fact about rivers and towns."))
-        reply, stats = "", None
-        for event in runner.stream(history, sampling, conversation="bench"):
-            if isinstance(event, TextChunk):
-                reply += event.text
-            else:
-                stats = event
-        assert stats is not None
-        history.append(ChatMessage("assistant", reply))
-        rows.append(
-            {
-                "ttft_ms": round(stats.ttft_ms, 1),
-                "prompt_tokens": stats.prompt_tokens,
-                "evaluated_tokens": stats.evaluated_tokens,
-                "dropped_messages": stats.dropped_messages,
-            }
-        )
-    return rows

@@ -89,6 +89,7 @@ class LlamaCppEngine:
         self._interleave_chunk = 32  # prompt tokens per step while other runs stream (adapts to speed)
         self._spec: SpecPolicy | None = None  # speculative decoding (LoadConfig.speculative), per model
         self._token_data: Any = None  # candidates array for grammar-constrained sampling (numpy, reused)
+        self._draft_model: Any = None  # a ModelDrafter when LoadConfig.draft_model names one
         self._abort_runs: list[Run] = []  # runs whose cancel aborts the decode in flight
         self._space_prefix = False
         self._add_bos = False
@@ -202,6 +203,8 @@ class LlamaCppEngine:
         self._space_prefix = bool(probe) and self._token_text(probe[0], special=False).startswith(" ")
         self._slots = [Slot(seq) for seq in range(config.n_parallel)]
         self._spec = SpecPolicy() if self._speculation_exact(lib, config) else None
+        if config.draft_model:
+            self._load_draft_model(lib, info, config)
         self._batch = lib.llama_batch_init(max(config.n_batch, config.n_parallel), 0, config.n_parallel)
         self._abort_cb = lib.ggml_abort_callback(lambda _data: any(r.cancel.is_set() for r in self._abort_runs))
         self._no_abort = lib.ggml_abort_callback(0)
@@ -263,6 +266,30 @@ class LlamaCppEngine:
             return lib.LLAMA_FLASH_ATTN_TYPE_AUTO if on_gpu else lib.LLAMA_FLASH_ATTN_TYPE_DISABLED
         return lib.LLAMA_FLASH_ATTN_TYPE_ENABLED if config.flash_attention else lib.LLAMA_FLASH_ATTN_TYPE_DISABLED
 
+    def _load_draft_model(self, lib: Any, info: Any, config: LoadConfig) -> None:
+        """Load the draft model beside the target (on the same device), after checking it can draft for it."""
+        from app.core.draft_models import ModelDrafter, can_draft_for
+
+        path = Path(config.draft_model).expanduser()
+        try:
+            problem = can_draft_for(inspect(path), info)
+        except (GGUFError, OSError) as exc:
+            problem = f"the draft model is unusable: {exc}"
+        if problem:
+            self._free()
+            raise ConfigError(problem)
+        if self._spec is None:
+            log.info("draft model %s not used: drafts need flash attention to keep the output exact", path.name)
+            return
+        layers = _ALL_LAYERS if config.n_gpu_layers != 0 and lib.llama_supports_gpu_offload() else 0
+        try:
+            self._draft_model = ModelDrafter.load(
+                path, lib.llama_n_ctx(self._ctx), config.threads, layers, self._flash_type
+            )
+        except ConfigError:
+            self._free()
+            raise
+
     def _speculation_exact(self, lib: Any, config: LoadConfig) -> bool:
         """Whether drafts can be checked without changing a single token of the output: only with flash
         attention (without it, llama.cpp's attention gives a token in a batch other logits than alone) -
@@ -316,6 +343,9 @@ class LlamaCppEngine:
         if self._ctx is None and self._model_p is None:
             return
         lib = llama()
+        if self._draft_model is not None:
+            self._draft_model.close()
+            self._draft_model = None
         if self._batch is not None:
             lib.llama_batch_free(self._batch)
             self._batch = None
@@ -408,7 +438,7 @@ class LlamaCppEngine:
         run = Run(request, slot, tokens, prefix, chain, budget, cancel or threading.Event(), started, seed)
         run.grammar = grammar_sampler
         if self._spec is not None:
-            run.drafter = slot.drafter
+            run.drafter = self._draft_model if self._draft_model is not None else slot.drafter
         slot.run = run
         if budget <= 0:
             self._finish(run, "length")
@@ -756,7 +786,10 @@ class LlamaCppEngine:
             run.budget - run.generated,
             (self._loaded.n_ctx if self._loaded else 0) - len(run.slot.tokens) - 2,
         )
+        started = time.perf_counter()
         proposal = run.drafter.propose(run.slot.tokens, run.pending, max(0, min(room, MAX_DRAFT)))
+        if proposal and run.drafter is self._draft_model:
+            self._spec.observe_draft((time.perf_counter() - started) * 1000 / len(proposal))
         length = self._spec.best_length(run.slot.key, len(proposal))
         return proposal[:length]
 
