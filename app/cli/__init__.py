@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "app.cli.template_cmds",
     "app.cli.chat_cmds",
     "app.cli.bench_cmds",
+    "app.cli.compare_cmds",
     "app.cli.history_cmds",
     "app.cli.hw_cmds",
     "app.cli.docs_cmds",
