@@ -100,7 +100,9 @@ def reply_format_to_response_format(reply_format: Any) -> dict[str, Any] | None:
 class RemoteBackend:
     """ChatBackend for one server; which of its models answers comes with each request (meta["model"])."""
 
-    def __init__(self, config: ServerConfig, key: KeySource | str | None = None, timeouts: Timeouts | None = None):
+    def __init__(
+        self, config: ServerConfig, key: KeySource | str | None = None, timeouts: Timeouts | None = None
+    ) -> None:
         self.config = config
         self.link = ServerLink(config, key, timeouts)
         self.name = config.name
@@ -292,6 +294,8 @@ class _Reading:
         return f"the connection to server {self.name} broke mid-reply ({what}){self._kept()}"
 
     def _broken(self, exc: BaseException | None, opened: bool) -> str:
+        if "Timeout" in type(exc).__name__ and "Connect" not in type(exc).__name__:
+            return self._silence()  # the backstop behind our own deadlines
         if not opened:
             return str(transport_error(self.config, exc or RuntimeError("unknown"), connect_s=self.timeouts.connect))
         return self._dropped(f"{type(exc).__name__}: {exc}" if exc is not None and str(exc) else type(exc).__name__)

@@ -37,10 +37,12 @@ class ServerLink:
 
     Thread-safe: replies of several clients may stream from one server at once."""
 
-    def __init__(self, config: ServerConfig, key: KeySource | str | None = None, timeouts: Timeouts | None = None):
+    def __init__(
+        self, config: ServerConfig, key: KeySource | str | None = None, timeouts: Timeouts | None = None
+    ) -> None:
         self.config = config
         self.timeouts = timeouts or Timeouts()
-        self._key_source = key if callable(key) else (lambda: key)  # type: ignore[misc,return-value]
+        self._key_source: KeySource = key if callable(key) else _constant(key)
         self._key: str | None = None
         self._key_loaded = False
         self._lock = threading.Lock()
@@ -60,8 +62,11 @@ class ServerLink:
         with self._lock:
             if self._client is None:
                 # Redirects are not followed: the key must never go to a host the user did not name.
+                # The stream's own deadlines (first token, between chunks) are watched by its consumer; the
+                # read timeout here is only a backstop behind them.
+                t = self.timeouts
                 self._client = httpx2.Client(
-                    timeout=httpx2.Timeout(self.timeouts.between_chunks, connect=self.timeouts.connect),
+                    timeout=httpx2.Timeout(max(t.first_token, t.between_chunks) + 5, connect=t.connect),
                     follow_redirects=False,
                     headers={"User-Agent": f"Hearth/{__version__}"},
                 )
@@ -131,6 +136,10 @@ class ServerLink:
     def stream(self, path: str, body: bytes) -> SseStream:
         """POST body (JSON) to path and read the server-sent events on a thread of their own."""
         return SseStream(self, self.url(path), self.headers(), body)
+
+
+def _constant(key: str | None) -> KeySource:
+    return lambda: key
 
 
 # ---- a streamed request ------------------------------------------------------------------------------------------
