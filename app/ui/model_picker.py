@@ -167,7 +167,8 @@ class ModelPicker(QWidget):
                 cell.setFlags(Qt.ItemFlag.NoItemFlags)  # a heading, not a choice
             self.model.appendRow(header)
             for model in models:
-                cells = [QStandardItem(text) for text in (f"   {model}", "", "", "", "", "remote")]
+                # The server's name is in the text too: the closed picker shows only this cell.
+                cells = [QStandardItem(text) for text in (f"{model} · {server}", "", "", "", "", "remote")]
                 for cell in cells:
                     cell.setData((server, model), RemoteRole)
                     cell.setEditable(False)

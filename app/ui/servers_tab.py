@@ -94,7 +94,10 @@ class ServersTab(QWidget):
             "Keys go only over https://, or plain http:// to this machine, unless you allow it here."
         )
         form.addRow("", self.key_over_http)
-        self.llama_fields = QCheckBox("Also send top-k, min-p and repeat penalty (llama.cpp-family servers)", self)
+        self.llama_fields = QCheckBox("Send llama.cpp's sampling fields (top-k, min-p, repeat penalty)", self)
+        self.llama_fields.setToolTip(
+            "llama-server, llama-cpp-python, Ollama, LM Studio and Hearth take them; OpenAI's own API refuses them."
+        )
         form.addRow("", self.llama_fields)
         layout.addLayout(form)
         buttons = QHBoxLayout()
