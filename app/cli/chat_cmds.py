@@ -111,7 +111,7 @@ def cmd_chat(args: argparse.Namespace, ctx: CliContext) -> int:
 def _remote_chat(args: argparse.Namespace, ctx: CliContext, sampling: SamplingSettings) -> int:
     """The same terminal chat, sent to a model on an OpenAI-compatible server (`--server NAME`)."""
     from app.core.remote_catalog import RemoteCatalog
-    from app.core.remote_servers import RemoteModel, ServerRegistry
+    from app.core.remote_servers import ServerRegistry
 
     if args.template:
         raise ConfigError("--template does not apply to a server: it applies its own chat template")
