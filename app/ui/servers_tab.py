@@ -56,6 +56,7 @@ class ServersTab(QWidget):
         super().__init__(parent)
         self.registry = ServerRegistry(settings)
         self._editing: str | None = None  # the server being edited (None: a new one)
+        self._saved_key = False  # it has a key in the keyring
         layout = QVBoxLayout(self)
         intro = QLabel(
             "Chat with models on other machines: llama-server, vLLM, Ollama, LM Studio or another Hearth "
@@ -161,7 +162,7 @@ class ServersTab(QWidget):
         self.name.setText(config.name if config else "")
         self.url.setText(config.url if config else "")
         self.key.clear()
-        has_key = bool(config and config.has_key)
+        has_key = self._saved_key = bool(config and config.has_key)
         self.key.setPlaceholderText("saved in the keyring; type to replace" if has_key else "optional")
         self.forget_key.setChecked(False)
         self.forget_key.setVisible(has_key)
@@ -199,7 +200,7 @@ class ServersTab(QWidget):
         except ConfigError as exc:
             self.set_status(str(exc), error=True)
             return
-        forget = self.forget_key.isVisible() and self.forget_key.isChecked() and key is None
+        forget = self._saved_key and self.forget_key.isChecked() and key is None
         self.set_status("Saving…")
         self.save_requested.emit(ServerEdit(config, self._editing, key, forget))
         self._editing = config.name

@@ -263,6 +263,7 @@ def test_a_key_entered_in_settings_goes_to_the_keyring_and_the_server(
 ) -> None:
     stub.behaviour = Behaviour(key="sk-right-123456")
     dialog = hearth.open_settings()
+    dialog.tabs.setCurrentWidget(dialog.servers)
     tab = dialog.servers
     tab.name.setText("stub")
     tab.url.setText(stub.url)
@@ -274,8 +275,28 @@ def test_a_key_entered_in_settings_goes_to_the_keyring_and_the_server(
     assert file_keyring.secrets() == {"Hearth/server:stub": "sk-right-123456"}
     assert "sk-right" not in hearth.settings.path.read_text()
     assert hearth.servers.get("stub").has_key and "key in keyring" in tab.list.item(0).text()
+    # Renamed: the key moves with it.
+    assert tab.name.text() == "stub" and tab.key.text() == "" and tab.forget_key.isVisible()
+    tab.name.setText("gpu")
+    qtbot.mouseClick(tab.save_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: tab.status.text().startswith("Saved gpu"), timeout=10_000)
+    assert file_keyring.secrets() == {"Hearth/server:gpu": "sk-right-123456"}
+    assert [(c.name, c.has_key) for c in hearth.servers.all()] == [("gpu", True)]
     dialog.close()
-    use(qtbot, hearth, "stub", "stub-model")
+    use(qtbot, hearth, "gpu", "stub-model")
     send_and_wait(qtbot, hearth, "hi")
     assert hearth.chat_model.item(1).content == "Hello from the stand-in server."
     assert stub.chats()[-1].headers["authorization"] == "Bearer sk-right-123456"
+    # Forgotten: no key in the keyring, none sent, and the server says so in place.
+    dialog = hearth.open_settings()
+    dialog.tabs.setCurrentWidget(dialog.servers)
+    tab = dialog.servers
+    assert tab.name.text() == "gpu"
+    tab.forget_key.setChecked(True)
+    qtbot.mouseClick(tab.save_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: tab.status.text().startswith("Saved gpu"), timeout=10_000)
+    assert file_keyring.secrets() == {} and not hearth.servers.get("gpu").has_key
+    dialog.close()
+    send_and_wait(qtbot, hearth, "again")
+    assert "server 'gpu' refused access (401" in (hearth.chat_model.item(3).error or "")
+    assert "authorization" not in stub.chats()[-1].headers
