@@ -30,6 +30,7 @@ COMMAND_MODULES = (
     "app.cli.hw_cmds",
     "app.cli.docs_cmds",
     "app.cli.tools_cmds",
+    "app.cli.remote_cmds",
 )
 
 EXIT_OK = 0

@@ -15,6 +15,7 @@ from app.core.engine import GenerationStats, LoadedModel
 from app.core.errors import ConfigError, HearthError, ModelLoadError
 from app.core.host import EngineHost, HostClient, LoadDone
 from app.core.messages import ChatMessage
+from app.core.remote_servers import RemoteModel
 from app.core.reply import ReplyChunk, ReplyDone, ReplyRequest, create_conversation
 from app.core.sampling import PRESETS, SamplingSettings, preset
 from app.core.store import Store
@@ -26,7 +27,8 @@ HELP = "Commands: /new (start over), /exit (or Ctrl-D). Ctrl-C stops a reply."
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     chat = subparsers.add_parser("chat", help="chat with a model in the terminal (or send one message with -m)")
-    chat.add_argument("model", type=Path)
+    chat.add_argument("model", help="a GGUF file; with --server, one of the server's model ids")
+    chat.add_argument("--server", metavar="NAME", help="chat with MODEL on this server (see `hearth servers`)")
     flags.add_load_flags(chat)
     chat.add_argument("--template", help="override the chat template (a family name or 'embedded')")
     chat.add_argument("--preset", default="balanced", choices=sorted(PRESETS), help="sampling preset")
@@ -62,6 +64,8 @@ def _ctrl_c_cancels(cancel: Callable[[], None]) -> Iterator[None]:
 def cmd_chat(args: argparse.Namespace, ctx: CliContext) -> int:
     err = sys.stderr
     sampling = flags.sampling(args, preset(args.preset))
+    if args.server:
+        return _remote_chat(args, ctx, sampling)
     grammar = _grammar(args)
     config = flags.load_config(args, ctx, args.model)
     host = EngineHost(store_path=None if args.no_history else ctx.paths.history_db)
@@ -79,12 +83,59 @@ def cmd_chat(args: argparse.Namespace, ctx: CliContext) -> int:
         if choice.warning:
             print(f"Warning: {choice.warning}", file=err)
         chat = _TerminalChat(ctx, client, done.model, args, sampling, grammar)
-        if args.message is not None:
-            stats = chat.send(args.message)
-            return 0 if stats.finish_reason != "error" else 1
-        return chat.interactive()
+        return chat.run()
     finally:
         host.shutdown()
+
+
+def _remote_chat(args: argparse.Namespace, ctx: CliContext, sampling: SamplingSettings) -> int:
+    """The same terminal chat, sent to a model on an OpenAI-compatible server (`--server NAME`)."""
+    from app.core.remote_catalog import RemoteCatalog
+    from app.core.remote_servers import ServerRegistry
+
+    if args.template:
+        raise ConfigError("--template does not apply to a server: it applies its own chat template")
+    config = ServerRegistry(ctx.settings).get(args.server)
+    response_format, grammar = _remote_format(args)
+    host = EngineHost(store_path=None if args.no_history else ctx.paths.history_db)
+    catalog = RemoteCatalog(host)
+    try:
+        catalog.sync([config])
+        offered = [m.id for m in catalog.models(config.name)]
+        if args.model not in offered:
+            raise ConfigError(
+                f"server {config.name!r} has no model {args.model!r}; it offers: {', '.join(offered) or 'none'}"
+            )
+        target = RemoteModel(config.name, args.model)
+        print(
+            f"Chatting with {target.id} on {config.name} ({config.url}); the server applies its own template",
+            file=sys.stderr,
+        )
+        chat = _TerminalChat(ctx, host.client("cli"), None, args, sampling, grammar, remote=target)
+        chat.response_format = response_format
+        return chat.run()
+    finally:
+        host.shutdown()
+        catalog.close()
+
+
+def _remote_format(args: argparse.Namespace) -> tuple[dict[str, Any] | None, str | None]:
+    """--json / --json-schema as OpenAI's response_format; --grammar as llama.cpp servers' grammar field."""
+    import json
+
+    try:
+        if args.json:
+            return {"type": "json_object"}, None
+        if args.json_schema:
+            schema = json.loads(args.json_schema.read_text(encoding="utf-8"))
+            return {"type": "json_schema", "json_schema": {"name": "reply", "strict": True, "schema": schema}}, None
+        if args.grammar:
+            return None, args.grammar.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read {exc.filename}: {exc.strerror}") from None
+    except ValueError as exc:
+        raise ConfigError(f"--json-schema: not JSON ({exc})") from None
+    return None, None
 
 
 def _grammar(args: argparse.Namespace) -> str | None:
@@ -108,14 +159,17 @@ class _TerminalChat:
         self,
         ctx: CliContext,
         client: HostClient,
-        model: LoadedModel,
+        model: LoadedModel | None,
         args: argparse.Namespace,
         sampling: SamplingSettings,
         grammar: str | None,
+        remote: RemoteModel | None = None,
     ) -> None:
         self.ctx = ctx
         self.client = client
         self.model = model
+        self.remote = remote  # a model on a server instead of the loaded one
+        self.response_format: dict[str, Any] | None = None
         self.args = args
         self.sampling = sampling
         self.grammar = grammar
@@ -123,6 +177,12 @@ class _TerminalChat:
         self.store: Store | None = None
         self.conversation_id: int | None = None
         self.session = 0  # a new key after /new, so the engine does not reuse the old conversation's cache
+
+    def run(self) -> int:
+        if self.args.message is not None:
+            stats = self.send(self.args.message)
+            return 0 if stats.finish_reason != "error" else 1
+        return self.interactive()
 
     def interactive(self) -> int:
         err = sys.stderr
@@ -164,6 +224,9 @@ class _TerminalChat:
             conversation_id=self.conversation_id,
             parent_id=parent_id if parent_id is not None else "leaf",
             key=("cli", self.session),
+            backend=self.remote.server if self.remote else None,
+            meta={"model": self.remote.id} if self.remote else {},
+            response_format=self.response_format,
         )
         job = self.client.reply(request)
         parts: list[str] = []
@@ -208,13 +271,15 @@ class _TerminalChat:
 
             self.store = open_history(self.ctx)
         if self.conversation_id is None:
+            remote = self.remote
             self.conversation_id = create_conversation(
                 self.store,
-                model_path=str(self.model.path),
-                load_settings=self.model.config.to_dict(),
+                model_path=remote.id if remote else str(self.model.path) if self.model else "",
+                load_settings=self.model.config.to_dict() if self.model and not remote else {},
                 system_prompt=self.args.system,
                 template_override=self.args.template or "",
                 preset=self.args.preset,
                 sampling=self.sampling,
+                meta={"remote": remote.to_meta()} if remote else None,
             )
         return self.store.add_message(self.conversation_id, "user", text).id
