@@ -121,6 +121,8 @@ class DocumentsError(HearthError):
 
 class ToolError(HearthError):
     """A tool could not run: an MCP server failed to start, crashed or timed out, or refused the arguments."""
+
+
 class RemoteError(HearthError):
     """An OpenAI-compatible server could not be used: unreachable, refused the key, unknown model, busy, or
     the stream broke. The message names the server; retry_after (seconds) is set when the server said when
