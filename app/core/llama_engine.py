@@ -562,13 +562,17 @@ class LlamaCppEngine:
         """Evict idle sequences' caches (least recently used first) until `needed` more cells fit in the
         shared KV cache; False when only the sequences of running generations are left."""
         n_ctx = self._loaded.n_ctx if self._loaded else 0
+        used = sum(len(s.tokens) for s in self._slots)
+        if used + needed <= n_ctx:
+            return True  # every step asks: keep the common case to one sum
         for slot in sorted(self._slots, key=lambda s: s.last_used):
-            if sum(len(s.tokens) for s in self._slots) + needed <= n_ctx:
+            if used + needed <= n_ctx:
                 return True
             if slot.run is None and slot.seq not in keep and slot.tokens:
                 log.debug("evicting the cache of sequence %d (%d tokens)", slot.seq, len(slot.tokens))
+                used -= len(slot.tokens)
                 self._clear_slot(lib, slot)
-        return sum(len(s.tokens) for s in self._slots) + needed <= n_ctx
+        return used + needed <= n_ctx
 
     def count_tokens(self, text: str, *, key: Hashable = None) -> int:
         return len(self.prompt_tokens(text, key=key))
