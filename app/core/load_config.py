@@ -11,6 +11,7 @@ import psutil
 
 from app.core.errors import ConfigError, GGUFError
 from app.core.gguf_info import ModelInfo, inspect
+from app.core.lora import lora_mismatch
 
 # KV cache element types as llama.cpp's GGML_TYPE_* ids (stable across releases).
 KV_CACHE_TYPES: dict[str, int] = {"f16": 1, "q8_0": 8, "q4_0": 2}
@@ -142,8 +143,11 @@ class LoadConfig:
             raise ConfigError(f"LoRA adapter unusable: {exc}") from None
         if not lora.is_adapter:
             raise ConfigError(f"{adapter.path.name} is not a LoRA adapter (general.type is {lora.model_type!r})")
-        if info is not None and lora.architecture != info.architecture:
-            raise ConfigError(f"LoRA {adapter.path.name} is for {lora.architecture} models, not {info.architecture}")
+        if info is not None:
+            # Architecture and every adapted tensor's shape, as llama.cpp checks them when applying it.
+            problem = lora_mismatch(lora, info)
+            if problem:
+                raise ConfigError(f"LoRA adapter refused: {problem}")
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
