@@ -89,7 +89,7 @@ class Assistant:
         data = self.to_dict(with_id=True)
         data["builtin"] = self.builtin
         data["values"] = dict(values or {})
-        return data
+        return json.loads(json.dumps(data))  # exactly what the history will hand back (lists, not tuples)
 
     def setup(self, values: Mapping[str, str] | None = None) -> ChatSetup:
         """The assistant applied to a new conversation: its system prompt filled in with values (else the

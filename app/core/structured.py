@@ -4,6 +4,7 @@ types, and JSON replies formatted for display."""
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -182,6 +183,11 @@ def _line_of_path(text: str, path: list[str]) -> int | None:
 
 def _converter_reason(exc: ConfigError) -> str:
     reason = str(exc).removeprefix("unusable JSON schema: ")
+    if reason.startswith("Fetching remote schemas"):  # the converter's hint (--allow-fetch) is for its own CLI
+        return 'a "$ref" points outside the schema; put what it refers to under "$defs" and use "#/$defs/NAME"'
+    missing = re.match(r"Error resolving ref \S*?(#\S*):", reason)
+    if missing:
+        return f'"$ref": "{missing.group(1)}" points to nothing in this schema'
     if reason.startswith("Unrecognized schema: "):
         return f"it does not support {reason.removeprefix('Unrecognized schema: ')}"
     return reason
