@@ -26,6 +26,8 @@ COMMAND_MODULES = (
     "app.cli.chat_cmds",
     "app.cli.history_cmds",
     "app.cli.hw_cmds",
+    "app.cli.assistant_cmds",
+    "app.cli.prompt_cmds",
 )
 
 EXIT_OK = 0
