@@ -152,7 +152,10 @@ class ReplyFormatEditor(QWidget):
         self._timer.stop()
         problem = find_schema_problem(self.schema.toPlainText()) if self.kind == JSON_SCHEMA else None
         self._problem = problem.message if problem else None
-        self.problem_label.setText(self._problem or "")
+        shown = self._problem or ""
+        if problem is not None and problem.line is not None and not shown.startswith("line "):
+            shown = f"Line {problem.line}: {shown}"
+        self.problem_label.setText(shown)
         self.problem_label.setVisible(problem is not None)
         self._highlight_line(problem.line if problem else None)
         if self.kind == JSON_SCHEMA:
