@@ -162,16 +162,20 @@ class PeftAdapter:
         return shlex.join(args)
 
     def advice(self, out_dir: Path | None = None) -> str:
-        """One paragraph for the user: what this is and the command that makes it usable."""
-        base = (
-            "BASE_MODEL_FOLDER is a folder with the base model's config.json; "
-            if not self.base_model
-            else f"it was trained on {self.base_model}; "
-        )
+        """One paragraph for the user: what this is, and the command that makes it usable."""
+        if self.base_model and not Path(self.base_model).expanduser().is_dir():
+            base = (
+                f"--base-model-id reads {self.base_model}'s config.json from Hugging Face; with that model "
+                "downloaded, --base FOLDER works offline"
+            )
+        elif self.base_model:
+            base = "--base is the base model's folder (its config.json is enough)"
+        else:
+            base = "BASE_MODEL_FOLDER is a folder with the base model's config.json"
         return (
             f"{self.name} is a PEFT LoRA adapter (Hugging Face format), which llama.cpp cannot load directly. "
-            f"Convert it to GGUF with llama.cpp's {CONVERTER} (in llama.cpp's source; needs `{CONVERTER_NEEDS}`); "
-            f"{base}then add the .gguf it writes: {self.conversion_command(out_dir)}"
+            f"Convert it to GGUF with llama.cpp's {CONVERTER} (in llama.cpp's source; it needs `{CONVERTER_NEEDS}`; "
+            f"{base}): {self.conversion_command(out_dir)}"
         )
 
 
