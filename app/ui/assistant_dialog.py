@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QCloseEvent
@@ -28,6 +29,9 @@ from app.core.errors import HearthError
 from app.ui import theme
 from app.ui.assistant_editor import AssistantEditor
 
+if TYPE_CHECKING:
+    from app.ui.workers import TaskRunner
+
 IdRole = Qt.ItemDataRole.UserRole + 1
 
 
@@ -45,8 +49,11 @@ class AssistantDialog(QDialog):
     assistants_changed = Signal()
     chat_requested = Signal(str)
 
-    def __init__(self, library: AssistantLibrary, parent: QWidget | None = None) -> None:
+    def __init__(
+        self, library: AssistantLibrary, parent: QWidget | None = None, tasks: TaskRunner | None = None
+    ) -> None:
         super().__init__(parent)
+        self._tasks = tasks  # checks a reply schema off the GUI thread
         self.setWindowTitle("Assistants")
         self.setMinimumSize(860, 600)
         self.library = library
@@ -109,7 +116,7 @@ class AssistantDialog(QDialog):
         self.banner_label.setWordWrap(True)
         banner_layout.addWidget(self.banner_label, 1)
         layout.addWidget(self.banner)
-        self.editor = AssistantEditor(side)
+        self.editor = AssistantEditor(side, self._tasks)
         self.editor.edited.connect(self._on_edited)
         layout.addWidget(self.editor, 1)
         self.problems = QLabel(side)

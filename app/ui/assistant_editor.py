@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import fields, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QIntValidator
@@ -40,6 +40,9 @@ from app.core.sampling import PRESET_HELP, PRESETS, RANGES, SamplingSettings, pr
 from app.core.template_families import FAMILIES
 from app.core.templates import EMBEDDED
 from app.ui.reply_format_editor import ReplyFormatEditor
+
+if TYPE_CHECKING:
+    from app.ui.workers import TaskRunner
 
 # Every sampling field but the seed (a line edit: empty = random) and logit_bias (not for the GUI), with
 # (step, decimals); 0 decimals = a whole number.
@@ -76,8 +79,9 @@ class AssistantEditor(QWidget):
 
     edited = Signal()
 
-    def __init__(self, parent: QWidget | None = None) -> None:
+    def __init__(self, parent: QWidget | None = None, tasks: TaskRunner | None = None) -> None:
         super().__init__(parent)
+        self._tasks = tasks
         self._quiet = False
         self._current: Assistant | None = None
         self._defaults: dict[str, str] = {}
@@ -176,7 +180,7 @@ class AssistantEditor(QWidget):
     def _reply_tab(self) -> QWidget:
         page = QWidget(self)
         layout = QVBoxLayout(page)
-        self.reply_format = ReplyFormatEditor(page)
+        self.reply_format = ReplyFormatEditor(page, self._tasks)
         self.reply_format.format_changed.connect(self._on_edited)
         self.reply_format.validity_changed.connect(self._on_edited)
         layout.addWidget(self.reply_format)

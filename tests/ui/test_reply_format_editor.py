@@ -77,3 +77,27 @@ def test_read_only(qtbot: QtBot) -> None:
     editor.set_value(ReplyFormat(JSON_SCHEMA, PERSON))
     editor.set_read_only(True)
     assert editor.schema.isReadOnly() and not editor.buttons[TEXT].isEnabled() and not editor.tidy_button.isEnabled()
+
+
+def test_checks_run_on_the_task_pool_and_only_the_latest_counts(qtbot: QtBot) -> None:
+    from app.ui.workers import TaskRunner
+
+    tasks = TaskRunner()
+    editor = ReplyFormatEditor(tasks=tasks)
+    qtbot.addWidget(editor)
+    editor.show()
+    editor.set_value(ReplyFormat(JSON_SCHEMA, PERSON))
+    big = {"type": "object", "properties": {f"f{i}": {"type": "string"} for i in range(300)}}
+    import json
+
+    editor.schema.setPlainText(json.dumps(big))  # valid, slow to check (~0.2 s)
+    editor.check_now()
+    editor.schema.setPlainText('{"type": 5}')  # typed before the first verdict came back
+    with qtbot.wait_signal(editor.validity_changed, timeout=10_000) as blocker:
+        editor.check_now()
+    assert blocker.args == [False] and editor.problem() is not None and editor.problem().startswith("at type: 5")
+    assert tasks.wait(10_000)
+    qtbot.wait(50)  # the stale verdict for the big schema arrives and is dropped
+    assert not editor.is_valid() and editor.value() is None
+    assert tasks.violations == 0  # every verdict was handled on the GUI thread
+    tasks.close()
