@@ -47,8 +47,7 @@ class LoadOverrides:
         for adapter in self.loras:
             if not str(adapter.path).strip():
                 raise ConfigError("a LoRA adapter needs a file path")
-            if not -10.0 <= adapter.scale <= 10.0:
-                raise ConfigError(f"LoRA scale for {adapter.path.name} must be between -10 and 10")
+            adapter.check_scale()
         return self
 
     def apply(self, base: LoadConfig) -> LoadConfig:

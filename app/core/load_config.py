@@ -19,6 +19,7 @@ AUTO_LAYERS = -2  # n_gpu_layers: as many as the fit estimate says fit in free V
 CTX_GRANULARITY = 256  # llama.cpp pads n_ctx to a multiple of 256; asking for
 # another value leaves its token buffers and llama-cpp-python's (sized from the request) out of step
 MAX_CTX = 1 << 20
+MAX_LORA_SCALE = 10.0
 
 
 def physical_cores() -> int:
@@ -47,6 +48,12 @@ class LoraAdapter:
             except ValueError:
                 pass
         return cls(Path(text).expanduser())
+
+    def check_scale(self) -> LoraAdapter:
+        """Return self, or raise ConfigError when the scale is outside -10..10."""
+        if not -MAX_LORA_SCALE <= self.scale <= MAX_LORA_SCALE:
+            raise ConfigError(f"LoRA scale for {self.path.name} must be between -10 and 10")
+        return self
 
 
 @dataclass(frozen=True)
@@ -135,8 +142,7 @@ class LoadConfig:
 
     @staticmethod
     def _check_lora(adapter: LoraAdapter, info: ModelInfo | None) -> None:
-        if not -10.0 <= adapter.scale <= 10.0:
-            raise ConfigError(f"LoRA scale for {adapter.path.name} must be between -10 and 10")
+        adapter.check_scale()
         try:
             lora = inspect(adapter.path)
         except GGUFError as exc:
