@@ -31,6 +31,11 @@ class AppPaths:
         return self.data_dir / "history.sqlite3"
 
     @property
+    def documents_db(self) -> Path:
+        """Document collections, their chunks, the full-text index and the embedding vectors."""
+        return self.data_dir / "documents.sqlite3"
+
+    @property
     def assistants_dir(self) -> Path:
         """One JSON file per assistant the user made (the built-in ones live in the code)."""
         return self.data_dir / "assistants"

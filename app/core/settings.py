@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from app.core.errors import SettingsError
+from app.core.errors import ConfigError, SettingsError
+from app.core.fields import DEFAULT_SETTING, LOAD_FIELDS, Field
+from app.core.remote_servers import servers_problem
 
 log = logging.getLogger("hearth.settings")
 
@@ -66,6 +68,19 @@ class Option:
         return value
 
 
+def _from_field(name: str, declared: Field) -> Option:
+    """A "default_*" option for a declared load field: same type, default, rules and help."""
+
+    def problem(value: Any) -> str | None:
+        try:
+            declared.validate(value)
+        except ConfigError as exc:
+            return str(exc)
+        return None
+
+    return Option(name, declared.kind, declared.default, f"Default for new loads. {declared.help}", check=problem)
+
+
 OPTIONS: tuple[Option, ...] = (
     Option("model_folders", list, [], "Extra folders scanned (recursively) for GGUF files."),
     Option(
@@ -82,31 +97,35 @@ OPTIONS: tuple[Option, ...] = (
         "Hugging Face Hub endpoint for mirrors; empty means HF_ENDPOINT or the Hub.",
         check=lambda url: _http_url_problem(url),
     ),
-    Option("default_n_ctx", int, 4096, "Context size for new loads (0 = the model's own).", 0, 1 << 20),
+    *(_from_field(DEFAULT_SETTING[field.name], field) for field in LOAD_FIELDS),
     Option(
-        "default_n_gpu_layers",
+        "conversation_cache_mib",
         int,
-        -2,
-        "Layers offloaded to the GPU: -2 = auto (as many as fit), -1 = all, 0 = CPU only.",
-        -2,
-        10_000,
+        2048,
+        "Disk space for conversations' saved KV caches, so they reopen without re-reading (0 = off).",
+        0,
+        1 << 20,
     ),
-    Option("default_threads", int, 0, "Generation threads (0 = the number of physical cores).", 0, 1024),
-    Option(
-        "default_flash_attention",
-        str,
-        "auto",
-        "Flash attention: auto lets llama.cpp use it where the backend supports it.",
-        choices=("auto", "on", "off"),
-    ),
-    Option("default_kv_cache_type", str, "f16", "KV cache precision.", choices=("f16", "q8_0", "q4_0")),
     Option("default_sampling_preset", str, "balanced", "Sampling preset for new conversations."),
     Option("default_system_prompt", str, "", "System prompt for new conversations."),
     Option("last_model", str, "", "The model loaded last time (path)."),
+    Option(
+        "embedding_model",
+        str,
+        "",
+        "GGUF embedding model for document search (path); empty means keyword (BM25) search only.",
+    ),
     Option("last_conversation", int, 0, "The conversation open last time (id).", 0),
     Option("window_geometry", str, "", "Main window geometry (base64 of Qt's saveGeometry)."),
     Option("window_state", str, "", "Main window splitter and panel state (base64)."),
     Option("model_overrides", dict, {}, "Per-model settings keyed by model file name: template, load settings."),
+    Option(
+        "remote_servers",
+        dict,
+        {},
+        "OpenAI-compatible servers by name: base URL and key policy (keys live in the OS keyring).",
+        check=servers_problem,
+    ),
 )
 OPTIONS_BY_NAME = {option.name: option for option in OPTIONS}
 

@@ -29,6 +29,7 @@ from app.ui.formatting import format_bytes, format_context, format_params
 
 if TYPE_CHECKING:
     from app.core.library import LibraryEntry
+    from app.core.load_policy import FitSummary
     from app.core.lora import PeftAdapter
 
 PathRole = Qt.ItemDataRole.UserRole + 1
@@ -98,6 +99,8 @@ class ModelsPage(QWidget):
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.verticalHeader().hide()
+        # Headers aligned as their cells are (left), so each title stands over its values.
+        self.table.horizontalHeader().setDefaultAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
         self.table.setShowGrid(False)
         self.table.setWordWrap(False)
         # Qt's default indicator is descending: start with names A to Z (each base's adapters under it).
@@ -136,7 +139,11 @@ class ModelsPage(QWidget):
 
     # ---- content -------------------------------------------------------------------------------------------
     def set_entries(
-        self, entries: Sequence[LibraryEntry], fits: dict[str, str], deletable: dict[str, str | None], folder: str
+        self,
+        entries: Sequence[LibraryEntry],
+        fits: dict[str, FitSummary],
+        deletable: dict[str, str | None],
+        folder: str,
     ) -> None:
         """Show the library. deletable: path -> None when Hearth may delete it, else the reason it will not.
         LoRA adapters are listed under each base they fit (architecture and tensor shapes checked); one that
@@ -167,10 +174,8 @@ class ModelsPage(QWidget):
         self.table.setSortingEnabled(True)  # re-sorts by the column the user chose
         header = self.table.horizontalHeader()
         header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
-        for column in range(1, len(COLUMNS) - 1):
+        for column in range(1, len(COLUMNS)):
             header.setSectionResizeMode(column, QHeaderView.ResizeMode.ResizeToContents)
-        header.setSectionResizeMode(len(COLUMNS) - 1, QHeaderView.ResizeMode.Interactive)
-        self.table.setColumnWidth(len(COLUMNS) - 1, 220)
         broken = sum(1 for e in entries if not e.ok)
         usable = len(entries) - broken
         text = f"{usable} model{'s' if usable != 1 else ''}"
@@ -182,13 +187,14 @@ class ModelsPage(QWidget):
     def _append(
         self,
         entry: LibraryEntry,
-        fits: dict[str, str],
+        fits: dict[str, FitSummary],
         group: str,
         *,
         base: LibraryEntry | None = None,
         reason: str = "",
     ) -> None:
         path = str(entry.path)
+        fit = fits.get(path)
         advice = ""
         if entry.ok and entry.info is not None:
             info = entry.info
@@ -196,7 +202,7 @@ class ModelsPage(QWidget):
                 status = f"LoRA adapter for {base.display_name}"
                 advice = f"{entry.path.name} fits {base.display_name}: add it under Model in an assistant's settings."
             elif info.is_adapter:
-                status = f"LoRA adapter: fits no model here ({reason})" if reason else "LoRA adapter"
+                status = "LoRA adapter: fits no model here" if reason else "LoRA adapter"
                 advice = f"{entry.path.name} fits no model in your library: {reason}" if reason else ""
             else:
                 status = "Ready"
@@ -207,7 +213,7 @@ class ModelsPage(QWidget):
                 info.file_type,
                 format_bytes(entry.size_bytes),
                 "" if info.is_adapter else format_context(info.context_length),
-                "" if info.is_adapter else fits.get(path, ""),
+                fit.label if fit is not None and not info.is_adapter else "",
                 entry.source.value,
                 status,
             ]
@@ -223,6 +229,8 @@ class ModelsPage(QWidget):
             cell.setToolTip(path if index == 0 else (advice or cell.text()))
             if not entry.ok or (entry.info is not None and entry.info.is_adapter and base is None):
                 cell.setForeground(colour)
+        if fit is not None and entry.info is not None and not entry.info.is_adapter:
+            row[COLUMNS.index("Fit")].setToolTip(fit.tooltip)
         self.model.appendRow(row)
 
     def set_peft_adapters(self, adapters: Sequence[PeftAdapter], models_dir: Path) -> None:
