@@ -185,6 +185,28 @@ class ChatSetup:
             "meta": merged,
         }
 
+    def create_args(self, meta: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Keyword arguments for app.core.reply.create_conversation(store, model_path=..., load_settings=...,
+        **args): the same columns and meta as conversation_fields()."""
+        return {
+            "system_prompt": self.system_prompt,
+            "template_override": self.template,
+            "preset": self.preset,
+            "sampling": self.sampling,
+            "meta": self.conversation_fields(meta)["meta"],
+        }
+
+    def request_args(self) -> dict[str, Any]:
+        """Keyword arguments for ReplyRequest(messages=..., **args): sampling, template override and grammar
+        for the local engine, and the reply format in meta (a remote backend turns it into response_format).
+        Raises ConfigError for an unusable schema."""
+        return {
+            "sampling": self.sampling,
+            "template_override": self.template or None,
+            "grammar": self.grammar(),
+            "meta": {"reply_format": self.reply_format.to_dict()},
+        }
+
     @classmethod
     def from_conversation(cls, conversation: Conversation, fallback_preset: str = "balanced") -> ChatSetup:
         """The setup a stored conversation runs with. Never raises: a damaged part falls back to its default
