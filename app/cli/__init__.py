@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "app.cli.chat_cmds",
     "app.cli.history_cmds",
     "app.cli.hw_cmds",
+    "app.cli.rpc_cmds",
 )
 
 EXIT_OK = 0

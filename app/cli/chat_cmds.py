@@ -12,9 +12,11 @@ from pathlib import Path
 from typing import TextIO
 
 from app.cli.context import CliContext
+from app.cli.rpc_cmds import add_rpc_argument, rpc_workers_from_args
 from app.core.conversation import ChatRunner
 from app.core.engine import GenerationStats, TextChunk
 from app.core.errors import ConfigError, HearthError
+from app.core.isolated_engine import engine_for
 from app.core.llama_engine import LlamaCppEngine
 from app.core.load_config import LoadConfig, LoraAdapter
 from app.core.messages import ChatMessage
@@ -62,6 +64,7 @@ def _load_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--flash-attn", choices=["auto", "on", "off"], default="auto", help="flash attention")
     parser.add_argument("--kv", default="f16", choices=["f16", "q8_0", "q4_0"], help="KV cache type")
     parser.add_argument("--lora", action="append", default=[], metavar="FILE[:SCALE]", help="LoRA adapter")
+    add_rpc_argument(parser)  # --rpc HOST:PORT,...
 
 
 def _load(args: argparse.Namespace, err: TextIO) -> LlamaCppEngine:
@@ -72,14 +75,17 @@ def _load(args: argparse.Namespace, err: TextIO) -> LlamaCppEngine:
         flash_attention={"auto": None, "on": True, "off": False}[args.flash_attn],
         kv_cache_type=args.kv,
         loras=tuple(LoraAdapter.parse(item) for item in args.lora),
+        rpc_workers=rpc_workers_from_args(args),
     )
-    engine = LlamaCppEngine()
+    engine = engine_for(config)  # split over RPC workers: an isolated engine process (app/core/isolated_engine.py)
     loaded = engine.load(args.model, config)
     print(
         f"Loaded {loaded.info.display_name} ({loaded.info.file_type}, n_ctx {loaded.n_ctx}, "
         f"{loaded.backend}, {loaded.n_gpu_layers} GPU layers) in {loaded.load_ms:.0f} ms",
         file=err,
     )
+    for line in getattr(engine, "placement", ()):  # where an RPC split put the layers
+        print(f"  {line}", file=err)
     return engine
 
 

@@ -167,9 +167,9 @@ def apple_unified(total_ram: int, available_ram: int) -> GpuInfo | None:
 def installed_backend() -> tuple[str, bool]:
     """(backend name, can offload) of the installed llama-cpp-python build; ("unavailable", False) if none."""
     try:
-        from app.core.native import backend_name, llama
+        from app.core.native import backend_name, supports_gpu_offload
 
-        return backend_name(), bool(llama().llama_supports_gpu_offload())
+        return backend_name(), supports_gpu_offload()
     except Exception as exc:  # a broken or missing engine must not break hardware detection
         log.warning("llama.cpp backend unknown: %s", exc)
         return "unavailable", False

@@ -19,7 +19,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from app.core import llama_log
+from app.core import llama_log, rpc
 from app.core.engine import Event, GenerationStats, LoadedModel, ProgressCallback, PromptRequest, TextChunk
 from app.core.errors import (
     ConfigError,
@@ -191,7 +191,9 @@ class LlamaCppEngine:
         params.n_gpu_layers = _ALL_LAYERS if config.n_gpu_layers < 0 else config.n_gpu_layers
         params.load_mode = self._load_mode(lib, config)
         params.progress_callback = self._progress_cb
+        placement = rpc.place_model(lib, params, config, info)  # RPC workers: devices + layer split, else None
         model = lib.llama_model_load_from_file(str(path).encode("utf-8"), params)
+        del placement  # its arrays only had to outlive the load: llama.cpp copied the devices and split
         if not model:
             raise self._load_failure(info.display_name, info.architecture, "model", config)
         try:

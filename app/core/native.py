@@ -103,7 +103,20 @@ def backend_name() -> str:
     ):
         if marker in names:
             return name
-    return "Metal" if llama().llama_supports_gpu_offload() else "CPU"
+    return "Metal" if sys.platform == "darwin" and supports_gpu_offload() else "CPU"
+
+
+def supports_gpu_offload() -> bool:
+    """Whether layers can go to a GPU of this machine. llama_supports_gpu_offload() alone also says yes for
+    any build with the RPC backend (RPC workers count as offload devices), even on a machine without a GPU."""
+    lib = llama()
+    if not lib.llama_supports_gpu_offload():
+        return False
+    if not lib.llama_supports_rpc():
+        return True
+    from app.core.rpc import ggml
+
+    return bool(ggml().local_devices(("GPU", "IGPU")))
 
 
 class Captured:
