@@ -123,9 +123,15 @@ def _built(target: str) -> bool:
 
 
 def _cmake() -> str:
-    """cmake from this venv (the `cmake` test dependency), else from PATH."""
+    """The cmake that configured the tree (a tree is built with the cmake that made it), else the system's,
+    else this venv's (the `cmake` test dependency: a machine without cmake gets it from PyPI)."""
+    configured = build_dir() / ".configured"
+    if configured.is_file():
+        recorded = json.loads(configured.read_text()).get("cmake", "")
+        if recorded and Path(recorded).is_file():
+            return recorded
     here = Path(sys.executable).parent / _exe("cmake")
-    found = str(here) if here.is_file() else shutil.which("cmake")
+    found = shutil.which("cmake") or (str(here) if here.is_file() else None)
     if found is None:
         raise LlamaToolsError(
             "cmake is not installed, so llama.cpp's RPC libraries and tools cannot be built for the tests: "
@@ -263,7 +269,7 @@ def _configure() -> None:
     build.mkdir(parents=True, exist_ok=True)
     _log(f"configuring llama.cpp ({' '.join(cmake_args())})")
     seconds = _run([cmake, "-S", str(source), "-B", str(build), *cmake_args()], build_dir() / "build.log", "configure")
-    (build_dir() / ".configured").write_text(json.dumps(list(cmake_args())))
+    (build_dir() / ".configured").write_text(json.dumps({"cmake": cmake, "args": list(cmake_args())}))
     _record("configure", seconds)
 
 
