@@ -240,12 +240,14 @@ class IsolatedEngine:
         log.info("engine child process %d started", self._proc.pid)
 
     def _drain_stderr(self, proc: subprocess.Popen[bytes]) -> None:
+        """The child's log records and anything native code prints: into this process's log."""
         assert proc.stderr is not None
         for raw in proc.stderr:
             line = raw.decode("utf-8", errors="replace").rstrip()
             if line:
                 self._stderr.append(line)
-                log.debug("engine child: %s", line)
+                level = logging.getLevelName(line.split(" ", 1)[0])
+                log.log(level if isinstance(level, int) else logging.INFO, "engine child %d: %s", proc.pid, line)
 
     def _stop_child(self) -> None:
         proc, self._proc = self._proc, None
@@ -365,6 +367,11 @@ def child_main() -> int:
     channel = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # native prints to stdout must not corrupt the channel
     sys.stdout = sys.stderr
+    # Log records go to stderr, which the parent reads into its own log file (one writer per file).
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    logging.getLogger("hearth").addHandler(handler)
+    logging.getLogger("hearth").setLevel(logging.INFO)
     inbox = sys.stdin.buffer
     rpc.isolated = True
     engine = LlamaCppEngine()

@@ -265,7 +265,9 @@ class Placement:
 
 
 last_placement: Placement | None = None  # the last RPC load's placement in this process (for reporting)
-isolated = False  # set by the engine child process: a worker that dies then cannot take the app down
+# Set by the engine child process (app/core/isolated_engine.py). Anywhere else an RPC load is refused: the
+# RPC client aborts the process it runs in when a worker dies.
+isolated = False
 
 
 def describe_plan(plan: SplitPlan, n_layers: int) -> list[str]:
@@ -342,10 +344,13 @@ def place_model(lib: Any, params: Any, config: LoadConfig, info: ModelInfo) -> P
     workers_wanted = tuple(getattr(config, "rpc_workers", ()) or ())
     if not workers_wanted:
         return None
+    if not isolated:
+        raise RpcWorkerError(
+            "a model split over RPC workers must be loaded through app.core.isolated_engine (engine_for): "
+            "a worker that dies would end this process"
+        )
     if not lib.llama_supports_rpc():
         raise RpcWorkerError(no_rpc_message())
-    if not isolated:
-        log.warning("loading over RPC in the app's own process: a worker that dies will end the process")
     workers = tuple(query_worker(endpoint) for endpoint in workers_wanted)
     api = ggml()
     add_server = ctypes.CFUNCTYPE(ctypes.c_void_p, ctypes.c_char_p)(api.proc(b"ggml_backend_rpc_add_server"))

@@ -120,3 +120,19 @@ def test_a_child_that_cannot_start_is_a_load_error(tiny_model: Path):
 def test_engine_for_isolates_only_rpc_loads():
     assert isinstance(engine_for(LoadConfig()), LlamaCppEngine)
     assert isinstance(engine_for(LoadConfig(rpc_workers=("127.0.0.1:50052",))), IsolatedEngine)
+
+
+def test_an_rpc_load_on_an_engine_without_rpc_says_how_to_rebuild(tiny_model: Path):
+    import llama_cpp
+
+    from app.core.rpc import REBUILD_COMMAND, RpcWorkerError
+
+    package_lib = Path(llama_cpp.__file__).parent / "lib"
+    if any(package_lib.glob("*ggml-rpc*")):  # this venv was rebuilt with RPC: the worker is then probed
+        expected = "RPC worker 127.0.0.1:1 is unreachable"
+    else:
+        expected = f"this llama.cpp build has no RPC backend; rebuild it with: {REBUILD_COMMAND}"
+    engine = IsolatedEngine()
+    with pytest.raises(RpcWorkerError) as error:
+        engine.load(tiny_model, LoadConfig(n_ctx=512, rpc_workers=("127.0.0.1:1",)))
+    assert str(error.value).startswith(expected) and engine.model is None

@@ -166,3 +166,12 @@ def test_the_probe_names_a_worker_that_is_not_there_or_not_a_worker(tcp_server):
     old = tcp_server(bytes([28, 0, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0]) + bytes(24))  # a protocol 3.0.0 worker
     with pytest.raises(RpcWorkerError, match=rf"^RPC worker {old} speaks protocol 3.0.0, this Hearth 7.x"):
         query_worker(old)
+
+
+def test_rpc_loads_are_refused_outside_an_isolated_engine(tiny_model: Path):
+    from app.core.llama_engine import LlamaCppEngine
+
+    engine = LlamaCppEngine()
+    with pytest.raises(RpcWorkerError, match="must be loaded through app.core.isolated_engine"):
+        engine.load(tiny_model, LoadConfig(n_ctx=512, rpc_workers=("127.0.0.1:1",)))
+    assert engine.model is None
