@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from app.core.errors import ConfigError, HearthError, ModelLoadError
-from app.core.fit import SplitPlan, split_by_memory
+from app.core.fit import GPU_OVERHEAD, SplitPlan, split_by_memory
 from app.core.gguf_info import ModelInfo, format_bytes
 from app.core.load_config import LoadConfig
 
@@ -328,6 +328,7 @@ def _local_gpus() -> list[tuple[str, int]]:
     gpus = []
     for device in api.local_devices(("GPU", "IGPU")):
         free, _ = api.memory(device)
+        free = max(free - GPU_OVERHEAD, 0)  # the backend's own context takes this much before any buffer
         gpus.append(((api.dev_name(device) or b"GPU").decode(errors="replace"), free))
     return gpus
 
