@@ -142,6 +142,22 @@ def test_cli_chat_and_fit_over_rpc(model_1b: Path, workers: list[Worker], rpc_li
     assert "CPU (this machine)" in text.stdout and "Verdict: fits" in text.stdout
 
 
+def test_a_worker_with_a_cache_keeps_the_weights_it_received(model_1b: Path, rpc_environment: Path, tmp_path: Path):
+    worker = start_worker(rpc_environment, tmp_path / "cached", cache=True)
+    try:
+        engine = IsolatedEngine()
+        config = LoadConfig(n_ctx=512, n_threads=1, rpc_workers=(worker.endpoint,))
+        for _ in range(2):  # the second load finds the large tensors in the worker's cache
+            engine.load(model_1b, config)
+            assert reply(engine, max_tokens=4)[1].finish_reason == "length"
+            engine.unload()
+        # llama.cpp caches tensors over 10 MB (sent as a hash the next time): here the 54 MB output matrix.
+        cached = [p for p in (tmp_path / "cached" / "cache" / "rpc").rglob("*") if p.is_file()]
+        assert cached and all(p.stat().st_size > 10_000_000 for p in cached)
+    finally:
+        assert worker.stop() == 0
+
+
 def test_a_worker_killed_mid_reply_is_named_and_the_app_goes_on(
     model_1b: Path, workers: list[Worker], rpc_environment: Path, tmp_path: Path
 ):

@@ -62,15 +62,22 @@ class Worker:
 
 
 def start_worker(
-    lib_dir: Path, home: Path, *, threads: int = 1, host: str = "127.0.0.1", port: int | None = None
+    lib_dir: Path,
+    home: Path,
+    *,
+    threads: int = 1,
+    host: str = "127.0.0.1",
+    port: int | None = None,
+    cache: bool = False,
 ) -> Worker:
-    """Start `hearth rpc-worker` and wait until it answers the RPC handshake (at most 60 s)."""
+    """Start `hearth rpc-worker` (HEARTH_HOME=home) and wait until it answers the RPC handshake (60 s at most).
+    cache: --cache, which keeps received weights in home/cache/rpc."""
     port = port or free_port()
     home.mkdir(parents=True, exist_ok=True)
     log_path = home / f"rpc-worker-{port}.log"
     log = log_path.open("w")
     command = [sys.executable, "-m", "app", "rpc-worker", "--host", host, "--port", str(port)]
-    command += ["--threads", str(threads)]
+    command += ["--threads", str(threads), *(["--cache"] if cache else [])]
     process = subprocess.Popen(
         command,
         env=rpc_env(lib_dir, home),
