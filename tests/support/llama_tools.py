@@ -264,8 +264,8 @@ def _configure() -> None:
     build = build_dir() / "build"
     if (build / "CMakeCache.txt").is_file() and (build_dir() / ".configured").is_file():
         return
+    cmake = _cmake()  # before fetching 76 MB of source that could not be built
     source = source_dir()
-    cmake = _cmake()
     build.mkdir(parents=True, exist_ok=True)
     _log(f"configuring llama.cpp ({' '.join(cmake_args())})")
     seconds = _run([cmake, "-S", str(source), "-B", str(build), *cmake_args()], build_dir() / "build.log", "configure")
