@@ -173,18 +173,12 @@ class _Ggml:
     """The few ggml-backend functions this module needs, from the libraries llama_cpp itself loaded."""
 
     def __init__(self) -> None:
-        from app.core.native import library_dir, llama
+        from app.core.native import ggml_library
 
-        llama()  # loads libllama and its ggml libraries, and initialises the backends
-        folder = library_dir()
-        libs = []
-        for stem in ("ggml", "ggml-base"):
-            found = [folder / f"lib{stem}.so", folder / f"lib{stem}.dylib", folder / f"{stem}.dll"] if folder else []
-            path = next((p for p in found if p.is_file()), None)
-            if path is None:
-                raise HearthError(f"llama.cpp's {stem} library was not found in {folder}")
-            libs.append(ctypes.CDLL(str(path)))
-        ggml, base = libs
+        try:  # the very copies libllama runs on (another copy would have a registry of its own)
+            ggml, base = ggml_library("ggml"), ggml_library("ggml-base")
+        except OSError as exc:
+            raise HearthError(f"llama.cpp's ggml libraries are not usable: {exc}") from None
 
         def bind(name: str, restype: Any, *argtypes: Any) -> Any:
             function = getattr(ggml, name, None) or getattr(base, name)

@@ -3,7 +3,10 @@ assigns layers), and the handshake probe against things that are not RPC workers
 
 from __future__ import annotations
 
+import ast
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -175,3 +178,18 @@ def test_rpc_loads_are_refused_outside_an_isolated_engine(tiny_model: Path):
     with pytest.raises(RpcWorkerError, match="must be loaded through app.core.isolated_engine"):
         engine.load(tiny_model, LoadConfig(n_ctx=512, rpc_workers=("127.0.0.1:1",)))
     assert engine.model is None
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/maps")
+def test_ggml_is_used_through_the_copy_libllama_runs_on():
+    # Wheels and bundles ship libggml.so, libggml.so.0 ... as copies: opening another one by path would map a
+    # second ggml whose backend registry lacks what the first loaded (the RPC module of the bundle).
+    script = (
+        "from app.core.hardware import llama_devices; from app.core.rpc import ggml; llama_devices(); ggml()\n"
+        "import re; maps = open('/proc/self/maps').read()\n"
+        "print(sorted({m for m in re.findall(r'/(libggml(?:-base)?\\.so[.0-9]*)$', maps, re.M)}))"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True)
+    loaded = ast.literal_eval(result.stdout.strip())
+    assert len([name for name in loaded if name.startswith("libggml.")]) == 1, loaded
+    assert len([name for name in loaded if name.startswith("libggml-base.")]) == 1, loaded
