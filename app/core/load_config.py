@@ -82,6 +82,8 @@ class LoadConfig:
     speculative: str = "auto"
     # A small model with the same vocabulary that drafts for this one (a path; "" = none: prompt lookup only).
     draft_model: str = ""
+    # llama.cpp RPC workers ("host:port") the layers are split over, with the local device (app/core/rpc.py)
+    rpc_workers: tuple[str, ...] = field(default_factory=tuple)
 
     @property
     def threads(self) -> int:
@@ -133,6 +135,11 @@ class LoadConfig:
             raise ConfigError(f"seed must be 0 to {2**32 - 2}; got {self.seed}")
         for adapter in self.loras:
             self._check_lora(adapter, info)
+        if self.rpc_workers:
+            from app.core.rpc import parse_workers
+
+            if parse_workers(self.rpc_workers) != tuple(self.rpc_workers):
+                raise ConfigError(f"RPC workers must be distinct HOST:PORT values; got {', '.join(self.rpc_workers)}")
         if info is not None:
             self._check_model(info)
         return self
@@ -183,6 +190,7 @@ class LoadConfig:
     def from_dict(cls, data: dict[str, Any]) -> LoadConfig:
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
         known["loras"] = tuple(LoraAdapter(Path(a["path"]), float(a.get("scale", 1.0))) for a in data.get("loras", ()))
+        known["rpc_workers"] = tuple(str(worker) for worker in data.get("rpc_workers", ()))
         return cls(**known)
 
     def with_changes(self, **changes: Any) -> LoadConfig:
