@@ -57,6 +57,8 @@ class GenerationStats:
     error: str | None = None
     dropped_messages: int = 0  # set by the conversation layer when old turns were left out
     seed: int | None = None
+    drafted_tokens: int = 0  # speculative decoding: draft tokens checked, and how many of them were kept
+    accepted_tokens: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -16,13 +16,14 @@ Threading contract:
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import queue
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +34,7 @@ from app.core.reply import PreparedReply, ReplyChunk, ReplyDone, ReplyRecorder, 
 if TYPE_CHECKING:
     from app.core.backends import ChatBackend, LocalBackend
     from app.core.hardware import HardwareInfo
+    from app.core.kv_state import StateCache
     from app.core.llama_engine import LlamaCppEngine, Run
     from app.core.load_config import LoadConfig
     from app.core.store import Store
@@ -176,6 +178,10 @@ class HostClient:
         The result comes back in CallDone."""
         return self.host._submit(self, "call", fn)
 
+    def save_conversation(self, conversation_id: int) -> Job:
+        """The user left this conversation: save its KV cache (CallDone.result: bytes written, 0 if none)."""
+        return self.call(lambda engine: self.host._save_state(engine, conversation_id))
+
 
 # ---- the host ----------------------------------------------------------------------------------------------------
 
@@ -198,12 +204,15 @@ class EngineHost:
         *,
         store_path: Path | None = None,
         hardware: Callable[[], HardwareInfo] | None = None,
+        state_cache: StateCache | None = None,
         name: str = "hearth-engine",
     ) -> None:
         """hardware: what the load policy plans for (default: this machine, detected on the host thread;
-        tests inject a simulated GPU)."""
+        tests inject a simulated GPU). state_cache: where conversations' KV caches are saved when they are
+        left (save_conversation, a model change, shutdown) and restored from when they continue."""
         self._factory = engine_factory or _default_engine
         self.store_path = store_path
+        self.state_cache = state_cache
         self.hardware = hardware or _detected_hardware
         self._ids = itertools.count(1)
         self._inbox: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
@@ -219,6 +228,7 @@ class EngineHost:
         self._loading_job: Job | None = None
         self._model: LoadedModel | None = None
         self._remote_threads: set[threading.Thread] = set()
+        self._remote_jobs: set[Job] = set()  # remote replies in flight: shutdown stops them too
         self._stopping = False
         self._thread = threading.Thread(target=self._main, name=name, daemon=True)
         self._thread.start()
@@ -286,6 +296,8 @@ class EngineHost:
             job.cancelled.set()
         for active in list(self._active):
             active.job.cancelled.set()
+        for job in list(self._remote_jobs):
+            job.cancelled.set()
         engine = self._engine
         if engine is not None:
             engine.cancel()
@@ -378,9 +390,12 @@ class EngineHost:
                 self._run_exclusive(job)
                 continue
             engine = self._engine
-            if engine is not None and engine.model is not None and engine.free_slots == 0:
+            if engine is not None and engine.model is not None and getattr(engine, "free_slots", 1) == 0:
                 return
             self._pending.popleft()
+            if engine is not None and not hasattr(engine, "begin"):
+                self._run_whole(job)  # an engine of one sequence (in a child process): one reply at a time
+                continue
             self._start_local(job)
 
     def _end_cancelled(self, job: Job) -> None:
@@ -403,10 +418,11 @@ class EngineHost:
             self._end_cancelled(self._pending.popleft())
 
     def _ensure_engine(self) -> LlamaCppEngine:
-        if self._engine is None:
-            from app.core.backends import LocalBackend
+        from app.core.backends import LocalBackend
 
+        if self._engine is None:
             self._engine = self._factory()
+        if self._local is None or self._local.engine is not self._engine:
             self._local = LocalBackend(self._engine)
         return self._engine
 
@@ -426,11 +442,58 @@ class EngineHost:
         else:
             self._call(job)
 
+    def _save_state(self, engine: LlamaCppEngine, conversation_id: int) -> int:
+        cache = self.state_cache
+        if cache is None or engine.model is None:
+            return 0
+        from app.core.kv_state import conversation_name
+
+        return cache.save(engine, ("conversation", conversation_id), conversation_name(conversation_id))
+
+    def _save_all_states(self, engine: LlamaCppEngine) -> None:
+        """Before the KV cache goes (another model, quitting): every cached conversation to the state cache."""
+        if self.state_cache is None or engine.model is None or not hasattr(engine, "cached_keys"):
+            return
+        for key in engine.cached_keys():
+            if isinstance(key, tuple) and len(key) == 2 and key[0] == "conversation":
+                self._save_state(engine, key[1])
+
+    def _restore_state(self, engine: LlamaCppEngine, request: ReplyRequest) -> None:
+        """A conversation continued whose tokens are not cached: bring its saved KV cache back first."""
+        key = request.cache_key
+        if self.state_cache is None or request.conversation_id is None or not hasattr(engine, "cached_keys"):
+            return
+        if key in engine.cached_keys():
+            return
+        from app.core.kv_state import conversation_name
+
+        restored = self.state_cache.restore(engine, key, conversation_name(request.conversation_id))
+        if restored.tokens:
+            log.info("conversation %s: %d cached tokens restored", request.conversation_id, restored.tokens)
+
+    def _engine_for(self, config: LoadConfig) -> LlamaCppEngine:
+        """The engine a load needs: this process's, or (a model split over RPC workers) one in a child
+        process, since llama.cpp ends the whole process when a worker drops. Swapping frees the old one."""
+        from app.core.isolated_engine import IsolatedEngine
+
+        engine = self._ensure_engine()
+        isolated = isinstance(engine, IsolatedEngine)
+        if bool(config.rpc_workers) != isolated:
+            self._save_all_states(engine)
+            with contextlib.suppress(HearthError):
+                engine.unload()
+            self._model = None
+            self._engine = IsolatedEngine() if config.rpc_workers else self._factory()  # type: ignore[assignment]
+            self._local = None
+            engine = self._ensure_engine()
+        return engine
+
     def _load(self, job: Job) -> None:
         from app.core.load_policy import load_planned, plan_load
 
         path, config = job.payload
-        engine = self._ensure_engine()
+        engine = self._engine_for(config)
+        self._save_all_states(engine)
         self._loading, self._loading_job = path, job
         self._broadcast()
         last = [-1.0]
@@ -501,6 +564,8 @@ class EngineHost:
             request: ReplyRequest = job.payload
             recorder = ReplyRecorder(job.id, request, None, job.publish)
             try:
+                if engine.model is not None:
+                    self._restore_state(engine, request)
                 prepared = self._local.prepare(request)
                 recorder.store = self._ensure_store() if request.conversation_id is not None else None
                 recorder.start(prepared)
@@ -528,6 +593,41 @@ class EngineHost:
             )
         self._active.append(_Active(job, run, recorder))
         self._broadcast()
+
+    def _run_whole(self, job: Job) -> None:
+        """A reply on an engine without steps (the RPC child): streamed here to its end, Stop forwarded."""
+        assert self._local is not None and self._engine is not None
+        engine = self._engine
+        request: ReplyRequest = job.payload if job.kind == "reply" else ReplyRequest((), job.payload[0].sampling)
+        recorder = ReplyRecorder(job.id, request, None, job.publish)
+        try:
+            if job.kind == "reply":
+                prepared = self._local.prepare(request)
+                recorder.store = self._ensure_store() if request.conversation_id is not None else None
+            else:
+                prompt, key = job.payload
+                model = engine.model
+                if model is None:
+                    raise HearthError("no model is loaded; load one first")
+                prepared = PreparedReply(prompt.text, "", "", "raw completion", None, 0, 0, model.path.name, prompt)
+                prepared = replace(prepared, key=key)
+            recorder.start(prepared)
+            stats = None
+            for event in engine.generate(prepared.payload, key=prepared.key):
+                if job.cancelled.is_set():
+                    engine.cancel()
+                if isinstance(event, TextChunk):
+                    recorder.chunk(event.text)
+                elif isinstance(event, GenerationStats):
+                    stats = event
+            recorder.finish(stats, None, engine.context_used)
+        except HearthError as exc:
+            recorder.finish(None, str(exc))
+        except Exception as exc:
+            log.exception("reply failed")
+            recorder.finish(None, f"{type(exc).__name__}: {exc}")
+        finally:
+            self._broadcast()
 
     def _step(self) -> None:
         engine = self._engine
@@ -561,6 +661,7 @@ class EngineHost:
     def _start_remote(self, job: Job) -> None:
         thread = threading.Thread(target=self._remote_reply, args=(job,), name=f"hearth-remote-{job.id}", daemon=True)
         self._remote_threads.add(thread)
+        self._remote_jobs.add(job)
         thread.start()
 
     def _remote_reply(self, job: Job) -> None:
@@ -596,12 +697,17 @@ class EngineHost:
             if store is not None:
                 store.close()
             self._remote_threads.discard(threading.current_thread())
+            self._remote_jobs.discard(job)
             self._broadcast()
 
     # ---- closing ----------------------------------------------------------------------------------------------
     def _close_on_thread(self) -> None:
         engine = self._engine
         if engine is not None:
+            try:
+                self._save_all_states(engine)
+            except Exception:  # quitting must never fail over a cache
+                log.exception("saving conversation states at exit failed")
             try:
                 engine.unload()
             except HearthError as exc:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from app.core import llama_log
+from app.core import llama_log, rpc
 from app.core.engine import Event, GenerationStats, LoadedModel, ProgressCallback, PromptRequest, TextChunk
 from app.core.errors import (
     ConfigError,
@@ -35,8 +35,9 @@ from app.core.errors import (
 )
 from app.core.gguf_info import inspect
 from app.core.load_config import AUTO_LAYERS, KV_CACHE_TYPES, LoadConfig
-from app.core.native import backend_name, captured_stderr, llama, release_heap
+from app.core.native import backend_name, captured_stderr, llama, release_heap, supports_gpu_offload
 from app.core.sampling import SamplingSettings
+from app.core.speculative import MAX_DRAFT, Drafter, LookupDrafter, SpecPolicy
 from app.core.stops import StopMatcher
 
 log = logging.getLogger("hearth.engine")
@@ -86,12 +87,16 @@ class LlamaCppEngine:
         self._slots: list[Slot] = []  # one per sequence of the context (LoadConfig.n_parallel)
         self._batch: Any = None  # one llama_batch, reused by every step
         self._interleave_chunk = 32  # prompt tokens per step while other runs stream (adapts to speed)
+        self._spec: SpecPolicy | None = None  # speculative decoding (LoadConfig.speculative), per model
+        self._token_data: Any = None  # candidates array for grammar-constrained sampling (numpy, reused)
+        self._draft_model: Any = None  # a ModelDrafter when LoadConfig.draft_model names one
         self._abort_runs: list[Run] = []  # runs whose cancel aborts the decode in flight
         self._space_prefix = False
         self._add_bos = False
         self._bos_text = ""
         self._piece = ctypes.create_string_buffer(256)
         self._progress_cb: Any = None
+        self._flash_type = 0
         self._abort_cb: Any = None
         self._no_abort: Any = None
         self._embed_ctx: Any = None  # a second context for embeddings, made on first use (see embed())
@@ -134,7 +139,7 @@ class LlamaCppEngine:
         from app.core.load_policy import load_planned, plan_load
 
         config.validate()  # before "auto"/"all" are resolved: a bad value must not be silently replaced
-        wants_gpu = config.n_gpu_layers != 0 and llama().llama_supports_gpu_offload()
+        wants_gpu = config.n_gpu_layers != 0 and supports_gpu_offload()
         hardware = detect_hardware(probe_gpus=wants_gpu)
         plan = plan_load(Path(path), config, hardware)
         return load_planned(self, plan, hardware, progress, retry=retry_on_oom).model
@@ -146,7 +151,7 @@ class LlamaCppEngine:
             config.validate()
             if config.n_gpu_layers == AUTO_LAYERS:
                 raise ConfigError("resolve auto GPU layers first (app.core.load_policy.plan_load)")
-            if config.n_gpu_layers < 0 and not llama().llama_supports_gpu_offload():
+            if config.n_gpu_layers < 0 and not supports_gpu_offload():
                 config = replace(config, n_gpu_layers=0)
             return self._load(Path(path), config, progress)
         finally:
@@ -179,7 +184,9 @@ class LlamaCppEngine:
         params.n_gpu_layers = _ALL_LAYERS if config.n_gpu_layers < 0 else config.n_gpu_layers
         params.load_mode = self._load_mode(lib, config)
         params.progress_callback = self._progress_cb
+        placement = rpc.place_model(lib, params, config, info)  # RPC workers: devices + layer split, else None
         model = lib.llama_model_load_from_file(str(path).encode("utf-8"), params)
+        del placement  # its arrays only had to outlive the load: llama.cpp copied the devices and split
         if not model:
             raise self._load_failure(info.display_name, info.architecture, "model", config)
         try:
@@ -199,12 +206,15 @@ class LlamaCppEngine:
         probe = self.tokenize("a", add_bos=False)
         self._space_prefix = bool(probe) and self._token_text(probe[0], special=False).startswith(" ")
         self._slots = [Slot(seq) for seq in range(config.n_parallel)]
+        self._spec = SpecPolicy() if self._speculation_exact(lib, config) else None
+        if config.draft_model:
+            self._load_draft_model(lib, info, config)
         self._batch = lib.llama_batch_init(max(config.n_batch, config.n_parallel), 0, config.n_parallel)
         self._abort_cb = lib.ggml_abort_callback(lambda _data: any(r.cancel.is_set() for r in self._abort_runs))
         self._no_abort = lib.ggml_abort_callback(0)
         n_layer = lib.llama_model_n_layer(model)
         wanted = n_layer + 1 if config.n_gpu_layers < 0 else config.n_gpu_layers
-        offloaded = min(wanted, n_layer + 1) if lib.llama_supports_gpu_offload() else 0
+        offloaded = min(wanted, n_layer + 1) if supports_gpu_offload() else 0
         self._loaded = LoadedModel(
             path=path,
             info=info,
@@ -242,7 +252,7 @@ class LlamaCppEngine:
         params.kv_unified = True
         params.n_threads = config.threads
         params.n_threads_batch = config.threads_batch
-        params.flash_attn_type = self._flash_attention(lib, config)
+        params.flash_attn_type = self._flash_type = self._flash_attention(lib, config)
         params.type_k = params.type_v = KV_CACHE_TYPES[config.kv_cache_type]
         params.no_perf = True  # Hearth times generations itself
         ctx = lib.llama_init_from_model(model, params)
@@ -256,9 +266,43 @@ class LlamaCppEngine:
         Q4_K_M) it roughly halves prompt speed deep into a chat (pp49 @ depth 1325: 37.7 vs 66.8 t/s) and
         slows generation at depth (19.6 vs 24.5 t/s), for a small gain only in a short context."""
         if config.flash_attention is None:
-            on_gpu = config.n_gpu_layers != 0 and lib.llama_supports_gpu_offload()
+            on_gpu = config.n_gpu_layers != 0 and supports_gpu_offload()
             return lib.LLAMA_FLASH_ATTN_TYPE_AUTO if on_gpu else lib.LLAMA_FLASH_ATTN_TYPE_DISABLED
         return lib.LLAMA_FLASH_ATTN_TYPE_ENABLED if config.flash_attention else lib.LLAMA_FLASH_ATTN_TYPE_DISABLED
+
+    def _load_draft_model(self, lib: Any, info: Any, config: LoadConfig) -> None:
+        """Load the draft model beside the target (on the same device), after checking it can draft for it."""
+        from app.core.draft_models import ModelDrafter, can_draft_for
+
+        path = Path(config.draft_model).expanduser()
+        try:
+            problem = can_draft_for(inspect(path), info)
+        except (GGUFError, OSError) as exc:
+            problem = f"the draft model is unusable: {exc}"
+        if problem:
+            self._free()
+            raise ConfigError(problem)
+        if self._spec is None:
+            log.info("draft model %s not used: drafts need flash attention to keep the output exact", path.name)
+            return
+        layers = _ALL_LAYERS if config.n_gpu_layers != 0 and supports_gpu_offload() else 0
+        try:
+            self._draft_model = ModelDrafter.load(
+                path, lib.llama_n_ctx(self._ctx), config.threads, layers, self._flash_type
+            )
+        except ConfigError:
+            self._free()
+            raise
+
+    def _speculation_exact(self, lib: Any, config: LoadConfig) -> bool:
+        """Whether drafts can be checked without changing a single token of the output: only with flash
+        attention (without it, llama.cpp's attention gives a token in a batch other logits than alone) -
+        on explicitly, or llama.cpp's auto on a GPU."""
+        if config.speculative == "off":
+            return False
+        if self._flash_type == lib.LLAMA_FLASH_ATTN_TYPE_ENABLED:
+            return True
+        return self._flash_type == lib.LLAMA_FLASH_ATTN_TYPE_AUTO and bool(supports_gpu_offload())
 
     def _apply_loras(self, lib: Any, config: LoadConfig) -> None:
         if not config.loras:
@@ -303,6 +347,9 @@ class LlamaCppEngine:
         if self._ctx is None and self._model_p is None:
             return
         lib = llama()
+        if self._draft_model is not None:
+            self._draft_model.close()
+            self._draft_model = None
         if self._batch is not None:
             lib.llama_batch_free(self._batch)
             self._batch = None
@@ -426,8 +473,10 @@ class LlamaCppEngine:
 
     # ---- generation --------------------------------------------------------------------------------
     def generate(self, request: PromptRequest, *, key: Hashable = None) -> Iterator[Event]:
-        """Stream one reply (the simple way: the caller is the only user of the engine meanwhile)."""
+        """Stream one reply (the simple way: the caller is the only user of the engine meanwhile). Closing
+        the iterator early stops the reply and frees its sequence."""
         self._acquire("start another reply")
+        run: Run | None = None
         try:
             self._cancel.clear()
             run = self.begin(request, key=key, cancel=self._cancel)
@@ -436,6 +485,8 @@ class LlamaCppEngine:
                 yield from run.take_events()
             yield from run.take_events()
         finally:
+            if run is not None and not run.done:
+                self.release(run)
             self._lock.release()
 
     def begin(self, request: PromptRequest, *, key: Hashable = None, cancel: threading.Event | None = None) -> Run:
@@ -457,7 +508,7 @@ class LlamaCppEngine:
                 "model with a larger context"
             )
         seed = self._seed(request.sampling)
-        chain = self._sampler_chain(request.sampling, request.grammar, seed)
+        chain, grammar_sampler = self._sampler_chain(request.sampling, request.grammar, seed)
         slot.key, slot.last_used = key, time.monotonic()
         slot.last_text, slot.prompt_ids, slot.reply_ids, slot.reply_pieces, slot.reply_shown = (
             request.text,
@@ -469,6 +520,9 @@ class LlamaCppEngine:
         prefix = self._reuse_prefix(slot, tokens)
         budget = min(request.sampling.max_tokens, n_ctx - len(tokens))
         run = Run(request, slot, tokens, prefix, chain, budget, cancel or threading.Event(), started, seed)
+        run.grammar = grammar_sampler
+        if self._spec is not None:
+            run.drafter = self._draft_model if self._draft_model is not None else slot.drafter
         slot.run = run
         if budget <= 0:
             self._finish(run, "length")
@@ -524,6 +578,15 @@ class LlamaCppEngine:
         return next((len(s.tokens) for s in self._slots if s.key == key and key is not None), 0)
 
     @property
+    def spec(self) -> SpecPolicy | None:
+        """The speculative-decoding policy of the loaded model (None: speculation off)."""
+        return self._spec
+
+    @spec.setter
+    def spec(self, policy: SpecPolicy | None) -> None:
+        self._spec = policy
+
+    @property
     def context_used(self) -> int:
         """Tokens held for the most recently used sequence."""
         recent = max(self._slots, key=lambda s: s.last_used, default=None)
@@ -569,11 +632,13 @@ class LlamaCppEngine:
                 lib.llama_memory_seq_rm(memory, slot.seq, 0, -1)
                 prefix = 0
             del slot.tokens[prefix:]
+            slot.drafter.rewind(prefix)
         return prefix
 
     def _clear_slot(self, lib: Any, slot: Slot) -> None:
         lib.llama_memory_seq_rm(lib.llama_get_memory(self._ctx), slot.seq, 0, -1)
         slot.tokens = []
+        slot.drafter = LookupDrafter()
         slot.key = None
         slot.last_text, slot.prompt_ids, slot.reply_ids, slot.reply_pieces, slot.reply_shown = "", [], [], [], 0
 
@@ -581,13 +646,17 @@ class LlamaCppEngine:
         """Evict idle sequences' caches (least recently used first) until `needed` more cells fit in the
         shared KV cache; False when only the sequences of running generations are left."""
         n_ctx = self._loaded.n_ctx if self._loaded else 0
+        used = sum(len(s.tokens) for s in self._slots)
+        if used + needed <= n_ctx:
+            return True  # every step asks: keep the common case to one sum
         for slot in sorted(self._slots, key=lambda s: s.last_used):
-            if sum(len(s.tokens) for s in self._slots) + needed <= n_ctx:
+            if used + needed <= n_ctx:
                 return True
             if slot.run is None and slot.seq not in keep and slot.tokens:
                 log.debug("evicting the cache of sequence %d (%d tokens)", slot.seq, len(slot.tokens))
+                used -= len(slot.tokens)
                 self._clear_slot(lib, slot)
-        return sum(len(s.tokens) for s in self._slots) + needed <= n_ctx
+        return used + needed <= n_ctx
 
     def count_tokens(self, text: str, *, key: Hashable = None) -> int:
         return len(self.prompt_tokens(text, key=key))
@@ -628,22 +697,156 @@ class LlamaCppEngine:
             return self.tokenize(text)
         return slot.prompt_ids + slot.reply_ids[:kept] + tail
 
+    # ---- sequence state (conversations that reopen instantly) --------------------------------------------
+    def cache_identity(self) -> dict[str, Any]:
+        """What a saved sequence state depends on: the model file and the settings that shape its KV cache.
+        A state saved under another identity is never restored (llama.cpp might accept it and answer wrong)."""
+        loaded = self._loaded
+        if loaded is None:
+            raise GenerationError("no model is loaded")
+        stat = loaded.path.stat()
+        config = loaded.config
+        return {
+            "model": str(loaded.path.resolve()),
+            "size": stat.st_size,
+            "mtime_ns": stat.st_mtime_ns,
+            "n_ctx": loaded.n_ctx,
+            "kv_cache_type": config.kv_cache_type,
+            "flash_attention": self._flash_type,
+            "loras": [[str(a.path.resolve()), a.scale] for a in config.loras],
+        }
+
+    def export_sequence(self, key: Hashable) -> SequenceState | None:
+        """The KV cache of key's idle sequence and the tokens it holds; None when it holds nothing."""
+        slot = next((s for s in self._slots if key is not None and s.key == key and s.run is None), None)
+        if slot is None or not slot.tokens or self._ctx is None:
+            return None
+        lib = llama()
+        size = lib.llama_state_seq_get_size(self._ctx, slot.seq)
+        buffer = (ctypes.c_uint8 * size)()
+        written = lib.llama_state_seq_get_data(self._ctx, buffer, size, slot.seq)
+        if written == 0:
+            return None
+        return SequenceState(
+            tokens=list(slot.tokens),
+            data=bytes(buffer)[:written],
+            last_text=slot.last_text,
+            prompt_ids=list(slot.prompt_ids),
+            reply_ids=list(slot.reply_ids),
+            reply_pieces=list(slot.reply_pieces),
+            reply_shown=slot.reply_shown,
+        )
+
+    def import_sequence(self, key: Hashable, state: SequenceState) -> bool:
+        """Put a saved sequence back into a free sequence for key; False when llama.cpp refuses it (the
+        sequence is then left empty, as if nothing had been saved)."""
+        if self._ctx is None or not state.tokens:
+            return False
+        free = [s for s in self._slots if s.run is None]
+        if not free:
+            return False
+        slot = next((s for s in free if s.key == key), None) or min(free, key=lambda s: (bool(s.tokens), s.last_used))
+        lib = llama()
+        if not self._make_room(lib, len(state.tokens), {slot.seq}):
+            return False
+        self._clear_slot(lib, slot)
+        buffer = (ctypes.c_uint8 * len(state.data)).from_buffer_copy(state.data)
+        if lib.llama_state_seq_set_data(self._ctx, buffer, len(state.data), slot.seq) == 0:
+            self._clear_slot(lib, slot)
+            return False
+        slot.tokens = list(state.tokens)
+        slot.drafter = LookupDrafter()
+        slot.key, slot.last_used = key, time.monotonic()
+        slot.last_text, slot.prompt_ids, slot.reply_ids = state.last_text, list(state.prompt_ids), list(state.reply_ids)
+        slot.reply_pieces, slot.reply_shown = list(state.reply_pieces), state.reply_shown
+        return True
+
+    def cached_keys(self) -> list[Hashable]:
+        """The conversations and clients whose tokens are cached now."""
+        return [s.key for s in self._slots if s.key is not None and s.tokens]
+
     # ---- one step -----------------------------------------------------------------------------------------
     def _sample(self, lib: Any, run: Run) -> None:
-        """Choose the next token of a run whose logits are ready; finish it at a stop or the budget."""
-        token = lib.llama_sampler_sample(run.chain, self._ctx, run.logits_index)
+        """Choose the next token of a run whose logits are ready; finish it at a stop or the budget. After a
+        speculative decode, check the drafts in order: each kept while it is what the model samples."""
+        drafts, run.drafts = run.drafts, []
+        base = len(run.slot.tokens) - len(drafts)  # the position of the first draft
+        accepted = 0
+        for index in range(len(drafts) + 1):
+            token = self._sample_token(lib, run, run.logits_index + index)
+            if not self._take(lib, run, token):
+                break
+            if index < len(drafts) and token == drafts[index]:
+                accepted += 1
+                continue
+            run.pending, run.state = token, "decode"
+            break
+        if drafts:
+            run.drafted += len(drafts)
+            run.accepted += accepted
+            if self._spec is not None:
+                self._spec.observe_drafts(run.slot.key, len(drafts), accepted)
+            kept = base + accepted
+            if kept < len(run.slot.tokens):  # the rejected drafts leave the KV cache
+                lib.llama_memory_seq_rm(lib.llama_get_memory(self._ctx), run.slot.seq, kept, -1)
+                del run.slot.tokens[kept:]
+            if run.drafter is not None:
+                run.drafter.rewind(len(run.slot.tokens))
+
+    def _sample_token(self, lib: Any, run: Run, index: int) -> int:
+        """Sample at a batch position. With a grammar, as llama.cpp's own sampler does: sample without it,
+        and only if the grammar refuses that token, constrain every token and sample again. Checking one
+        token instead of the whole vocabulary each step makes JSON and tool calls several times faster on
+        a 262k-token vocabulary (the grammar is the slow part), and a greedy pick is the same either way."""
+        if run.grammar is None:
+            return int(lib.llama_sampler_sample(run.chain, self._ctx, index))
+        array = self._candidates(lib, index)
+        lib.llama_sampler_apply(run.chain, ctypes.byref(array))
+        token = int(array.data[array.selected].id)
+        single = (lib.llama_token_data * 1)(lib.llama_token_data(token, 1.0, 0.0))
+        check = lib.llama_token_data_array(single, 1, -1, False)
+        lib.llama_sampler_apply(run.grammar, ctypes.byref(check))
+        if single[0].logit == float("-inf"):
+            array = self._candidates(lib, index)
+            lib.llama_sampler_apply(run.grammar, ctypes.byref(array))
+            lib.llama_sampler_apply(run.chain, ctypes.byref(array))
+            token = int(array.data[array.selected].id)
+        lib.llama_sampler_accept(run.grammar, token)
+        lib.llama_sampler_accept(run.chain, token)
+        return token
+
+    def _candidates(self, lib: Any, index: int) -> Any:
+        """Every token with its logit at a batch position, as llama.cpp's samplers take them (numpy fills
+        the array, kept in self._token_data: a Python loop over a 262k vocabulary would cost more than the
+        grammar saves)."""
+        import numpy as np
+
+        n_vocab = lib.llama_vocab_n_tokens(self._vocab)
+        if self._token_data is None or len(self._token_data) != n_vocab:
+            dtype = np.dtype([("id", "<i4"), ("logit", "<f4"), ("p", "<f4")])
+            self._token_data = np.zeros(n_vocab, dtype=dtype)
+        data = self._token_data
+        data["id"] = np.arange(n_vocab, dtype=np.int32)  # samplers reorder the array in place
+        data["logit"] = np.ctypeslib.as_array(lib.llama_get_logits_ith(self._ctx, index), shape=(n_vocab,))
+        data["p"] = 0.0
+        pointer = data.ctypes.data_as(ctypes.POINTER(lib.llama_token_data))
+        return lib.llama_token_data_array(pointer, n_vocab, -1, False)
+
+    def _take(self, lib: Any, run: Run, token: int) -> bool:
+        """Account for one sampled token: show its text, end the run at a stop or the budget. True when the
+        run goes on (the token is to be decoded next)."""
         run.generated += 1
         if run.first_token is None:
             run.first_token = time.perf_counter()
         vocab = self._vocab
         if lib.llama_vocab_is_eog(vocab, token):
             self._finish(run, "stop")
-            return
+            return False
         text: str | None
         if lib.llama_vocab_is_control(vocab, token):  # never shown; a stop only if it spells one
             if self._token_text(token, special=True) in run.request.stop:
                 self._finish(run, "stop")
-                return
+                return False
             text = None
         else:
             text = run.decoder.decode(self._token_bytes(token, special=False))
@@ -656,21 +859,43 @@ class LlamaCppEngine:
                 run.events.append(TextChunk(safe))
             if hit:
                 self._finish(run, "stop")
-                return
+                return False
         if run.generated >= run.budget:  # the last token is not decoded: nothing would read its logits
             self._finish(run, "length")
-            return
-        run.pending, run.state = token, "decode"
+            return False
+        return True
+
+    def _draft(self, run: Run, capacity: int) -> list[int]:
+        """Draft tokens to verify with this run's pending token, as many as the policy expects to pay."""
+        if run.drafter is None or self._spec is None:
+            return []
+        room = min(
+            capacity - 1,
+            run.budget - run.generated,
+            (self._loaded.n_ctx if self._loaded else 0) - len(run.slot.tokens) - 2,
+        )
+        started = time.perf_counter()
+        proposal = run.drafter.propose(run.slot.tokens, run.pending, max(0, min(room, MAX_DRAFT)))
+        if proposal and run.drafter is self._draft_model:
+            self._spec.observe_draft((time.perf_counter() - started) * 1000 / len(proposal))
+        length = self._spec.best_length(run.slot.key, len(proposal))
+        return proposal[:length]
 
     def _decode_step(self, lib: Any, live: list[Run]) -> None:
         batch = self._batch
         n = 0
         streaming = [r for r in live if r.state == "decode"]
+        capacity = self._loaded.config.n_batch if self._loaded else 512
+        alone = len(live) == 1 and len(streaming) == 1  # speculation only for a lone stream
         for run in streaming:
             self._batch_add(batch, n, run.pending, len(run.slot.tokens), run.slot.seq, True)
             run.logits_index = n
             n += 1
-        capacity = self._loaded.config.n_batch if self._loaded else 512
+            if alone:
+                run.drafts = self._draft(run, capacity)
+                for i, token in enumerate(run.drafts, 1):
+                    self._batch_add(batch, n, token, len(run.slot.tokens) + i, run.slot.seq, True)
+                    n += 1
         # While others stream, a prompt gets small chunks so no stream waits long for its next token.
         chunk = max(8, self._interleave_chunk) if streaming else capacity
         prompting: list[tuple[Run, int]] = []
@@ -709,14 +934,19 @@ class LlamaCppEngine:
                 self._abort_runs = []
         elapsed = time.perf_counter() - started
         if rc != 0:
+            for run in streaming:
+                run.drafts = []
             self._decode_failed(lib, live, rc)
             return
+        if alone and self._spec is not None:
+            self._spec.observe_step(n, elapsed * 1000)
         if prompting and streaming:  # aim at ~0.2 s per step while others stream
             per_token = elapsed / n
             self._interleave_chunk = int(min(capacity, max(8, 0.2 / max(per_token, 1e-6))))
         now = time.perf_counter()
         for run in streaming:
             run.slot.tokens.append(run.pending)
+            run.slot.tokens.extend(run.drafts)  # tentatively: _sample keeps the accepted ones
             run.state = "sample"
         for run, take in prompting:
             run.slot.tokens.extend(run.tokens[run.next_prompt : run.next_prompt + take])
@@ -755,6 +985,7 @@ class LlamaCppEngine:
         if not lib.llama_memory_seq_rm(memory, slot.seq, len(slot.tokens), -1):
             lib.llama_memory_seq_rm(memory, slot.seq, 0, -1)
             slot.tokens = []
+        slot.drafter.rewind(len(slot.tokens))
 
     @staticmethod
     def _decode_error(rc: int) -> str:
@@ -776,15 +1007,21 @@ class LlamaCppEngine:
             if tail:
                 run.slot.reply_shown += len(tail)
                 run.events.append(TextChunk(tail))
-        llama().llama_sampler_free(run.chain)
+        lib = llama()
+        lib.llama_sampler_free(run.chain)
         run.chain = None
+        if run.grammar is not None:
+            lib.llama_sampler_free(run.grammar)
+            run.grammar = None
         run.slot.run = None
         run.slot.last_used = time.monotonic()
         run.done = True
         run.events.append(run.stats())
 
-    def _sampler_chain(self, sampling: SamplingSettings, grammar: str | None, seed: int) -> Any:
+    def _sampler_chain(self, sampling: SamplingSettings, grammar: str | None, seed: int) -> tuple[Any, Any]:
+        """The sampler chain for these settings, and the grammar sampler (None without a grammar)."""
         lib = llama()
+        grammar_sampler = None
         chain = lib.llama_sampler_chain_init(lib.llama_sampler_chain_default_params())
         add = lib.llama_sampler_chain_add
         n_vocab = lib.llama_vocab_n_tokens(self._vocab)
@@ -796,7 +1033,7 @@ class LlamaCppEngine:
                 lib.llama_sampler_free(chain)
                 detail = next((line for line in reason.text.splitlines() if "error" in line), "").strip()
                 raise ConfigError(f"invalid grammar: {detail or 'llama.cpp could not parse it'}")
-            add(chain, sampler)  # first, so every later step only sees tokens the grammar allows
+            grammar_sampler = sampler  # kept out of the chain: see _sample_token
         penalize = sampling.repeat_penalty != 1.0 or sampling.presence_penalty or sampling.frequency_penalty
         if penalize:
             last_n = self._loaded.n_ctx if self._loaded and sampling.repeat_last_n < 0 else sampling.repeat_last_n
@@ -817,18 +1054,18 @@ class LlamaCppEngine:
             add(chain, lib.llama_sampler_init_logit_bias(n_vocab, len(sampling.logit_bias), biases))
         if sampling.temperature <= 0:
             add(chain, lib.llama_sampler_init_greedy())
-            return chain
+            return chain, grammar_sampler
         if sampling.mirostat == 1:
             add(chain, lib.llama_sampler_init_temp(sampling.temperature))
             add(
                 chain,
                 lib.llama_sampler_init_mirostat(n_vocab, seed, sampling.mirostat_tau, sampling.mirostat_eta, 100),
             )
-            return chain
+            return chain, grammar_sampler
         if sampling.mirostat == 2:
             add(chain, lib.llama_sampler_init_temp(sampling.temperature))
             add(chain, lib.llama_sampler_init_mirostat_v2(seed, sampling.mirostat_tau, sampling.mirostat_eta))
-            return chain
+            return chain, grammar_sampler
         if sampling.top_k > 0:
             add(chain, lib.llama_sampler_init_top_k(sampling.top_k))
         if sampling.typical_p < 1.0:
@@ -839,7 +1076,7 @@ class LlamaCppEngine:
             add(chain, lib.llama_sampler_init_min_p(sampling.min_p, 1))
         add(chain, lib.llama_sampler_init_temp(sampling.temperature))
         add(chain, lib.llama_sampler_init_dist(seed))
-        return chain
+        return chain, grammar_sampler
 
     def __del__(self) -> None:  # a dropped engine must not leak a multi-GB model
         try:
@@ -858,6 +1095,7 @@ class Slot:
     key: Hashable = None  # the conversation or client it belongs to
     last_used: float = 0.0
     run: Run | None = None
+    drafter: LookupDrafter = field(default_factory=LookupDrafter)  # drafts from this sequence's own tokens
     # The last request's text and tokens, and the tokens generated after it with the text each added: lets
     # the next turn reuse the model's own reply tokens (see LlamaCppEngine._prompt_tokens).
     last_text: str = ""
@@ -865,6 +1103,20 @@ class Slot:
     reply_ids: list[int] = field(default_factory=list)
     reply_pieces: list[str | None] = field(default_factory=list)  # None: a control token
     reply_shown: int = 0  # characters of the reply actually streamed (a stop's start is held back)
+
+
+@dataclass(frozen=True)
+class SequenceState:
+    """A sequence's KV cache as llama.cpp exports it, with the tokens it holds and what lets the next turn
+    reuse the model's own reply tokens (app/core/kv_state.py writes these to files)."""
+
+    tokens: list[int]
+    data: bytes
+    last_text: str = ""
+    prompt_ids: list[int] = field(default_factory=list)
+    reply_ids: list[int] = field(default_factory=list)
+    reply_pieces: list[str | None] = field(default_factory=list)
+    reply_shown: int = 0
 
 
 class Run:
@@ -895,6 +1147,11 @@ class Run:
         self.state = "prompt"  # -> "sample" (logits ready) <-> "decode" (a sampled token to decode)
         self.pending = 0
         self.logits_index = -1
+        self.grammar: Any = None  # the grammar sampler, outside the chain (LlamaCppEngine._sample_token)
+        self.drafter: Drafter | None = None
+        self.drafts: list[int] = []  # drafted tokens decoded with the pending one, to be checked
+        self.drafted = 0
+        self.accepted = 0
         self.events: list[Event] = []
         self.done = False
         self.started = started
@@ -926,4 +1183,6 @@ class Run:
             total_ms=(end - self.started) * 1000,
             error=self.error,
             seed=self.seed,
+            drafted_tokens=self.drafted,
+            accepted_tokens=self.accepted,
         )

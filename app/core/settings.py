@@ -20,6 +20,7 @@ from urllib.parse import urlparse
 
 from app.core.errors import ConfigError, SettingsError
 from app.core.fields import DEFAULT_SETTING, LOAD_FIELDS, Field
+from app.core.remote_servers import servers_problem
 
 log = logging.getLogger("hearth.settings")
 
@@ -97,13 +98,34 @@ OPTIONS: tuple[Option, ...] = (
         check=lambda url: _http_url_problem(url),
     ),
     *(_from_field(DEFAULT_SETTING[field.name], field) for field in LOAD_FIELDS),
+    Option(
+        "conversation_cache_mib",
+        int,
+        2048,
+        "Disk space for conversations' saved KV caches, so they reopen without re-reading (0 = off).",
+        0,
+        1 << 20,
+    ),
     Option("default_sampling_preset", str, "balanced", "Sampling preset for new conversations."),
     Option("default_system_prompt", str, "", "System prompt for new conversations."),
     Option("last_model", str, "", "The model loaded last time (path)."),
+    Option(
+        "embedding_model",
+        str,
+        "",
+        "GGUF embedding model for document search (path); empty means keyword (BM25) search only.",
+    ),
     Option("last_conversation", int, 0, "The conversation open last time (id).", 0),
     Option("window_geometry", str, "", "Main window geometry (base64 of Qt's saveGeometry)."),
     Option("window_state", str, "", "Main window splitter and panel state (base64)."),
     Option("model_overrides", dict, {}, "Per-model settings keyed by model file name: template, load settings."),
+    Option(
+        "remote_servers",
+        dict,
+        {},
+        "OpenAI-compatible servers by name: base URL and key policy (keys live in the OS keyring).",
+        check=servers_problem,
+    ),
     # The local OpenAI-compatible server (app/core/server); the app starts it when server_enabled is on.
     Option("server_enabled", bool, False, "Serve the loaded model to other apps over an OpenAI-compatible API."),
     Option("server_port", int, 8080, "Port of the local server.", 1, 65535),

@@ -541,10 +541,15 @@ class ReplyWriter:
         self._dirty = False
         self._last_flush = time.monotonic()
 
-    def finish(self, stats: ReplyStats, meta: dict[str, Any] | None = None) -> StoredMessage:
+    def finish(
+        self, stats: ReplyStats, meta: dict[str, Any] | None = None, *, content: str | None = None
+    ) -> StoredMessage:
         """Write the whole reply and its statistics and mark it complete (also for stopped replies).
 
-        meta: extras learned while generating (the seed used, tool calls, sources), merged into the stored ones."""
+        meta: extras learned while generating (the seed used, tool calls, sources), merged into the stored ones.
+        content: the reply's final text when it differs from what was streamed (a tool call taken out of it)."""
+        if content is not None:
+            self._parts = [content]
         with self.store._write() as db:
             if meta:
                 row = db.execute("SELECT meta_json FROM messages WHERE id = ?", (self.message_id,)).fetchone()

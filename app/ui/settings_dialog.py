@@ -1,5 +1,6 @@
 """The Settings dialog over app.core.settings: theme, model folders, defaults for new chats and loads,
-the Hugging Face token (kept in the OS keyring) and endpoint, the local server."""
+the Hugging Face token (kept in the OS keyring) and endpoint, remote servers (app/ui/servers_tab.py), the
+local server."""
 
 from __future__ import annotations
 
@@ -29,9 +30,10 @@ from PySide6.QtWidgets import (
 
 from app.core.errors import ConfigError, SettingsError
 from app.core.fields import DEFAULT_SETTING, LOAD_FIELDS
-from app.core.sampling import PRESETS
+from app.core.sampling import PRESETS, canonical_preset_name, preset_label
 from app.core.server.config import config_from_settings, lan_address
 from app.ui.field_editors import add_rows
+from app.ui.servers_tab import ServersTab
 
 if TYPE_CHECKING:
     from app.core.settings import Settings
@@ -58,6 +60,8 @@ class SettingsDialog(QDialog):
         tabs.addTab(self._models_tab(), "Models")
         tabs.addTab(self._defaults_tab(), "Defaults")
         tabs.addTab(self._hub_tab(), "Hugging Face")
+        self.servers = ServersTab(settings, self)  # saved at once, not by OK (keys go to the keyring)
+        tabs.addTab(self.servers, "Servers")
         tabs.addTab(self._server_tab(), "Local server")
         self.tabs = tabs
         layout.addWidget(tabs, 1)
@@ -112,9 +116,9 @@ class SettingsDialog(QDialog):
         form.addRow("System prompt", self.default_prompt)
         self.default_preset = QComboBox(page)
         for name in PRESETS:
-            self.default_preset.addItem(name.replace("-", " ").capitalize(), name)
+            self.default_preset.addItem(preset_label(name), name)
         self.default_preset.setCurrentIndex(
-            max(0, self.default_preset.findData(self.settings.get("default_sampling_preset")))
+            max(0, self.default_preset.findData(canonical_preset_name(self.settings.get("default_sampling_preset"))))
         )
         form.addRow("Sampling preset", self.default_preset)
         self.load_defaults = add_rows(form, LOAD_FIELDS, page)

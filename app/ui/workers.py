@@ -247,6 +247,10 @@ class EngineBridge(QObject):
         self.state_changed.emit()
         return job.id
 
+    def save_conversation(self, conversation_id: int) -> None:
+        """Save a conversation's KV cache to the state cache (it is being left); runs when the engine is idle."""
+        self.client.save_conversation(conversation_id)
+
     def stop(self) -> None:
         """Stop the window's replies and any load it started, now (never a queued call)."""
         for job in list(self._jobs.values()):

@@ -7,8 +7,9 @@ Rows (client-side timings: what an app using the API sees):
   4 streams x 128       aggregate tok/s through `hearth serve --parallel 4` vs `llama-server --parallel 4` (both
                         -t THREADS, context 4096). Targets: aggregate >= 0.95x llama-server's, and every stream
                         >= 20 % of a lone stream's speed.
-  long prompt           a 4,000-token prompt from one client while 3 others stream through `hearth serve`: the
-                        longest gap between two tokens of the 3 while it is evaluated. Target: <= 500 ms.
+  long prompt           a 4,000-token prompt from one client while 3 others stream through `hearth serve`
+                        (context 16,384): the longest gap between two tokens of the 3 while it is evaluated.
+                        Target: <= 500 ms.
                         (--long-reference runs the same against llama-server, for comparison.)
 Baselines measured on this machine (2 cores) with llama.cpp's own server: one stream 40.8 t/s, four streams
 49.8 t/s aggregate (the kernel limit at batch 4 here: llama-bench -p 4 = 43 t/s).
@@ -32,6 +33,7 @@ import itertools
 import json
 import os
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -110,7 +112,8 @@ class Stream:
         return (self.tokens - 1) / span if span > 0 and self.tokens > 1 else 0.0
 
     def max_gap(self, start: float, end: float) -> float:
-        """The longest time without a token between start and end."""
+        """The longest time without a token between start and end (or this stream's last token)."""
+        end = min(end, self.times[-1])
         inside = [start, *[t for t in self.times if start < t < end], end]
         return max(b - a for a, b in itertools.pairwise(inside))
 
@@ -132,7 +135,7 @@ def sampling_body(eog: list[int], max_tokens: int, seed: int) -> dict[str, objec
 
 def stream_completion(base: str, body: dict[str, object], out: Stream, stop: threading.Event | None = None) -> None:
     host, port = base.removeprefix("http://").rsplit(":", 1)
-    connection = http.client.HTTPConnection(host, int(port), timeout=600)
+    connection = http.client.HTTPConnection(host, int(port), timeout=3600)
     payload = json.dumps({**body, "stream": True, "stream_options": {"include_usage": True}})
     out.sent = time.perf_counter()
     try:
@@ -316,8 +319,9 @@ def four_streams(base: str, tokenizer: Tokenizer, eog: list[int], shift: int) ->
     return total / (last - first), [s.tps for s in streams]
 
 
-def long_prompt(base: str, tokenizer: Tokenizer, eog: list[int]) -> tuple[float, float]:
-    """3 streams, then a 4,000-token prompt: (worst gap of the 3 while it was evaluated, its TTFT in s)."""
+def long_prompt(base: str, tokenizer: Tokenizer, eog: list[int], tokens: int) -> tuple[float, float, int]:
+    """3 streams, then a long prompt: (worst gap of the 3 while it was evaluated, its TTFT in s, the tokens the
+    3 streamed meanwhile). The server's context must hold 3 x 3,000 + the prompt (16,384 does)."""
     stop = threading.Event()
     streams = [Stream() for _ in range(3)]
     threads = [
@@ -336,7 +340,7 @@ def long_prompt(base: str, tokenizer: Tokenizer, eog: list[int]) -> tuple[float,
         time.sleep(0.05)
     time.sleep(1.0)
     long = Stream()
-    body = {"prompt": tokenizer.prompt(LONG_PROMPT_TOKENS, shift=7), **sampling_body(eog, 4, 99)}
+    body = {"prompt": tokenizer.prompt(tokens, shift=7), **sampling_body(eog, 4, 99)}
     stream_completion(base, body, long)
     stop.set()
     for thread in threads:
@@ -344,7 +348,8 @@ def long_prompt(base: str, tokenizer: Tokenizer, eog: list[int]) -> tuple[float,
     if long.error or not long.times:
         raise RuntimeError(f"the long prompt failed: {long.error}")
     start, end = long.sent, long.times[0]
-    return max(s.max_gap(start, end) for s in streams), end - start
+    meanwhile = sum(1 for s in streams for t in s.times if start < t < end)
+    return max(s.max_gap(start, end) for s in streams), end - start, meanwhile
 
 
 # ---- table -------------------------------------------------------------------------------------------------------
@@ -358,7 +363,9 @@ def main() -> int:
         "--rows", default="one,four,long", help="which rows: one (stream), four (streams), long (prompt)"
     )
     parser.add_argument("--long-reference", action="store_true", help="also run the long prompt on llama-server")
+    parser.add_argument("--long-tokens", type=int, default=LONG_PROMPT_TOKENS, help="the long prompt's tokens")
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # a timeout's TERM still stops the servers it started
     model = args.model or bench_model("1.1b")
     info = inspect(model)
     eog = sorted({t for t in (info.eos_token_id, info.eot_token_id) if t is not None})
@@ -420,20 +427,21 @@ def main() -> int:
                 )
             )
         if "long" in wanted:
-            with hearth_server(model, args.threads, 8192, home) as hearth:
-                gap, seconds = long_prompt(hearth, tokenizer, eog)
+            with hearth_server(model, args.threads, 16384, home) as hearth:
+                gap, seconds, meanwhile = long_prompt(hearth, tokenizer, eog, args.long_tokens)
             reference_gap = ""
             if args.long_reference:
                 assert binary is not None
-                with llama_server(binary, model, args.threads, 8192) as reference:
-                    ref_gap, _ = long_prompt(reference, tokenizer, eog)
+                with llama_server(binary, model, args.threads, 16384) as reference:
+                    ref_gap, _, _ = long_prompt(reference, tokenizer, eog, args.long_tokens)
                 reference_gap = f"{ref_gap * 1000:.0f} ms (llama-server)"
             rows.append(
                 (
-                    "4,000-token prompt beside 3 streams: worst stall",
+                    f"{args.long_tokens:,}-token prompt beside 3 streams: worst stall",
                     f"{gap * 1000:.0f} ms",
                     reference_gap,
-                    f"(<= 500 ms; the prompt took {seconds:.0f} s)",
+                    f"{'meets' if gap <= 0.5 else 'misses'} <= 500 ms (the prompt took {seconds:.0f} s; the 3 "
+                    f"streamed {meanwhile} tokens meanwhile)",
                 )
             )
     width = [max(len(r[i]) for r in rows) for i in range(4)]

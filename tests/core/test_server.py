@@ -601,10 +601,10 @@ def test_json_schema_output_validates_on_gemma(gemma_path: Path, tmp_path: Path)
         client = process.client()
         schema = {
             "type": "object",
-            "properties": {
-                "name": {"type": "string"},
+            "properties": {  # bounded, so a base model's JSON always closes within max_tokens
+                "name": {"type": "string", "maxLength": 24},
                 "age": {"type": "integer"},
-                "tags": {"type": "array", "items": {"type": "string"}},
+                "tags": {"type": "array", "items": {"type": "string", "maxLength": 16}, "maxItems": 3},
             },
             "required": ["name", "age", "tags"],
             "additionalProperties": False,
@@ -613,9 +613,10 @@ def test_json_schema_output_validates_on_gemma(gemma_path: Path, tmp_path: Path)
             model=gemma_path.name,
             messages=user("Describe a person as JSON."),
             response_format={"type": "json_schema", "json_schema": {"name": "person", "schema": schema}},
-            max_tokens=200,
-            seed=3,
+            max_tokens=300,
+            temperature=0.0,
         )
+        assert reply.choices[0].finish_reason == "stop", reply.choices[0].message.content
         value = json.loads(reply.choices[0].message.content or "")
         assert set(value) == {"name", "age", "tags"} and isinstance(value["name"], str)
         assert isinstance(value["age"], int) and all(isinstance(t, str) for t in value["tags"])
@@ -623,9 +624,11 @@ def test_json_schema_output_validates_on_gemma(gemma_path: Path, tmp_path: Path)
             model=gemma_path.name,
             messages=user("Some JSON please."),
             response_format={"type": "json_object"},
-            max_tokens=120,
-            seed=4,
+            max_tokens=300,
+            temperature=0.0,
+            extra_body={"repeat_penalty": 1.5},  # llama.cpp's field: a base model's JSON must not loop
         )
+        assert any_json.choices[0].finish_reason == "stop", any_json.choices[0].message.content
         json.loads(any_json.choices[0].message.content or "")
         with pytest.raises(openai.BadRequestError):
             client.chat.completions.create(

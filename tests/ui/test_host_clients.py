@@ -105,3 +105,14 @@ def test_window_and_cli_store_replies_with_the_same_fields(
         assert getattr(window, field) is not None and getattr(cli_reply, field) is not None, field
     assert window_conv.load_settings.keys() == cli_conv.load_settings.keys() and window_conv.load_settings
     assert window_conv.sampling.keys() == cli_conv.sampling.keys()
+
+
+def test_leaving_a_conversation_saves_its_kv_cache(qtbot: QtBot, hearth: HearthApp) -> None:
+    load(qtbot, hearth)
+    short_replies(hearth, 8)
+    send_and_wait(qtbot, hearth, "Remember the rivers")
+    first = hearth.session.conversation_id
+    assert hearth.state_cache.files() == []
+    hearth.new_chat()  # the user leaves it
+    qtbot.waitUntil(lambda: len(hearth.state_cache.files()) == 1, timeout=20_000)
+    assert f"conversation-{first}-" in hearth.state_cache.files()[0].name

@@ -59,7 +59,7 @@ def test_the_server_switch_while_a_chat_streams_in_the_window(qtbot: QtBot, hear
     qtbot.waitUntil(lambda: len(reply_text(hearth)) > 20, timeout=20_000)
     port = free_port()
     dialog = switch(qtbot, hearth, True, port=port)
-    qtbot.waitUntil(lambda: hearth.server.state == "running", timeout=10_000)
+    qtbot.waitUntil(lambda: hearth.local_server.state == "running", timeout=10_000)
     status = hearth.window.status.server
     assert status.isVisible() and status.text() == f"API :{port}"
     dialog = hearth.open_settings()
@@ -99,7 +99,7 @@ def test_the_server_switch_while_a_chat_streams_in_the_window(qtbot: QtBot, hear
     assert len(hearth.store.list_conversations()) == conversations, "API requests stay out of the history"
 
     switch(qtbot, hearth, False)
-    qtbot.waitUntil(lambda: hearth.server.state == "off", timeout=20_000)
+    qtbot.waitUntil(lambda: hearth.local_server.state == "off", timeout=20_000)
     assert not status.isVisible() and not hearth.settings.get("server_enabled")
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", port), timeout=2)
@@ -116,14 +116,14 @@ def test_other_devices_need_an_api_key(qtbot: QtBot, hearth: HearthApp):
     port = free_port()
     dialog = switch(qtbot, hearth, True, port=port, network=True)
     assert dialog.isVisible() and "API key" in dialog.error.text()
-    assert not hearth.settings.get("server_enabled") and hearth.server.state == "off"  # nothing was saved
+    assert not hearth.settings.get("server_enabled") and hearth.local_server.state == "off"  # nothing was saved
     qtbot.mouseClick(dialog.server_generate, Qt.MouseButton.LeftButton)
     key = dialog.server_key.text()
     assert key.startswith("hearth-") and len(key) > 20
     press_ok(qtbot, dialog)
     assert not dialog.isVisible()
-    qtbot.waitUntil(lambda: hearth.server.state == "running", timeout=10_000)
-    assert hearth.server.server is not None and hearth.server.server.config.host == "0.0.0.0"
+    qtbot.waitUntil(lambda: hearth.local_server.state == "running", timeout=10_000)
+    assert hearth.local_server.server is not None and hearth.local_server.server.config.host == "0.0.0.0"
     local = f"http://127.0.0.1:{port}/v1"
     with pytest.raises(openai.AuthenticationError):
         openai.OpenAI(base_url=local, api_key="wrong", max_retries=0).models.list()

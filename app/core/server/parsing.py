@@ -10,7 +10,7 @@ from typing import Any
 from app.core.errors import ConfigError
 from app.core.fields import SAMPLING_FIELDS
 from app.core.messages import ChatMessage
-from app.core.sampling import MAX_SEED, RANGES, SamplingSettings
+from app.core.sampling import MAX_SEED, PRESETS, RANGES, SamplingSettings
 from app.core.server.errors import ApiError, bad_request
 
 UNLIMITED = int(RANGES["max_tokens"].high)  # no max_tokens: until the model stops or the context is full
@@ -19,7 +19,7 @@ MAX_STOPS = 16
 MAX_EMBEDDING_INPUTS = 2048  # OpenAI's limit per request
 # Sampling when a request leaves a field out: llama.cpp's defaults, which its own server uses too (so a
 # client moving from llama-server gets the same replies); the repeat penalty is off there, as in OpenAI's API.
-API_SAMPLING = replace(SamplingSettings(), repeat_penalty=1.0, max_tokens=UNLIMITED)
+API_SAMPLING = replace(PRESETS["llama-cpp-defaults"], max_tokens=UNLIMITED)
 _ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
 
 

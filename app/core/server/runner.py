@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from app.core.errors import HearthError
+from app.core.errors import ConfigError, HearthError
 from app.core.host import TERMINAL, CallDone, LoadDone
 from app.core.server.catalog import ModelCatalog, model_id
 from app.core.server.errors import ApiError
@@ -244,8 +244,11 @@ class ApiRunner:
         engine's exclusive calls wait for running replies)."""
 
         def run(engine: LlamaCppEngine) -> Any:
+            embed = getattr(engine, "embed", None)
+            if embed is None:  # the engine in a child process (a model split over RPC workers) has none
+                return ConfigError("embeddings are not available for a model split over RPC workers")
             try:
-                return engine.embed(inputs)
+                return embed(inputs)
             except HearthError as exc:  # handed back whole: its class decides the HTTP status
                 return exc
 
