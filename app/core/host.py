@@ -63,6 +63,7 @@ class LoadDone:
     error: str | None = None
     notes: tuple[str, ...] = ()  # e.g. the GPU layers were reduced after running out of memory
     plan_reason: str = ""  # why this many GPU layers
+    placement: tuple[str, ...] = ()  # a model split over RPC workers: which layers went where
 
 
 @dataclass(frozen=True)
@@ -510,7 +511,8 @@ class EngineHost:
             outcome = load_planned(engine, plan, hardware, progress)
             self._model = outcome.model
             self._forget_conversations()
-            job.publish(LoadDone(job.id, outcome.model, None, outcome.notes, plan.reason))
+            placement = tuple(getattr(engine, "placement", ()) or ())
+            job.publish(LoadDone(job.id, outcome.model, None, outcome.notes, plan.reason, placement))
         except _Cancelled:
             job.publish(LoadDone(job.id, engine.model, "loading cancelled"))
         except HearthError as exc:
