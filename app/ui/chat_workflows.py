@@ -72,6 +72,8 @@ class ChatWorkflows(QObject):
         menu.addAction("Manage assistants…", self.open_assistants)
 
     def open_assistants(self) -> AssistantDialog:
+        if self.dialog is not None:  # the one opened before (closed by now: it is window-modal)
+            self.dialog.deleteLater()
         dialog = AssistantDialog(self.assistants, self.app.window, tasks=self.app.tasks)
         dialog.chat_requested.connect(self._on_dialog_chat)
         dialog.assistants_changed.connect(self.refresh_assistants)
@@ -132,6 +134,8 @@ class ChatWorkflows(QObject):
             return
         current = self.app.session.setup
         values = current.values if current.assistant_id == assistant.id else None
+        if self.values_dialog is not None:
+            self.values_dialog.deleteLater()
         dialog = AssistantValuesDialog(assistant, self.app.window, values)
         dialog.accepted.connect(lambda: go(dialog.values()))
         if cancelled is not None:

@@ -71,8 +71,8 @@ def test_two_models_side_by_side_and_use_an_answer(
     assert results[0].text != results[1].text  # two different models
     assert [c.title.text() for c in page.columns[:2]] == ["Tiny Chat", "Tiny Two"]
     assert not page.columns[2].isVisible()
-    # The window's model is back, and the chat may send again.
-    assert app.engine.model is not None and app.engine.model.path == model_path
+    # The window's model is back (the window hears of it through the host's state), and the chat may send again.
+    qtbot.waitUntil(lambda: app.engine.model is not None and app.engine.model.path == model_path, timeout=10_000)
     assert window.picker.selected_path() == str(model_path) and app.settings.get("last_model") == str(model_path)
     assert "being compared" not in window.composer.hint.text()
     SHOTS.mkdir(parents=True, exist_ok=True)
@@ -117,5 +117,5 @@ def test_stop_stops_and_loads_the_model_back(qtbot: QtBot, app: HearthApp, model
     states = [r.state for r in app.compare.runner.run.results]
     assert states == ["stopped", "stopped"]
     assert page.columns[1].stats.text() == "Stopped" and not page.columns[1].use_button.isEnabled()
-    assert app.engine.model is not None and app.engine.model.path == model_path
+    qtbot.waitUntil(lambda: app.engine.model is not None and app.engine.model.path == model_path, timeout=10_000)
     assert page.run_button.text() == "Compare"
