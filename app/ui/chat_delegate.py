@@ -103,7 +103,7 @@ class MessageDelegate(QStyledItemDelegate):
             self._docs.move_to_end(item.key)
             return cached[1]
         font, mono, _ = self.fonts(widget)
-        text = item.content if item.content or not item.streaming else "…"
+        text = item.display_text() or ("…" if item.streaming else "")
         doc = render(text, width=width, theme=theme.current(), font=font, mono=mono)
         if keep:
             self._docs[item.key] = (signature, doc)
@@ -134,7 +134,7 @@ class MessageDelegate(QStyledItemDelegate):
             return cached[1]
         font, mono, small = self.fonts(widget)
         _, column = self.column(viewport_width)
-        body = estimate_height(item.content or "…", self._text_width(item, column), font, mono)
+        body = estimate_height(item.display_text() or "…", self._text_width(item, column), font, mono)
         height = self._chrome_height(item, small) + body
         self._estimates[item.key] = (signature, height)
         return height
