@@ -12,6 +12,7 @@ from typing import Any, TextIO
 
 from app.cli import flags
 from app.cli.context import CliContext
+from app.cli.tools_cmds import ChatTools, add_tool_args
 from app.core.conversation import ChatRunner
 from app.core.engine import GenerationStats, LoadedModel, TextChunk
 from app.core.errors import ConfigError, HearthError, ModelLoadError
@@ -23,6 +24,7 @@ from app.core.sampling import PRESETS, SamplingSettings, preset
 from app.core.store import Store
 from app.core.structured import json_grammar
 from app.core.templates import choose_template
+from app.core.tool_setup import TOOLS_META
 
 HELP = "Commands: /new (start over), /exit (or Ctrl-D). Ctrl-C stops a reply."
 
@@ -42,6 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     structured.add_argument("--grammar", type=Path, metavar="FILE", help="constrain to a GBNF grammar")
     chat.add_argument("--stats", action="store_true", help="print token counts and speed after each reply")
     chat.add_argument("--no-history", action="store_true", help="do not save this chat to the history")
+    add_tool_args(chat)
     chat.set_defaults(handler=cmd_chat)
 
     bench = subparsers.add_parser("bench", help="measure prompt and generation speed of a model")
@@ -84,6 +87,10 @@ def cmd_chat(args: argparse.Namespace, ctx: CliContext) -> int:
     sampling = flags.sampling(args, preset(args.preset))
     grammar = _grammar(args)
     config = flags.load_config(args, ctx, args.model)
+    tools = ChatTools.from_args(args)  # MCP servers start now: one that fails is named before the model loads
+    if tools is not None and grammar is not None:
+        tools.close()
+        raise ConfigError("--json, --json-schema and --grammar cannot be combined with tools (--mcp, --tools-builtin)")
     host = EngineHost(store_path=None if args.no_history else ctx.paths.history_db)
     try:
         client = host.client("cli")
@@ -98,13 +105,15 @@ def cmd_chat(args: argparse.Namespace, ctx: CliContext) -> int:
         print(f"Template: {choice.label} ({choice.reason})", file=err)
         if choice.warning:
             print(f"Warning: {choice.warning}", file=err)
-        chat = _TerminalChat(ctx, client, done.model, args, sampling, grammar)
+        chat = _TerminalChat(ctx, client, done.model, args, sampling, grammar, tools)
         if args.message is not None:
             stats = chat.send(args.message)
             return 0 if stats.finish_reason != "error" else 1
         return chat.interactive()
     finally:
         host.shutdown()
+        if tools is not None:
+            tools.close()  # every MCP server process ends with the chat
 
 
 def _grammar(args: argparse.Namespace) -> str | None:
@@ -132,8 +141,10 @@ class _TerminalChat:
         args: argparse.Namespace,
         sampling: SamplingSettings,
         grammar: str | None,
+        tools: ChatTools | None = None,
     ) -> None:
         self.ctx = ctx
+        self.tools = tools
         self.client = client
         self.model = model
         self.args = args
@@ -173,9 +184,11 @@ class _TerminalChat:
     def send(self, text: str) -> GenerationStats:
         """One exchange: the user's text, the streamed reply. Raises HearthError when no reply could start
         (the message is then left out of the conversation)."""
-        err, out = sys.stderr, self.ctx.out
+        out = self.ctx.out
         parent_id = self._save_user(text)
         messages = (*self.history, ChatMessage("user", text))
+        if self.tools is not None:
+            return self._send_with_tools(messages, parent_id)
         request = ReplyRequest(
             messages,
             self.sampling,
@@ -202,12 +215,37 @@ class _TerminalChat:
         stats = done.stats
         out.write("\n")
         self.history += [ChatMessage("user", text), ChatMessage("assistant", "".join(parts))]
+        self._report(stats)
+        return stats
+
+    def _send_with_tools(self, messages: tuple[ChatMessage, ...], parent_id: int | None) -> GenerationStats:
+        """One exchange with tools: rounds of the tool loop through the host, approvals asked on the terminal,
+        every turn (calls and results) saved to the history as it ends."""
+        assert self.tools is not None
+        reply = self.tools.host_reply(
+            self.client,
+            sampling=self.sampling,
+            template_override=self.args.template,
+            conversation_id=self.conversation_id,
+            parent_id=parent_id if parent_id is not None else "leaf",
+            key=("cli", self.session),
+            store=self.store if self.conversation_id is not None else None,
+        )
+        added = self.tools.run(reply, list(messages), out=self.ctx.out, err=sys.stderr)
+        if reply.stats is None:
+            raise HearthError("the reply could not start")
+        self.history += [messages[-1], *added]
+        self._report(reply.stats, stop_said=True)  # the loop has said "(stopped)" already
+        return reply.stats
+
+    def _report(self, stats: GenerationStats, *, stop_said: bool = False) -> None:
+        err = sys.stderr
         if stats.dropped_messages:
             print(
                 f"(the {stats.dropped_messages} oldest messages no longer fit the context and were left out)",
                 file=err,
             )
-        if stats.finish_reason == "cancelled":
+        if stats.finish_reason == "cancelled" and not stop_said:
             print("(stopped)", file=err)
         elif stats.finish_reason == "error":
             print(f"hearth: generation failed: {stats.error}", file=err)
@@ -217,7 +255,6 @@ class _TerminalChat:
                 f"finish: {stats.finish_reason}]",
                 file=err,
             )
-        return stats
 
     def _save_user(self, text: str) -> int | None:
         """Save the user's message (creating the conversation first); None with --no-history."""
@@ -236,6 +273,7 @@ class _TerminalChat:
                 template_override=self.args.template or "",
                 preset=self.args.preset,
                 sampling=self.sampling,
+                meta={TOOLS_META: self.tools.names()} if self.tools is not None else None,
             )
         return self.store.add_message(self.conversation_id, "user", text).id
 

@@ -116,6 +116,22 @@ def parse_tool_choice(value: Any, specs: Sequence[ToolSpec]) -> ToolChoice:
     return ToolChoice("named", name)
 
 
+def openai_tool_choice(choice: ToolChoice) -> Any:
+    """A ToolChoice back in OpenAI's shape (what a ReplyRequest carries)."""
+    if choice.mode == "named":
+        return {"type": "function", "function": {"name": choice.name}}
+    return choice.mode
+
+
+def request_tools(tools: Sequence[Any], tool_choice: Any) -> tuple[list[ToolSpec], ToolChoice]:
+    """A request's tools and tool_choice, checked: (specs, choice); ConfigError saying what is wrong."""
+    specs = parse_openai_tools(list(tools)) if tools else []
+    choice = parse_tool_choice(tool_choice, specs)
+    if choice.forces_call and not specs:
+        raise ConfigError(f"tool_choice {choice.mode!r} needs tools to choose from")
+    return specs, choice
+
+
 @dataclass(frozen=True)
 class ToolResult:
     """What a tool gave back, as the text the model reads; is_error when it failed (the model is told so)."""
