@@ -87,10 +87,9 @@ def cmd_chat(args: argparse.Namespace, ctx: CliContext) -> int:
     sampling = flags.sampling(args, preset(args.preset))
     grammar = _grammar(args)
     config = flags.load_config(args, ctx, args.model)
-    tools = ChatTools.from_args(args)  # MCP servers start now: one that fails is named before the model loads
-    if tools is not None and grammar is not None:
-        tools.close()
+    if grammar is not None and (args.mcp or args.tools_builtin):
         raise ConfigError("--json, --json-schema and --grammar cannot be combined with tools (--mcp, --tools-builtin)")
+    tools = ChatTools.from_args(args)  # MCP servers start now: one that fails is named before the model loads
     host = EngineHost(store_path=None if args.no_history else ctx.paths.history_db)
     try:
         client = host.client("cli")
