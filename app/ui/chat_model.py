@@ -8,6 +8,9 @@ from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QAbstractListModel, QModelIndex, QObject, QPersistentModelIndex, Qt, QTimer
 
+from app.core.messages import ChatMessage, ToolCall
+from app.ui import tool_blocks
+
 if TYPE_CHECKING:
     from app.core.store import StoredMessage
 
@@ -36,11 +39,20 @@ class MessageItem:
     ttft_ms: float | None = None
     finish_reason: str | None = None
     error: str | None = None
+    tool_calls: tuple[ToolCall, ...] = ()  # an assistant turn's calls (run, or answered "denied"/"not run")
+    tool_call_id: str | None = None  # a tool result: the call it answers
+    tool_name: str | None = None
+    tool_outcome: str = ""  # a tool result: ran | failed | denied | stopped
+    notes: tuple[str, ...] = ()  # calls the model wrote that were not run, and why
+    status: str = ""  # while a reply with tools is busy: "Calling a tool…", "Running get_time…"
+    expanded: bool = False  # a tool result's block is open
     key: int = field(default_factory=lambda: next(_keys))
     revision: int = 0
 
     @classmethod
     def from_message(cls, message: StoredMessage) -> MessageItem:
+        chat = message.to_chat()
+        notes = message.meta.get("tool_notes")
         return cls(
             role=message.role,
             content=message.content,
@@ -56,7 +68,20 @@ class MessageItem:
             gen_tps=message.gen_tps,
             ttft_ms=message.ttft_ms,
             finish_reason=message.finish_reason,
+            tool_calls=chat.tool_calls,
+            tool_call_id=chat.tool_call_id,
+            tool_name=chat.name,
+            tool_outcome=str(message.meta.get("outcome") or ""),
+            notes=tuple(str(n) for n in notes) if isinstance(notes, list) else (),
         )
+
+    def to_chat(self) -> ChatMessage:
+        """The message as the model sees it in the next reply's prompt."""
+        return ChatMessage(self.role, self.content, self.tool_calls, self.tool_call_id, self.tool_name)
+
+    def display_text(self) -> str:
+        """The Markdown the chat renders: the content, with tool calls, results and notes as blocks."""
+        return tool_blocks.display_text(self)
 
     def stats_line(self) -> str:
         """'128 tokens · 23.4 tok/s · 310 ms to first token' (+ how it ended when not naturally)."""

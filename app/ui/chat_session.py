@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QObject, Signal
 from PySide6.QtGui import QGuiApplication
@@ -17,14 +17,20 @@ from PySide6.QtGui import QGuiApplication
 from app.core.errors import HearthError
 from app.core.reply import ReplyDone, ReplyRequest, ReplyStarted, create_conversation
 from app.core.sampling import PRESETS, SamplingSettings
+from app.core.tool_reply import allowed_in
+from app.core.tool_setup import TOOLS_META, enabled_names
 from app.ui.chat_model import ChatModel, MessageItem
 from app.ui.workers import EngineBridge
 
 if TYPE_CHECKING:
     from app.core.settings import Settings
     from app.core.store import Conversation, SearchHit, Store
+    from app.ui.tool_replies import ToolReplies
 
 log = logging.getLogger("hearth.ui.session")
+
+TOOL_JOB = -1  # _Active.job_id of a reply with tools (rounds of host jobs run by app.ui.tool_replies)
+CHOICE_META = "tool_choice"  # conversation meta: "required" or a tool's name ("auto" is not stored)
 
 
 @dataclass
@@ -77,6 +83,9 @@ class ChatSession(QObject):
         self.preset = settings.get("default_sampling_preset")
         self.sampling = PRESETS.get(self.preset, SamplingSettings())
         self.template_override = ""
+        self.tools: ToolReplies | None = None  # set by the app: replies with tools go through it
+        self.tool_names: tuple[str, ...] = ()  # the tools and MCP servers this chat has on (its meta "tools")
+        self.tool_choice = "auto"  # "auto", "required" or a tool's name: the first reply must call it
         self._active: _Active | None = None
         self._editing_row = -1
         self._templates: dict[int, ReplyStarted] = {}
@@ -117,6 +126,8 @@ class ChatSession(QObject):
         self.system_prompt = self.settings.get("default_system_prompt")
         self.preset = self.settings.get("default_sampling_preset")
         self.sampling = PRESETS.get(self.preset, SamplingSettings())
+        self.tool_names = ()  # tools are off until turned on (an assistant's will come from its meta)
+        self.tool_choice = "auto"
         self._editing_row = -1
         self.model.reset([])
         self.notice.emit("")
@@ -137,11 +148,16 @@ class ChatSession(QObject):
         self.conversation = conversation
         self.system_prompt = conversation.system_prompt
         self.preset, self.sampling = _sampling_from(conversation.sampling, self.settings)
+        self.tool_names = enabled_names(conversation.meta)
+        self.tool_choice = str(conversation.meta.get(CHOICE_META) or "auto")
         self._editing_row = -1
         items = [MessageItem.from_message(m) for m in messages if m.role != "system"]
         active = self._active
         if active is not None and active.conversation_id == conversation_id:
-            self._reattach(items, active)
+            if active.job_id == TOOL_JOB and self.tools is not None:
+                self.tools.reattach(items)
+            else:
+                self._reattach(items, active)
         self.model.reset(items)
         self.notice.emit("")
         self.settings.set("last_conversation", conversation_id)
@@ -171,6 +187,7 @@ class ChatSession(QObject):
                 template_override=self.template_override,
                 preset=self.preset,
                 sampling=self.sampling,
+                meta=self._tool_meta({}),
             )
             self.conversation = self.store.conversation(conversation_id)
             self.settings.set("last_conversation", self.conversation.id)
@@ -209,8 +226,8 @@ class ChatSession(QObject):
 
         history = [ChatMessage("system", self.system_prompt)] if self.system_prompt.strip() else []
         for item in self.model.items[: upto_row + 1]:
-            if item.message_id is not None and item.role in ("user", "assistant"):
-                history.append(ChatMessage(item.role, item.content))
+            if item.message_id is not None and item.role in ("user", "assistant", "tool"):
+                history.append(item.to_chat())
         return history
 
     def _start_reply(self, parent_id: int) -> None:
@@ -218,6 +235,24 @@ class ChatSession(QObject):
         assert self.conversation is not None
         user_row = self.model.rowCount() - 1
         placeholder = MessageItem(role="assistant", content="", streaming=True, parent_id=parent_id)
+        if self.tools is not None and self.tool_names:
+            self.model.append(placeholder)
+            self._active = _Active(TOOL_JOB, self.conversation.id, placeholder.key)
+            self.tools.start(
+                self,
+                self._history(user_row),
+                names=self.tool_names,
+                conversation_id=self.conversation.id,
+                parent_id=parent_id,
+                row_key=placeholder.key,
+                sampling=self.sampling,
+                template_override=self.template_override or None,
+                allowed=allowed_in(self.conversation.meta),
+                tool_choice=self.tool_choice,
+            )
+            self.notice.emit("")
+            self.state_changed.emit()
+            return
         request = ReplyRequest(
             tuple(self._history(user_row)),
             self.sampling,
@@ -233,6 +268,25 @@ class ChatSession(QObject):
 
     def stop(self) -> None:
         self.engine.stop()
+        if self.tools is not None:
+            self.tools.stop()
+
+    def tool_reply_finished(self) -> None:
+        """The reply with tools has ended (app.ui.tool_replies calls this on the GUI thread)."""
+        if self._active is not None and self._active.job_id == TOOL_JOB:
+            conversation_id = self._active.conversation_id
+            self._active = None
+            if conversation_id == self.conversation_id:
+                self._refresh_conversation()
+        self.conversations_changed.emit()
+        self.state_changed.emit()
+
+    def _refresh_conversation(self) -> None:
+        """Read the open conversation's row again ("always allow" answers were added to its meta)."""
+        try:
+            self.conversation = self.store.conversation(self.conversation_id)
+        except HearthError as exc:
+            self.error.emit(str(exc))
 
     # ---- replies from the engine thread (plain methods: they run on the GUI thread) ---------------------------
     def _row(self, active: _Active) -> int:
@@ -306,10 +360,12 @@ class ChatSession(QObject):
         if item.role != "assistant":
             return False
         user_row = row - 1
+        while user_row > 0 and self.model.item(user_row).role in ("assistant", "tool"):
+            user_row -= 1  # a reply with tools: its rounds and results all answer the same message
         parent = self.model.item(user_row)
         if parent.message_id is None or parent.role != "user":
             return False
-        self.model.truncate(row)
+        self.model.truncate(user_row + 1)
         self._start_reply(parent.message_id)
         return True
 
@@ -383,6 +439,27 @@ class ChatSession(QObject):
         self.preset, self.sampling = preset, sampling
         if self.conversation is not None:
             self._update(sampling={"preset": preset, **sampling.to_dict()})
+
+    def set_tools(self, names: tuple[str, ...]) -> None:
+        """Turn tools on for this chat (names of built-in tools and MCP servers; () turns them off)."""
+        self.tool_names = tuple(names)
+        if self.conversation is not None:
+            self._update(meta=self._tool_meta(self.conversation.meta))
+
+    def set_tool_choice(self, choice: str) -> None:
+        """ "auto", "required" (the first reply of each turn must call a tool) or the name of the tool to call."""
+        self.tool_choice = choice or "auto"
+        if self.conversation is not None:
+            self._update(meta=self._tool_meta(self.conversation.meta))
+
+    def _tool_meta(self, meta: dict[str, Any]) -> dict[str, Any]:
+        """The conversation's meta with this chat's tool choices in it (other keys kept)."""
+        meta = {**meta, TOOLS_META: list(self.tool_names)}
+        if self.tool_choice != "auto":
+            meta[CHOICE_META] = self.tool_choice
+        else:
+            meta.pop(CHOICE_META, None)
+        return meta
 
     def _update(self, **changes: object) -> None:
         try:

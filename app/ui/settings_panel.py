@@ -21,6 +21,7 @@ from app.core.errors import HearthError
 from app.core.fields import LOAD_FIELDS, SAMPLING_FIELDS
 from app.core.sampling import PRESET_HELP, PRESETS, SamplingSettings
 from app.ui.field_editors import add_rows
+from app.ui.tool_panel import ToolsSection
 
 CUSTOM = "custom"
 
@@ -65,6 +66,10 @@ class SettingsPanel(QWidget):
         self.layout_.setSpacing(8)
         self._build_prompt(body)
         self._build_template(body)
+        self.layout_.addSpacing(6)
+        self.layout_.addWidget(_title("Tools", body))
+        self.tools = ToolsSection(body)  # filled and wired by the app (app.ui.tool_replies)
+        self.layout_.addWidget(self.tools)
         self._build_sampling(body)
         self._build_load(body)
         self.layout_.addStretch(1)
