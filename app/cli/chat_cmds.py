@@ -8,17 +8,16 @@ import signal
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 from app.cli import flags
 from app.cli.context import CliContext
 from app.cli.tools_cmds import ChatTools, add_tool_args
-from app.core.conversation import ChatRunner
-from app.core.engine import GenerationStats, LoadedModel, TextChunk
+from app.core.engine import GenerationStats, LoadedModel
 from app.core.errors import ConfigError, HearthError, ModelLoadError
 from app.core.host import EngineHost, HostClient, LoadDone
-from app.core.llama_engine import LlamaCppEngine
 from app.core.messages import ChatMessage
+from app.core.remote_servers import RemoteModel
 from app.core.reply import ReplyChunk, ReplyDone, ReplyRequest, create_conversation
 from app.core.sampling import PRESETS, SamplingSettings, preset
 from app.core.store import Store
@@ -31,7 +30,8 @@ HELP = "Commands: /new (start over), /exit (or Ctrl-D). Ctrl-C stops a reply."
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     chat = subparsers.add_parser("chat", help="chat with a model in the terminal (or send one message with -m)")
-    chat.add_argument("model", type=Path)
+    chat.add_argument("model", help="a GGUF file; with --server, one of the server's model ids")
+    chat.add_argument("--server", metavar="NAME", help="chat with MODEL on this server (see `hearth servers`)")
     flags.add_load_flags(chat)
     chat.add_argument("--template", help="override the chat template (a family name or 'embedded')")
     chat.add_argument("--preset", default="balanced", choices=sorted(PRESETS), help="sampling preset")
@@ -47,29 +47,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_tool_args(chat)
     chat.set_defaults(handler=cmd_chat)
 
-    bench = subparsers.add_parser("bench", help="measure prompt and generation speed of a model")
-    bench.add_argument("model", type=Path)
-    flags.add_load_flags(bench)
-    bench.add_argument("--prompt", type=int, default=256, help="prompt tokens (default 256)")
-    bench.add_argument("--gen", type=int, default=128, help="generated tokens (default 128)")
-    bench.add_argument("--turns", type=int, default=0, help="also run a multi-turn chat of N turns")
-    bench.add_argument("--json", action="store_true", help="print one JSON object")
-    bench.set_defaults(handler=cmd_bench)
-
 
 def _describe(loaded: LoadedModel) -> str:
     return (
         f"Loaded {loaded.info.display_name} ({loaded.info.file_type}, n_ctx {loaded.n_ctx}, "
         f"{loaded.backend}, {loaded.n_gpu_layers} GPU layers) in {loaded.load_ms:.0f} ms"
     )
-
-
-def _load(args: argparse.Namespace, ctx: CliContext, err: TextIO) -> LlamaCppEngine:
-    """Load for a benchmark: straight into an engine of our own, the same load policy as the app."""
-    engine = LlamaCppEngine()
-    loaded = engine.load(args.model, flags.load_config(args, ctx, args.model))
-    print(_describe(loaded), file=err)
-    return engine
 
 
 @contextlib.contextmanager
@@ -85,6 +68,10 @@ def _ctrl_c_cancels(cancel: Callable[[], None]) -> Iterator[None]:
 def cmd_chat(args: argparse.Namespace, ctx: CliContext) -> int:
     err = sys.stderr
     sampling = flags.sampling(args, preset(args.preset))
+    if args.server:
+        if args.mcp or args.tools_builtin:
+            raise ConfigError("tools (--mcp, --tools-builtin) work with local models only, not with --server")
+        return _remote_chat(args, ctx, sampling)
     grammar = _grammar(args)
     config = flags.load_config(args, ctx, args.model)
     if grammar is not None and (args.mcp or args.tools_builtin):
@@ -104,15 +91,62 @@ def cmd_chat(args: argparse.Namespace, ctx: CliContext) -> int:
         print(f"Template: {choice.label} ({choice.reason})", file=err)
         if choice.warning:
             print(f"Warning: {choice.warning}", file=err)
-        chat = _TerminalChat(ctx, client, done.model, args, sampling, grammar, tools)
-        if args.message is not None:
-            stats = chat.send(args.message)
-            return 0 if stats.finish_reason != "error" else 1
-        return chat.interactive()
+        chat = _TerminalChat(ctx, client, done.model, args, sampling, grammar, tools=tools)
+        return chat.run()
     finally:
         host.shutdown()
         if tools is not None:
             tools.close()  # every MCP server process ends with the chat
+
+
+def _remote_chat(args: argparse.Namespace, ctx: CliContext, sampling: SamplingSettings) -> int:
+    """The same terminal chat, sent to a model on an OpenAI-compatible server (`--server NAME`)."""
+    from app.core.remote_catalog import RemoteCatalog
+    from app.core.remote_servers import ServerRegistry
+
+    if args.template:
+        raise ConfigError("--template does not apply to a server: it applies its own chat template")
+    config = ServerRegistry(ctx.settings).get(args.server)
+    response_format, grammar = _remote_format(args)
+    host = EngineHost(store_path=None if args.no_history else ctx.paths.history_db)
+    catalog = RemoteCatalog(host)
+    try:
+        catalog.sync([config])
+        offered = [m.id for m in catalog.models(config.name)]
+        if args.model not in offered:
+            raise ConfigError(
+                f"server {config.name!r} has no model {args.model!r}; it offers: {', '.join(offered) or 'none'}"
+            )
+        target = RemoteModel(config.name, args.model)
+        print(
+            f"Chatting with {target.id} on {config.name} ({config.url}); the server applies its own template",
+            file=sys.stderr,
+        )
+        chat = _TerminalChat(ctx, host.client("cli"), None, args, sampling, grammar, remote=target)
+        chat.response_format = response_format
+        return chat.run()
+    finally:
+        host.shutdown()
+        catalog.close()
+
+
+def _remote_format(args: argparse.Namespace) -> tuple[dict[str, Any] | None, str | None]:
+    """--json / --json-schema as OpenAI's response_format; --grammar as llama.cpp servers' grammar field."""
+    import json
+
+    try:
+        if args.json:
+            return {"type": "json_object"}, None
+        if args.json_schema:
+            schema = json.loads(args.json_schema.read_text(encoding="utf-8"))
+            return {"type": "json_schema", "json_schema": {"name": "reply", "strict": True, "schema": schema}}, None
+        if args.grammar:
+            return None, args.grammar.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read {exc.filename}: {exc.strerror}") from None
+    except ValueError as exc:
+        raise ConfigError(f"--json-schema: not JSON ({exc})") from None
+    return None, None
 
 
 def _grammar(args: argparse.Namespace) -> str | None:
@@ -136,16 +170,19 @@ class _TerminalChat:
         self,
         ctx: CliContext,
         client: HostClient,
-        model: LoadedModel,
+        model: LoadedModel | None,
         args: argparse.Namespace,
         sampling: SamplingSettings,
         grammar: str | None,
+        remote: RemoteModel | None = None,
         tools: ChatTools | None = None,
     ) -> None:
         self.ctx = ctx
         self.tools = tools
         self.client = client
         self.model = model
+        self.remote = remote  # a model on a server instead of the loaded one
+        self.response_format: dict[str, Any] | None = None
         self.args = args
         self.sampling = sampling
         self.grammar = grammar
@@ -153,6 +190,12 @@ class _TerminalChat:
         self.store: Store | None = None
         self.conversation_id: int | None = None
         self.session = 0  # a new key after /new, so the engine does not reuse the old conversation's cache
+
+    def run(self) -> int:
+        if self.args.message is not None:
+            stats = self.send(self.args.message)
+            return 0 if stats.finish_reason != "error" else 1
+        return self.interactive()
 
     def interactive(self) -> int:
         err = sys.stderr
@@ -196,6 +239,9 @@ class _TerminalChat:
             conversation_id=self.conversation_id,
             parent_id=parent_id if parent_id is not None else "leaf",
             key=("cli", self.session),
+            backend=self.remote.server if self.remote else None,
+            meta={"model": self.remote.id} if self.remote else {},
+            response_format=self.response_format,
         )
         job = self.client.reply(request)
         parts: list[str] = []
@@ -264,101 +310,18 @@ class _TerminalChat:
 
             self.store = open_history(self.ctx)
         if self.conversation_id is None:
+            remote = self.remote
             self.conversation_id = create_conversation(
                 self.store,
-                model_path=str(self.model.path),
-                load_settings=self.model.config.to_dict(),
+                model_path=remote.id if remote else str(self.model.path) if self.model else "",
+                load_settings=self.model.config.to_dict() if self.model and not remote else {},
                 system_prompt=self.args.system,
                 template_override=self.args.template or "",
                 preset=self.args.preset,
                 sampling=self.sampling,
-                meta={TOOLS_META: self.tools.names()} if self.tools is not None else None,
+                meta={"remote": remote.to_meta()} if remote else self._tools_meta(),
             )
         return self.store.add_message(self.conversation_id, "user", text).id
 
-
-def cmd_bench(args: argparse.Namespace, ctx: CliContext) -> int:
-    from app.core.engine import PromptRequest
-
-    if args.prompt < 1 or args.gen < 1 or args.turns < 0:
-        raise ConfigError("--prompt and --gen must be at least 1, --turns at least 0")
-    engine = _load(args, ctx, sys.stderr)
-    model = engine.model
-    assert model is not None
-    try:
-        info = model.info
-        ban_end = tuple((t, -100.0) for t in {info.eos_token_id, info.eot_token_id} if t is not None)
-        sampling = SamplingSettings(max_tokens=args.gen, seed=1, logit_bias=ban_end)  # generate exactly --gen
-        words = "the quick brown fox jumps over the lazy dog and " * (args.prompt // 4 + 2)
-        tokens = engine.tokenize(words)[: args.prompt]
-        text = _detokenize_prefix(engine, words, len(tokens))
-        if len(engine.tokenize(text)) + args.gen > model.n_ctx:
-            raise ConfigError(f"--prompt {args.prompt} + --gen {args.gen} exceed the context ({model.n_ctx})")
-        events = list(engine.generate(PromptRequest(text, sampling=sampling)))
-        stats = next(e for e in events if isinstance(e, GenerationStats))
-        result: dict[str, Any] = {
-            "model": str(args.model),
-            "threads": model.config.threads,
-            "n_ctx": model.n_ctx,
-            "backend": model.backend,
-            "prompt_tokens": stats.evaluated_tokens,
-            "gen_tokens": stats.generated_tokens,
-            "prompt_tps": round(stats.prompt_tps, 2),
-            "gen_tps": round(stats.gen_tps, 2),
-            "ttft_ms": round(stats.ttft_ms, 1),
-        }
-        if args.turns:
-            result["turns"] = _bench_turns(engine, args.turns)
-    finally:
-        engine.unload()
-    if args.json:
-        ctx.print_json(result)
-        return 0
-    ctx.print(f"prompt: {result['prompt_tokens']} tokens at {result['prompt_tps']:.1f} tok/s")
-    ctx.print(f"generation: {result['gen_tokens']} tokens at {result['gen_tps']:.2f} tok/s")
-    ctx.print(f"time to first token: {result['ttft_ms']:.0f} ms  ({result['threads']} threads, {result['backend']})")
-    for index, turn in enumerate(result.get("turns", []), 1):
-        ctx.print(
-            f"turn {index:>2}: prompt {turn['prompt_tokens']:>5} tokens, evaluated {turn['evaluated_tokens']:>4},"
-            f" TTFT {turn['ttft_ms']:>7.1f} ms"
-        )
-    return 0
-
-
-def _detokenize_prefix(engine: LlamaCppEngine, text: str, count: int) -> str:
-    """The longest word-aligned prefix of text with at most `count` tokens (binary search on words)."""
-    words = text.split(" ")
-    low, high = 1, len(words)
-    while low < high:
-        mid = (low + high + 1) // 2
-        if len(engine.tokenize(" ".join(words[:mid]))) <= count:
-            low = mid
-        else:
-            high = mid - 1
-    return " ".join(words[:low])
-
-
-def _bench_turns(engine: LlamaCppEngine, turns: int) -> list[dict[str, float]]:
-    runner = ChatRunner(engine)
-    history = [ChatMessage("system", "You are a helpful assistant.")]
-    sampling = SamplingSettings(max_tokens=32, seed=7)
-    rows = []
-    for turn in range(1, turns + 1):
-        history.append(ChatMessage("user", f"Question {turn:03d}: tell me one more fact about rivers and towns."))
-        reply, stats = "", None
-        for event in runner.stream(history, sampling, conversation="bench"):
-            if isinstance(event, TextChunk):
-                reply += event.text
-            else:
-                stats = event
-        assert stats is not None
-        history.append(ChatMessage("assistant", reply))
-        rows.append(
-            {
-                "ttft_ms": round(stats.ttft_ms, 1),
-                "prompt_tokens": stats.prompt_tokens,
-                "evaluated_tokens": stats.evaluated_tokens,
-                "dropped_messages": stats.dropped_messages,
-            }
-        )
-    return rows
+    def _tools_meta(self) -> dict[str, Any] | None:
+        return {TOOLS_META: self.tools.names()} if self.tools is not None else None

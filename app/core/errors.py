@@ -117,5 +117,18 @@ class NotAnEmbeddingModelError(ModelLoadError):
 
 class DocumentsError(HearthError):
     """A document collection or its index cannot be used (unknown name, bad path, damaged index ...)."""
+
+
 class ToolError(HearthError):
     """A tool could not run: an MCP server failed to start, crashed or timed out, or refused the arguments."""
+
+
+class RemoteError(HearthError):
+    """An OpenAI-compatible server could not be used: unreachable, refused the key, unknown model, busy, or
+    the stream broke. The message names the server; retry_after (seconds) is set when the server said when
+    to come back (429/503 with Retry-After)."""
+
+    def __init__(self, message: str, status: int | None = None, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.retry_after = retry_after

@@ -227,6 +227,7 @@ class EngineHost:
         self._loading_job: Job | None = None
         self._model: LoadedModel | None = None
         self._remote_threads: set[threading.Thread] = set()
+        self._remote_jobs: set[Job] = set()  # remote replies in flight: shutdown stops them too
         self._stopping = False
         self._thread = threading.Thread(target=self._main, name=name, daemon=True)
         self._thread.start()
@@ -294,6 +295,8 @@ class EngineHost:
             job.cancelled.set()
         for active in list(self._active):
             active.job.cancelled.set()
+        for job in list(self._remote_jobs):
+            job.cancelled.set()
         engine = self._engine
         if engine is not None:
             engine.cancel()
@@ -596,6 +599,7 @@ class EngineHost:
     def _start_remote(self, job: Job) -> None:
         thread = threading.Thread(target=self._remote_reply, args=(job,), name=f"hearth-remote-{job.id}", daemon=True)
         self._remote_threads.add(thread)
+        self._remote_jobs.add(job)
         thread.start()
 
     def _remote_reply(self, job: Job) -> None:
@@ -631,6 +635,7 @@ class EngineHost:
             if store is not None:
                 store.close()
             self._remote_threads.discard(threading.current_thread())
+            self._remote_jobs.discard(job)
             self._broadcast()
 
     # ---- closing ----------------------------------------------------------------------------------------------

@@ -73,6 +73,8 @@ class LoadConfig:
     # Speculative decoding: "auto" drafts from the conversation itself (prompt lookup) where measurements say
     # it pays; "off" never drafts.
     speculative: str = "auto"
+    # A small model with the same vocabulary that drafts for this one (a path; "" = none: prompt lookup only).
+    draft_model: str = ""
 
     @property
     def threads(self) -> int:

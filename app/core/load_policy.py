@@ -94,10 +94,25 @@ def plan_load(path: Path, config: LoadConfig, hardware: HardwareInfo) -> LoadPla
         why = "all layers, as you chose" if layers == -1 else f"{layers} layers, as you chose"
         return LoadPlan(path, info, config, why)
     n_ctx = config.effective_ctx(info)
+    hardware = _without_draft(hardware, config, n_ctx)
     layers = auto_gpu_layers(info, hardware, n_ctx, config.kv_cache_type, flash_attention=config.flash_attention)
     total = (info.block_count or 0) + 1
     reason = f"auto: {layers} of {total} layers fit in the free GPU memory" if hardware.has_gpu else "auto: no GPU"
     return LoadPlan(path, info, replace(config, n_gpu_layers=layers), reason)
+
+
+def _without_draft(hardware: HardwareInfo, config: LoadConfig, n_ctx: int) -> HardwareInfo:
+    """The machine as the target model sees it when a draft model loads beside it (all its layers on the
+    GPU): the fit estimate counts both."""
+    if not config.draft_model or not hardware.gpus:
+        return hardware
+    try:
+        draft = inspect(Path(config.draft_model))
+    except (GGUFError, OSError):
+        return hardware  # the engine names the problem when it loads
+    need = estimate(draft, (draft.block_count or 0) + 1, n_ctx, config.kv_cache_type).gpu_bytes
+    gpus = tuple(replace(g, free_bytes=max(0, g.free_bytes - need)) for g in hardware.gpus)
+    return replace(hardware, gpus=gpus)
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from urllib.parse import urlparse
 
 from app.core.errors import ConfigError, SettingsError
 from app.core.fields import DEFAULT_SETTING, LOAD_FIELDS, Field
+from app.core.remote_servers import servers_problem
 
 log = logging.getLogger("hearth.settings")
 
@@ -118,6 +119,13 @@ OPTIONS: tuple[Option, ...] = (
     Option("window_geometry", str, "", "Main window geometry (base64 of Qt's saveGeometry)."),
     Option("window_state", str, "", "Main window splitter and panel state (base64)."),
     Option("model_overrides", dict, {}, "Per-model settings keyed by model file name: template, load settings."),
+    Option(
+        "remote_servers",
+        dict,
+        {},
+        "OpenAI-compatible servers by name: base URL and key policy (keys live in the OS keyring).",
+        check=servers_problem,
+    ),
 )
 OPTIONS_BY_NAME = {option.name: option for option in OPTIONS}
 

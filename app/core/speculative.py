@@ -102,6 +102,10 @@ class SpecPolicy:
     step_ms: dict[int, float] = field(default_factory=dict)
     acceptance: dict[Hashable, _Acceptance] = field(default_factory=dict)
     switched_off: set[Hashable] = field(default_factory=set)
+    draft_ms: float = 0.0  # a draft model's time per drafted token (0 for prompt lookup, which is free)
+
+    def observe_draft(self, ms_per_token: float) -> None:
+        self.draft_ms = ms_per_token if not self.draft_ms else self.draft_ms * 0.8 + ms_per_token * 0.2
 
     def observe_step(self, batch: int, ms: float) -> None:
         old = self.step_ms.get(batch)
@@ -143,7 +147,8 @@ class SpecPolicy:
         """Tokens per unit of time with k drafts, relative to plain decoding."""
         p = self.acceptance.get(key, _Acceptance()).rate
         tokens = 1.0 + sum(p**i for i in range(1, k + 1))
-        return tokens / self.cost(k + 1)
+        single = self.step_ms.get(1) or 1.0
+        return tokens / (self.cost(k + 1) + k * self.draft_ms / single)
 
     def best_length(self, key: Hashable, available: int) -> int:
         """How many of the available drafts to check now (0: decode plainly)."""

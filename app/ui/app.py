@@ -18,11 +18,14 @@ from PySide6.QtNetwork import QLocalServer, QLocalSocket
 from PySide6.QtWidgets import QApplication, QFileDialog, QMessageBox
 
 from app import APP_NAME, __version__
+from app.core.errors import HearthError
 from app.core.host import EngineHost
 from app.core.instance import InstanceLock
 from app.core.kv_state import StateCache
 from app.core.logs import setup_logging
 from app.core.paths import AppPaths
+from app.core.remote_catalog import RemoteCatalog
+from app.core.remote_servers import RemoteModel, ServerRegistry
 from app.core.reply import ReplyDone, ReplyStarted
 from app.core.settings import Settings
 from app.core.store_recover import open_store
@@ -36,6 +39,7 @@ from app.ui.library_controller import LibraryController, LibrarySnapshot
 from app.ui.main_window import MainWindow
 from app.ui.mcp_settings import McpSettingsPage
 from app.ui.prompt_dialog import PromptDialog
+from app.ui.servers_tab import ServerEdit
 from app.ui.settings_dialog import SettingsDialog
 from app.ui.tool_approval import ApprovalDialog, ApprovalRequest
 from app.ui.tool_replies import ToolCatalogue, ToolReplies, builtin_catalogue
@@ -79,6 +83,11 @@ class HearthApp(QObject):
             engine_factory, store_path=paths.history_db, hardware=hardware, state_cache=self.state_cache
         )
         self.engine = EngineBridge(self.host, self)
+        # Remote servers: one backend each, registered with the host (nothing is asked over the network here).
+        self.servers = ServerRegistry(self.settings)
+        self.remote = RemoteCatalog(self.host)
+        self.remote.sync(self.servers.all())
+        self._server_reset: tuple[str, ...] = ()  # a server whose key just changed (its backend is renewed)
         self.chat_model = ChatModel(self)
         self.session = ChatSession(self.store, self.engine, self.chat_model, self.settings)
         self.tools = ToolReplies(self.host, paths, self.tasks, self)  # MCP servers, approvals, replies with tools
@@ -129,11 +138,13 @@ class HearthApp(QObject):
         s.state_changed.connect(self._update_chat_state)
         s.edit_started.connect(w.composer.begin_edit)
         s.template_used.connect(self._on_template_used)
+        s.target_changed.connect(self._on_target_changed)
         self.chat_model.rowsInserted.connect(self._update_chat_state)
         self.chat_model.modelReset.connect(self._update_chat_state)
         # model loading
         w.picker.load_requested.connect(self.load_model)
         w.picker.eject_requested.connect(self.eject)
+        w.picker.remote_requested.connect(self._on_remote_requested)
         w.picker.combo.currentIndexChanged.connect(self._on_picker_selection)
         self.engine.load_progress.connect(w.picker.set_progress)
         self.engine.loaded.connect(self._on_loaded)
@@ -196,6 +207,8 @@ class HearthApp(QObject):
         self.window.settings_panel.set_load_settings(self._load_options(""))
         self._on_tool_servers_changed()
         self.library.scan()
+        self.refresh_remote_models()
+        self._on_target_changed()
         self.tasks.run(self._purge_job, None, self._on_purge_failed)
         if self.store_message:
             QTimer.singleShot(0, self._show_store_problem)
@@ -234,6 +247,7 @@ class HearthApp(QObject):
             self.approval_dialog.reject()
         self.tools.shutdown()  # approvals denied, the reply stopped, every MCP server process ended
         self.engine.shutdown()
+        self.remote.close()
         self.hub.close()
         self.tasks.close(10_000)
         self.store.close()
@@ -319,6 +333,8 @@ class HearthApp(QObject):
             last = self._last_model()
             if snapshot is not None and not snapshot.usable:
                 w.welcome.show_state("first-run", "")
+            elif s.remote is not None:
+                w.welcome.show_state("start", f"{s.remote.id} on {s.remote.server}")
             elif self.engine.model is None:
                 known = snapshot is not None and snapshot.find(last) is not None and not self.engine.loading
                 w.welcome.show_state("no-model", "", Path(last).name if known else "")
@@ -328,7 +344,8 @@ class HearthApp(QObject):
     def _on_reply_done(self, done: ReplyDone) -> None:
         if done.stats is not None:
             self.window.status.set_speed(done.stats.gen_tps)
-            self.window.status.set_context(done.context_used)
+            if done.context_used:  # a remote reply uses no local context
+                self.window.status.set_context(done.context_used)
 
     def _on_notice(self, text: str) -> None:
         self.window.status.showMessage(text, 3000)
@@ -351,6 +368,7 @@ class HearthApp(QObject):
         from app.core.load_policy import configured_load
 
         self.window.show_page("chat")
+        self.session.use_remote(None)  # loading a model means chatting with it
         self.window.picker.select(path)
         self.window.picker.set_loading(path)
         self.engine.load(path, configured_load(self.settings, Path(path).name))
@@ -446,6 +464,84 @@ class HearthApp(QObject):
 
     def _on_approval_closed(self) -> None:
         self.approval_dialog = None
+
+    # ---- remote servers ----------------------------------------------------------------------------------------------
+    def refresh_remote_models(self) -> None:
+        """Ask every server for its models (off the GUI thread); the picker lists them under each server."""
+        names = [config.name for config in self.servers.all()]
+        self.window.picker.set_servers(names)
+        for name in names:
+            self.tasks.run(_remote_models_job(self.remote, name), self._on_remote_models)
+
+    def _on_remote_models(self, result: tuple[str, list[str], str]) -> None:
+        name, models, error = result
+        if self.servers.find(name) is not None:  # not removed meanwhile
+            self.window.picker.set_remote(name, models, error)
+
+    def _on_remote_requested(self, server: str, model: str) -> None:
+        self.window.show_page("chat")
+        self.session.use_remote(RemoteModel(server, model))
+        self.window.composer.focus()
+
+    def _on_target_changed(self) -> None:
+        remote = self.session.remote
+        self.window.picker.set_remote_in_use((remote.server, remote.id) if remote else None)
+        self._update_chat_state()
+
+    def _on_servers_changed(self) -> None:
+        reset, self._server_reset = self._server_reset, ()
+        self.remote.sync(self.servers.all(), reset=reset)
+        self.refresh_remote_models()
+        dialog = self._settings_dialog
+        if dialog is not None:
+            dialog.servers.reload()
+
+    def _on_server_save(self, edit: ServerEdit) -> None:
+        self.tasks.run(_server_key_job(edit), self._on_server_key_saved, self._on_server_failed)
+
+    def _on_server_key_saved(self, edit: ServerEdit) -> None:
+        self._server_reset = (edit.config.name,)
+        try:
+            config = self.servers.put(edit.config, replacing=edit.replacing)
+        except HearthError as exc:
+            self._server_reset = ()
+            self._on_server_failed(exc)
+            return
+        dialog = self._settings_dialog
+        if dialog is not None:
+            dialog.servers.reload(select=config.name)
+            dialog.servers.set_status(f"Saved {config.name}. Its models are listed in the model picker.")
+
+    def _on_server_failed(self, error: BaseException) -> None:
+        dialog = self._settings_dialog
+        if dialog is not None:
+            dialog.servers.set_status(str(error), error=True)
+
+    def _on_server_remove(self, name: str) -> None:
+        config = self.servers.find(name)
+        try:
+            removed = self.servers.remove(name)
+        except HearthError as exc:
+            self._on_server_failed(exc)
+            return
+        if config is not None and config.has_key:
+            from app.core.remote_keys import clear_key
+
+            self.tasks.run(lambda: clear_key(removed), None, self._on_server_failed)
+        dialog = self._settings_dialog
+        if dialog is not None:
+            dialog.servers.set_status(f"Removed {removed}.")
+
+    def _on_server_test(self, config: Any, key: str) -> None:
+        remote = self.remote
+        self.tasks.run(
+            lambda: remote.check(config, key or None).message, self._on_server_tested, self._on_server_failed
+        )
+
+    def _on_server_tested(self, message: str) -> None:
+        dialog = self._settings_dialog
+        if dialog is not None:
+            dialog.servers.set_status(message)
 
     # ---- templates ---------------------------------------------------------------------------------------------------
     def _template_override(self) -> str:
@@ -607,6 +703,9 @@ class HearthApp(QObject):
         dialog.add_page("Tools", tools_page)
         dialog.token_save_requested.connect(self._on_token_save)
         dialog.token_clear_requested.connect(self._on_token_clear)
+        dialog.servers.save_requested.connect(self._on_server_save)
+        dialog.servers.remove_requested.connect(self._on_server_remove)
+        dialog.servers.test_requested.connect(self._on_server_test)
         self._settings_dialog = dialog
         self.tasks.run(_token_status, self._on_token_status, self._on_token_error)
         dialog.open()
@@ -645,6 +744,8 @@ class HearthApp(QObject):
             self.state_cache.cap_bytes = self.settings.get(name) * 1024 * 1024
         elif name in ("model_folders", "scan_external_libraries") or name.startswith("default_n"):
             self.library.scan()
+        elif name == "remote_servers":
+            self._on_servers_changed()
 
     def apply_theme(self) -> None:
         app = QApplication.instance()
@@ -653,6 +754,35 @@ class HearthApp(QObject):
             self.window.chat_view.refresh_style()
             if self.library.snapshot is not None:
                 self._on_scanned(self.library.snapshot)
+
+
+def _remote_models_job(catalog: RemoteCatalog, name: str) -> Callable[[], tuple[str, list[str], str]]:
+    def job() -> tuple[str, list[str], str]:  # pool thread: network only
+        try:
+            return name, [model.id for model in catalog.models(name, refresh=True)], ""
+        except HearthError as exc:
+            return name, [], str(exc)
+
+    return job
+
+
+def _server_key_job(edit: ServerEdit) -> Callable[[], ServerEdit]:
+    def job() -> ServerEdit:  # pool thread: the keyring may block (a locked keyring asks to be unlocked)
+        from app.core import remote_keys
+
+        name, old = edit.config.name, edit.replacing
+        if edit.key is not None:
+            remote_keys.save_key(name, edit.key)
+        elif edit.forget_key and old:
+            remote_keys.clear_key(old)
+        elif old and old.lower() != name.lower() and edit.config.has_key:
+            key = remote_keys.load_key(old)  # renamed: the key moves with it
+            if key:
+                remote_keys.save_key(name, key)
+                remote_keys.clear_key(old)
+        return edit
+
+    return job
 
 
 def _token_status() -> str:

@@ -15,6 +15,7 @@ from PySide6.QtCore import QObject, Signal
 from PySide6.QtGui import QGuiApplication
 
 from app.core.errors import HearthError
+from app.core.remote_servers import RemoteModel
 from app.core.reply import ReplyDone, ReplyRequest, ReplyStarted, create_conversation
 from app.core.sampling import PRESETS, SamplingSettings
 from app.core.tool_reply import allowed_in
@@ -24,7 +25,7 @@ from app.ui.workers import EngineBridge
 
 if TYPE_CHECKING:
     from app.core.settings import Settings
-    from app.core.store import Conversation, SearchHit, Store
+    from app.core.store import Conversation, SearchHit, Store, StoredMessage
     from app.ui.tool_replies import ToolReplies
 
 log = logging.getLogger("hearth.ui.session")
@@ -62,6 +63,7 @@ class ChatSession(QObject):
     state_changed(): generating / can-send changed.
     edit_started(str): the composer should edit this text.
     template_used(object ReplyStarted): the template and prompt of the reply just started.
+    target_changed(): replies now go to another place (a remote model, or back to the loaded one).
     """
 
     conversation_changed = Signal(int)
@@ -71,6 +73,7 @@ class ChatSession(QObject):
     state_changed = Signal()
     edit_started = Signal(str)
     template_used = Signal(object)
+    target_changed = Signal()
 
     def __init__(self, store: Store, engine: EngineBridge, model: ChatModel, settings: Settings) -> None:
         super().__init__()
@@ -83,6 +86,7 @@ class ChatSession(QObject):
         self.preset = settings.get("default_sampling_preset")
         self.sampling = PRESETS.get(self.preset, SamplingSettings())
         self.template_override = ""
+        self.remote: RemoteModel | None = None  # replies go to this server's model instead of the loaded one
         self.tools: ToolReplies | None = None  # set by the app: replies with tools go through it
         self.tool_names: tuple[str, ...] = ()  # the tools and MCP servers this chat has on (its meta "tools")
         self.tool_choice = "auto"  # "auto", "required" or a tool's name: the first reply must call it
@@ -151,7 +155,8 @@ class ChatSession(QObject):
         self.tool_names = enabled_names(conversation.meta)
         self.tool_choice = str(conversation.meta.get(CHOICE_META) or "auto")
         self._editing_row = -1
-        items = [MessageItem.from_message(m) for m in messages if m.role != "system"]
+        self._set_remote(RemoteModel.from_meta(conversation.meta.get("remote")))
+        items = [_item(m) for m in messages if m.role != "system"]
         active = self._active
         if active is not None and active.conversation_id == conversation_id:
             if active.job_id == TOOL_JOB and self.tools is not None:
@@ -178,16 +183,16 @@ class ChatSession(QObject):
 
     def _ensure_conversation(self) -> Conversation:
         if self.conversation is None:
-            model = self.engine.model
+            model = None if self.remote is not None else self.engine.model
             conversation_id = create_conversation(
                 self.store,
-                model_path=str(model.path) if model else "",
+                model_path=self.remote.id if self.remote else str(model.path) if model else "",
                 load_settings=model.config.to_dict() if model else {},
                 system_prompt=self.system_prompt,
                 template_override=self.template_override,
                 preset=self.preset,
                 sampling=self.sampling,
-                meta=self._tool_meta({}),
+                meta=self._tool_meta({"remote": self.remote.to_meta()} if self.remote else {}),
             )
             self.conversation = self.store.conversation(conversation_id)
             self.settings.set("last_conversation", self.conversation.id)
@@ -195,9 +200,28 @@ class ChatSession(QObject):
         return self.conversation
 
     # ---- sending --------------------------------------------------------------------------------------------
+    def use_remote(self, target: RemoteModel | None) -> None:
+        """Send this chat's replies to a server's model (None: to the loaded model); the conversation
+        remembers it."""
+        if target == self.remote:
+            return
+        self._set_remote(target)
+        if self.conversation is not None:
+            meta = {k: v for k, v in self.conversation.meta.items() if k != "remote"}
+            if target is not None:
+                meta["remote"] = target.to_meta()
+            self._update(meta=meta)
+        self.state_changed.emit()
+
+    def _set_remote(self, target: RemoteModel | None) -> None:
+        changed = target != self.remote
+        self.remote = target
+        if changed:
+            self.target_changed.emit()
+
     def can_send(self) -> str:
         """'' when a message can be sent now, else why not (shown under the composer)."""
-        if self.engine.model is None:
+        if self.remote is None and self.engine.model is None:
             return "Load a model above to start chatting." if not self.engine.loading else "The model is loading…"
         if self._active is not None:
             return "" if self.generating_here else "A reply is being written in another chat; stop it first."
@@ -235,7 +259,7 @@ class ChatSession(QObject):
         assert self.conversation is not None
         user_row = self.model.rowCount() - 1
         placeholder = MessageItem(role="assistant", content="", streaming=True, parent_id=parent_id)
-        if self.tools is not None and self.tool_names:
+        if self.tools is not None and self.tool_names and self.remote is None:
             self.model.append(placeholder)
             self._active = _Active(TOOL_JOB, self.conversation.id, placeholder.key)
             self.tools.start(
@@ -253,17 +277,23 @@ class ChatSession(QObject):
             self.notice.emit("")
             self.state_changed.emit()
             return
+        remote = self.remote
         request = ReplyRequest(
             tuple(self._history(user_row)),
             self.sampling,
             template_override=self.template_override or None,
             conversation_id=self.conversation.id,
             parent_id=parent_id,
+            backend=remote.server if remote else None,
+            meta={"model": remote.id} if remote else {},
         )
         self.model.append(placeholder)
         job_id = self.engine.reply(request)
         self._active = _Active(job_id, self.conversation.id, placeholder.key)
-        self.notice.emit("")
+        without = remote is not None and self.tool_names and self.tools is not None
+        self.notice.emit(
+            "Tools work with models loaded here only: this reply goes to the server without them." if without else ""
+        )
         self.state_changed.emit()
 
     def stop(self) -> None:
@@ -411,7 +441,7 @@ class ChatSession(QObject):
             return False
         self.model.truncate(row)
         for message in messages[row:]:
-            self.model.append(MessageItem.from_message(message))
+            self.model.append(_item(message))
         return True
 
     def copy(self, row: int) -> None:
@@ -530,6 +560,15 @@ _STORED_FIELDS = (
     "ttft_ms",
     "finish_reason",
 )
+
+
+def _item(message: StoredMessage) -> MessageItem:
+    """A stored message as a row; a reply that failed shows why (its text so far stays)."""
+    item = MessageItem.from_message(message)
+    error = message.meta.get("error")
+    if message.finish_reason == "error" and isinstance(error, str) and error:
+        item.error = f"The reply failed: {error}"
+    return item
 
 
 def _error_text(done: ReplyDone) -> str | None:

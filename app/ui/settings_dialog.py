@@ -1,5 +1,5 @@
 """The Settings dialog over app.core.settings: theme, model folders, defaults for new chats and loads,
-the Hugging Face token (kept in the OS keyring) and endpoint."""
+the Hugging Face token (kept in the OS keyring) and endpoint, remote servers (app/ui/servers_tab.py)."""
 
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ from app.core.errors import SettingsError
 from app.core.fields import DEFAULT_SETTING, LOAD_FIELDS
 from app.core.sampling import PRESETS
 from app.ui.field_editors import add_rows
+from app.ui.servers_tab import ServersTab
 
 if TYPE_CHECKING:
     from app.core.settings import Settings
@@ -55,6 +56,9 @@ class SettingsDialog(QDialog):
         tabs.addTab(self._models_tab(), "Models")
         tabs.addTab(self._defaults_tab(), "Defaults")
         tabs.addTab(self._hub_tab(), "Hugging Face")
+        self.servers = ServersTab(settings, self)  # saved at once, not by OK (keys go to the keyring)
+        tabs.addTab(self.servers, "Servers")
+        self.tabs = tabs
         layout.addWidget(tabs, 1)
         self.error = QLabel(self)
         self.error.setObjectName("Error")

@@ -112,6 +112,24 @@ def test_bench_json(tiny_model: Path):
     assert later["evaluated_tokens"] < later["prompt_tokens"]  # the KV cache was reused
 
 
+def test_bench_resume_and_spec_json(make_tiny_model):
+    model = make_tiny_model("bench-wide.gguf", n_embd=128, n_head=4, n_head_kv=2)
+    result = hearth(
+        "bench", str(model), "--prompt", "32", "--gen", "24", "--ctx", "2048", "--resume", "600", "--spec", "lookup",
+        "--json",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    resume = data["resume"]
+    assert {"reeval_ttft_ms", "restored_ttft_ms", "state_bytes"} <= resume.keys()
+    assert resume["state_bytes"] > 0 and resume["identical"] and resume["conversation_tokens"] >= 500
+    assert resume["restored_evaluated_tokens"] < resume["reeval_evaluated_tokens"] // 4
+    tasks = {row["task"]: row for row in data["spec"]}
+    assert set(tasks) == {"rewrite", "extract-json", "free-writing"}
+    assert all(row["identical"] for row in tasks.values())
+    assert all({"plain_tps", "spec_tps", "acceptance"} <= row.keys() for row in tasks.values())
+
+
 def test_bad_model_and_bad_settings_exit_2(tmp_path: Path, tiny_model: Path):
     for args in (
         ["chat", str(tmp_path / "nope.gguf"), "-m", "x"],

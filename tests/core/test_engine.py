@@ -570,3 +570,12 @@ def test_a_long_prompt_is_evaluated_in_chunks_between_other_streams(tiny_model: 
     engine.release(streaming)
     engine.release(late)
     engine.unload()
+
+
+def test_closing_a_stream_early_frees_its_sequence(engine: LlamaCppEngine):
+    stream = engine.generate(PromptRequest("tell me more", sampling=replace(GREEDY, max_tokens=200)))
+    next(stream)
+    stream.close()  # the caller stopped reading (a tool loop's Stop, a dropped client)
+    assert not engine.busy and engine.free_slots == engine.model.config.n_parallel
+    text, stats, _ = run(engine, "again", sampling=GREEDY)
+    assert stats.finish_reason == "length" and text

@@ -182,3 +182,13 @@ def test_auto_layers_are_what_hearth_fit_reports(tmp_path: Path, layers: int, em
     assert plan.config.n_gpu_layers == expected and 0 < expected < layers + 1
     summary = fit_summary(info, hardware, LoadConfig(n_gpu_layers=AUTO_LAYERS, n_ctx=4096))
     assert summary.label == f"{expected} of {layers + 1} layers on GPU" and summary.gpu_layers == expected
+
+
+def test_auto_layers_count_a_draft_model_loaded_beside(tmp_path: Path, make_tiny_model):
+    """The fit estimate counts both models: with a draft model, fewer of the target's layers fit."""
+    target = write_shape_model(tmp_path / "big.gguf", n_layer=40, n_embd=5120, n_ff=13824, n_head=40, n_head_kv=40)
+    draft = write_shape_model(tmp_path / "small.gguf", n_layer=16, n_embd=2048, n_ff=5632, n_head=16, n_head_kv=4)
+    hardware = simulated_gpu(6)
+    alone = plan_load(target, LoadConfig(n_gpu_layers=AUTO_LAYERS), hardware).config.n_gpu_layers
+    paired = plan_load(target, LoadConfig(n_gpu_layers=AUTO_LAYERS, draft_model=str(draft)), hardware)
+    assert 0 < paired.config.n_gpu_layers < alone

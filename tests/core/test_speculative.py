@@ -146,3 +146,36 @@ def test_drafts_are_checked_only_for_a_lone_stream(tiny_model: Path):
         engine.step(runs)
     assert any(r.drafted > 0 for r in runs)  # the one left alone drafts again
     engine.unload()
+
+
+# ---- a draft model ---------------------------------------------------------------------------------------------
+
+
+def test_a_draft_model_with_the_same_vocabulary_drafts_and_changes_nothing(make_tiny_model):
+    from app.core.draft_models import find_draft_model, vocab_fingerprint
+
+    target = make_tiny_model("spec-target.gguf", n_embd=128, n_head=4, n_head_kv=2, n_layer=4, seed=21)
+    draft = make_tiny_model("spec-draft.gguf", n_embd=64, n_head=2, n_head_kv=1, n_layer=1, seed=21)
+    other = make_tiny_model("spec-other-vocab.gguf", filler_tokens=50, seed=3)
+    assert vocab_fingerprint(target) == vocab_fingerprint(draft) != vocab_fingerprint(other)
+    assert find_draft_model(target, [other, draft, target]) == draft
+    plain = engine_for(target, "off")
+    expected, _ = generate(plain, REPETITIVE, GREEDY)
+    plain.unload()
+    engine = LlamaCppEngine()
+    engine.load(target, LoadConfig(n_ctx=2048, n_threads=1, flash_attention=True, draft_model=str(draft)))
+    engine.spec = AlwaysDraft()
+    text, stats = generate(engine, REPETITIVE, GREEDY)
+    engine.unload()
+    assert text == expected and stats.drafted_tokens > 0
+
+
+def test_a_draft_model_that_tokenizes_differently_is_refused(make_tiny_model):
+    from app.core.errors import ConfigError
+
+    target = make_tiny_model("spec-target2.gguf", n_embd=128, n_head=4, n_head_kv=2)
+    other = make_tiny_model("spec-other-vocab.gguf", filler_tokens=50, seed=3)
+    engine = LlamaCppEngine()
+    with pytest.raises(ConfigError, match="tokenizes differently"):
+        engine.load(target, LoadConfig(n_ctx=512, flash_attention=True, draft_model=str(other)))
+    assert engine.model is None
