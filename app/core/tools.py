@@ -123,9 +123,9 @@ def openai_tool_choice(choice: ToolChoice) -> Any:
     return choice.mode
 
 
-def request_tools(tools: Sequence[Any], tool_choice: Any) -> tuple[list[ToolSpec], ToolChoice]:
+def request_tools(tools: Any, tool_choice: Any) -> tuple[list[ToolSpec], ToolChoice]:
     """A request's tools and tool_choice, checked: (specs, choice); ConfigError saying what is wrong."""
-    specs = parse_openai_tools(list(tools)) if tools else []
+    specs = parse_openai_tools(list(tools) if isinstance(tools, tuple) else tools) if tools else []
     choice = parse_tool_choice(tool_choice, specs)
     if choice.forces_call and not specs:
         raise ConfigError(f"tool_choice {choice.mode!r} needs tools to choose from")
