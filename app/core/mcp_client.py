@@ -197,7 +197,7 @@ class McpHub:
         self._closed = False
         self._spawn_lock_value: asyncio.Lock | None = None
         hub = weakref.ref(self)
-        self._atexit = lambda: (h := hub()) and h.close()
+        self._atexit = lambda: _close_if_alive(hub)
         atexit.register(self._atexit)
 
     def __enter__(self) -> McpHub:
@@ -498,6 +498,13 @@ class _Opened(contextlib.AbstractAsyncContextManager):
 
     async def __aexit__(self, *_exc: object) -> None:
         return None
+
+
+def _close_if_alive(hub: weakref.ref[McpHub]) -> None:
+    """At interpreter exit: close a hub nobody closed (a weak reference, so the hub is not kept alive)."""
+    alive = hub()
+    if alive is not None:
+        alive.close()
 
 
 def _child_pids() -> set[int]:

@@ -139,7 +139,9 @@ class HostToolReply:
                 self._record(event)
                 yield event
         finally:
-            events.close()  # a consumer that stops early: the round in progress is cancelled and waited for
+            close = getattr(events, "close", None)
+            if close is not None:
+                close()  # a consumer that stops early: the round in progress is cancelled and waited for
 
     # ---- one round ------------------------------------------------------------------------------------------
     def _generate(self, messages: Sequence[ChatMessage], request: RoundRequest) -> Iterator[Any]:

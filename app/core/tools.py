@@ -68,7 +68,7 @@ def check_schema(schema: Any, where: str) -> None:
     if schema.get("type", "object") != "object":
         raise ConfigError(f"{where}: the parameters schema must describe an object (type 'object')")
     try:
-        jsonschema.validators.validator_for(schema).check_schema(schema)
+        jsonschema.validators.validator_for(schema).check_schema(dict(schema))
     except jsonschema.SchemaError as exc:
         raise ConfigError(f"{where}: invalid parameters schema: {exc.message}") from None
 

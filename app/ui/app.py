@@ -371,6 +371,7 @@ class HearthApp(QObject):
         self.session.use_remote(None)  # loading a model means chatting with it
         self.window.picker.select(path)
         self.window.picker.set_loading(path)
+        self.tools.stop()  # a reply with tools stops like any reply (the bridge stops its own)
         self.engine.load(path, configured_load(self.settings, Path(path).name))
         self._update_chat_state()
 
@@ -378,6 +379,7 @@ class HearthApp(QObject):
         if self.engine.loading:
             self.engine.stop()
             return
+        self.tools.stop()
         self.engine.eject()
         self.settings.set("last_model", "")
 

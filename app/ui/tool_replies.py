@@ -366,8 +366,8 @@ class ToolReplies(QObject):
 
     def _on_finished(self) -> None:
         run, self._run = self._run, None
-        if run is None or self.session is None:
-            return
+        if run is None or self.session is None or self._closed:
+            return  # closed: the window (and the session's store) may be gone already
         model = self.session.model
         model.flush()
         if self._shown(run):

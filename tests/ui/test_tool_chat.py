@@ -234,6 +234,7 @@ def gemma_app(qtbot: QtBot, paths: AppPaths, gemma_path: Path):
         app.load_model(str(target))
         qtbot.waitUntil(lambda: app.engine.model is not None, timeout=60_000)
         app.session.set_sampling("custom", SamplingSettings(temperature=0.0, max_tokens=40, seed=1))
+        app.tools.max_rounds = 2  # one round of calls, then the answer: calls in it are shown, never asked about
         made.append(app)
         return app
 
@@ -320,7 +321,16 @@ def test_deny_stop_and_a_broken_server_in_the_window(qtbot: QtBot, paths: AppPat
     assert model.item(2).role == "tool" and model.item(2).tool_outcome == "denied"
     assert model.item(2).content == DENIED_TEXT and tool_blocks.header(model.item(2)) == "Tool · echo · denied by you"
     assert model.item(3).role == "assistant" and not model.item(3).streaming  # the model was told, and answered
-    # Stop while the approval waits: the dialog closes, nothing runs.
+    # A server that crashes in the call: the error is shown in place and goes to the model; the chat goes on.
+    choose_first_call(qtbot, app, "crash")
+    type_and_send(qtbot, app, "Crash, please.")
+    answer(qtbot, app, "once")
+    wait_done(qtbot, app)
+    crashed = model.item(6)
+    assert crashed.role == "tool" and crashed.tool_outcome == "failed"
+    assert "'test' stopped working" in crashed.content and "crash tool called" in crashed.content
+    assert model.item(7).role == "assistant" and not model.item(7).error
+    # Stop while the approval waits: the dialog closes, nothing runs (the crashed server starts again).
     choose_first_call(qtbot, app, "stall")
     rows = model.rowCount()
     type_and_send(qtbot, app, "Please stall.")
@@ -343,5 +353,10 @@ def test_deny_stop_and_a_broken_server_in_the_window(qtbot: QtBot, paths: AppPat
     with Store.open(paths.history_db) as store:
         stored = store.messages(app.session.conversation_id)
         assert stored[-1].meta["outcome"] == "stopped" and all(m.complete for m in stored)
+    # Closing the window while a question waits: denied, the reply stopped, every server process gone.
+    type_and_send(qtbot, app, "Stall once more.")
+    qtbot.waitUntil(lambda: app.approval_dialog is not None and app.approval_dialog.isVisible(), timeout=240_000)
+    closing = time.monotonic()
     app.window.close()
+    assert time.monotonic() - closing < 20
     assert_none_left(before)
