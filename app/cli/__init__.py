@@ -31,6 +31,9 @@ COMMAND_MODULES = (
     "app.cli.docs_cmds",
     "app.cli.tools_cmds",
     "app.cli.remote_cmds",
+    "app.cli.assistant_cmds",
+    "app.cli.prompt_cmds",
+    "app.cli.rpc_cmds",
 )
 
 EXIT_OK = 0

@@ -85,6 +85,8 @@ def cmd_chat(args: argparse.Namespace, ctx: CliContext) -> int:
         if done.error or done.model is None:
             raise ModelLoadError(done.error or "the model could not be loaded")
         print(_describe(done.model), file=err)
+        for line in done.placement:  # a split over RPC workers: where the layers went
+            print(f"  {line}", file=err)
         for note in done.notes:
             print(note, file=err)
         choice = choose_template(done.model.info, args.template)

@@ -79,6 +79,14 @@ class ConfigError(HearthError):
     """A load or sampling setting is out of range or an invalid combination (refused before llama.cpp)."""
 
 
+class AssistantError(HearthError):
+    """An assistant (a saved chat setup) is invalid, unknown, read-only, or its file cannot be written."""
+
+
+class PromptError(HearthError):
+    """A saved prompt is invalid or unknown, a prompt file cannot be imported, or a variable has no value."""
+
+
 class ModelOutOfMemoryError(ModelLoadError):
     """llama.cpp could not allocate memory for the model or its context; may carry a suggested layer count."""
 

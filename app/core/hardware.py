@@ -77,17 +77,9 @@ def _cpu_name() -> str:
 def llama_devices() -> tuple[list[GpuInfo], str | None]:
     """GPU devices as llama.cpp's backend registry sees them (no GPU backend built in: an empty list)."""
     try:
-        from app.core.native import library_dir
+        from app.core.native import ggml_library
 
-        lib_dir = library_dir()
-        if lib_dir is None:
-            return [], "llama-cpp-python is not installed"
-        candidates = sorted(lib_dir.glob("libggml.*")) + sorted(lib_dir.glob("ggml.dll"))
-        base = sorted(lib_dir.glob("libggml-base.*")) + sorted(lib_dir.glob("ggml-base.dll"))
-        if not candidates or not base:
-            return [], "llama.cpp's ggml libraries were not found"
-        ggml = ctypes.CDLL(str(candidates[0]))
-        ggml_base = ctypes.CDLL(str(base[0]))
+        ggml, ggml_base = ggml_library("ggml"), ggml_library("ggml-base")  # the copies libllama runs on
     except (ImportError, OSError) as exc:
         return [], f"llama.cpp is not usable: {exc}"
     try:
@@ -169,9 +161,9 @@ def apple_unified(total_ram: int, available_ram: int) -> GpuInfo | None:
 def installed_backend() -> tuple[str, bool]:
     """(backend name, can offload) of the installed llama-cpp-python build; ("unavailable", False) if none."""
     try:
-        from app.core.native import backend_name, llama
+        from app.core.native import backend_name, supports_gpu_offload
 
-        return backend_name(), bool(llama().llama_supports_gpu_offload())
+        return backend_name(), supports_gpu_offload()
     except Exception as exc:  # a broken or missing engine must not break hardware detection
         log.warning("llama.cpp backend unknown: %s", exc)
         return "unavailable", False

@@ -22,6 +22,7 @@ CTX_GRANULARITY = 256  # llama.cpp pads n_ctx to a multiple of 256; asking for
 MAX_CTX = 1 << 20
 MAX_PARALLEL = 64
 MAX_GPU_LAYERS = 10_000  # more than any model has; llama.cpp clamps to the model's layers
+MAX_LORA_SCALE = 10.0
 
 
 def physical_cores() -> int:
@@ -51,6 +52,12 @@ class LoraAdapter:
                 pass
         return cls(Path(text).expanduser())
 
+    def check_scale(self) -> LoraAdapter:
+        """Return self, or raise ConfigError when the scale is outside -10..10."""
+        if not -MAX_LORA_SCALE <= self.scale <= MAX_LORA_SCALE:
+            raise ConfigError(f"LoRA scale for {self.path.name} must be between -10 and 10")
+        return self
+
 
 @dataclass(frozen=True)
 class LoadConfig:
@@ -75,6 +82,8 @@ class LoadConfig:
     speculative: str = "auto"
     # A small model with the same vocabulary that drafts for this one (a path; "" = none: prompt lookup only).
     draft_model: str = ""
+    # llama.cpp RPC workers ("host:port") the layers are split over, with the local device (app/core/rpc.py)
+    rpc_workers: tuple[str, ...] = field(default_factory=tuple)
 
     @property
     def threads(self) -> int:
@@ -126,6 +135,11 @@ class LoadConfig:
             raise ConfigError(f"seed must be 0 to {2**32 - 2}; got {self.seed}")
         for adapter in self.loras:
             self._check_lora(adapter, info)
+        if self.rpc_workers:
+            from app.core.rpc import parse_workers
+
+            if parse_workers(self.rpc_workers) != tuple(self.rpc_workers):
+                raise ConfigError(f"RPC workers must be distinct HOST:PORT values; got {', '.join(self.rpc_workers)}")
         if info is not None:
             self._check_model(info)
         return self
@@ -150,9 +164,10 @@ class LoadConfig:
 
     @staticmethod
     def _check_lora(adapter: LoraAdapter, info: ModelInfo | None) -> None:
-        if not -10.0 <= adapter.scale <= 10.0:
-            raise ConfigError(f"LoRA scale for {adapter.path.name} must be between -10 and 10")
-        from app.core.gguf_info import inspect  # the GGUF reader pulls in numpy: only when checking a LoRA
+        adapter.check_scale()
+        # The GGUF reader (and the LoRA rules over it) pull in numpy: imported only when checking a LoRA.
+        from app.core.gguf_info import inspect
+        from app.core.lora import lora_mismatch
 
         try:
             lora = inspect(adapter.path)
@@ -160,8 +175,11 @@ class LoadConfig:
             raise ConfigError(f"LoRA adapter unusable: {exc}") from None
         if not lora.is_adapter:
             raise ConfigError(f"{adapter.path.name} is not a LoRA adapter (general.type is {lora.model_type!r})")
-        if info is not None and lora.architecture != info.architecture:
-            raise ConfigError(f"LoRA {adapter.path.name} is for {lora.architecture} models, not {info.architecture}")
+        if info is not None:
+            # Architecture and every adapted tensor's shape, as llama.cpp checks them when applying it.
+            problem = lora_mismatch(lora, info)
+            if problem:
+                raise ConfigError(f"LoRA adapter refused: {problem}")
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -172,6 +190,7 @@ class LoadConfig:
     def from_dict(cls, data: dict[str, Any]) -> LoadConfig:
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
         known["loras"] = tuple(LoraAdapter(Path(a["path"]), float(a.get("scale", 1.0))) for a in data.get("loras", ()))
+        known["rpc_workers"] = tuple(str(worker) for worker in data.get("rpc_workers", ()))
         return cls(**known)
 
     def with_changes(self, **changes: Any) -> LoadConfig:

@@ -89,6 +89,32 @@ def llama() -> Any:
     return llama_cpp
 
 
+def ggml_library(stem: str) -> ctypes.CDLL:
+    """The copy of a ggml library ("ggml", "ggml-base") that libllama itself runs on.
+
+    Wheels and bundles hold copies, not symlinks (libggml.so, libggml.so.0, libggml.so.0.25.3): opening
+    another copy by its path would load a second ggml, with its own backend registry (empty of the backends
+    a GGML_BACKEND_DL build loads at start, such as RPC in the portable bundle). So the file already loaded
+    is found with RTLD_NOLOAD; Windows has one DLL per name.
+    """
+    llama()  # libllama loads its ggml first
+    folder = library_dir()
+    if folder is None:
+        raise OSError("llama-cpp-python is not installed")
+    candidates = [*sorted(folder.glob(f"lib{stem}.so*")), *sorted(folder.glob(f"lib{stem}.*dylib"))]
+    candidates += [p for p in (folder / f"{stem}.dll", folder / f"lib{stem}.dll") if p.is_file()]
+    if not candidates:
+        raise OSError(f"llama.cpp's {stem} library is not in {folder}")
+    no_load = getattr(os, "RTLD_NOLOAD", 0)
+    if no_load:
+        for path in candidates:
+            try:
+                return ctypes.CDLL(str(path), mode=no_load | os.RTLD_NOW)
+            except OSError:  # not the copy in use
+                continue
+    return ctypes.CDLL(str(candidates[0]))
+
+
 def backend_name() -> str:
     """Which GPU backend this llama-cpp-python build has, from the shared libraries it ships."""
     lib = library_dir()
@@ -103,7 +129,20 @@ def backend_name() -> str:
     ):
         if marker in names:
             return name
-    return "Metal" if llama().llama_supports_gpu_offload() else "CPU"
+    return "Metal" if sys.platform == "darwin" and supports_gpu_offload() else "CPU"
+
+
+def supports_gpu_offload() -> bool:
+    """Whether layers can go to a GPU of this machine. llama_supports_gpu_offload() alone also says yes for
+    any build with the RPC backend (RPC workers count as offload devices), even on a machine without a GPU."""
+    lib = llama()
+    if not lib.llama_supports_gpu_offload():
+        return False
+    if not lib.llama_supports_rpc():
+        return True
+    from app.core.rpc import ggml
+
+    return bool(ggml().local_devices(("GPU", "IGPU")))
 
 
 class Captured:

@@ -26,7 +26,7 @@ from PySide6.QtWidgets import (
 
 from app.core.errors import SettingsError
 from app.core.fields import DEFAULT_SETTING, LOAD_FIELDS
-from app.core.sampling import PRESETS
+from app.core.sampling import PRESETS, canonical_preset_name, preset_label
 from app.ui.field_editors import add_rows
 from app.ui.servers_tab import ServersTab
 
@@ -111,9 +111,9 @@ class SettingsDialog(QDialog):
         form.addRow("System prompt", self.default_prompt)
         self.default_preset = QComboBox(page)
         for name in PRESETS:
-            self.default_preset.addItem(name.replace("-", " ").capitalize(), name)
+            self.default_preset.addItem(preset_label(name), name)
         self.default_preset.setCurrentIndex(
-            max(0, self.default_preset.findData(self.settings.get("default_sampling_preset")))
+            max(0, self.default_preset.findData(canonical_preset_name(self.settings.get("default_sampling_preset"))))
         )
         form.addRow("Sampling preset", self.default_preset)
         self.load_defaults = add_rows(form, LOAD_FIELDS, page)

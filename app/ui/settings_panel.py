@@ -19,7 +19,7 @@ from PySide6.QtWidgets import (
 
 from app.core.errors import HearthError
 from app.core.fields import LOAD_FIELDS, SAMPLING_FIELDS
-from app.core.sampling import PRESET_HELP, PRESETS, SamplingSettings
+from app.core.sampling import PRESET_HELP, PRESETS, SamplingSettings, canonical_preset_name, preset_label
 from app.ui.field_editors import add_rows
 from app.ui.tool_panel import ToolsSection
 
@@ -111,7 +111,7 @@ class SettingsPanel(QWidget):
         form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
         self.preset = QComboBox(body)
         for name in PRESETS:
-            self.preset.addItem(name.replace("-", " ").capitalize(), name)
+            self.preset.addItem(preset_label(name), name)
             self.preset.setItemData(self.preset.count() - 1, PRESET_HELP.get(name, ""), Qt.ItemDataRole.ToolTipRole)
         self.preset.addItem("Custom", CUSTOM)
         self.preset.currentIndexChanged.connect(self._on_preset)
@@ -159,6 +159,7 @@ class SettingsPanel(QWidget):
     def set_sampling(self, preset: str, settings: SamplingSettings) -> None:
         self._quiet = True
         self._sampling = settings
+        preset = canonical_preset_name(preset)  # conversations saved by an older Hearth use older names
         index = self.preset.findData(preset if preset in PRESETS else CUSTOM)
         self.preset.setCurrentIndex(index)
         for name, editor in self.sampling_fields.items():
