@@ -46,6 +46,7 @@ PY = sys.executable
 GREEDY = SamplingSettings(temperature=0.0, max_tokens=40, seed=1)
 CALCULATOR = [spec.to_openai() for spec, _ in builtin_tools(["calculator"])]
 CALL = ToolCall("abcdefghi", "calculator", '{"expression": "6*7"}')
+ENDLESS = ((1, -100.0), (106, -100.0))  # gemma's <eos> and <end_of_turn> banned: a reply runs until stopped
 
 
 @pytest.fixture
@@ -262,7 +263,7 @@ def test_stop_while_the_model_writes_ends_the_round_and_the_host_is_free(gemma_h
         gemma_host.client("test"),
         ToolBox(builtin_tools(["calculator"])),
         Approvals(Approval.ONCE),
-        sampling=SamplingSettings(temperature=0.0, max_tokens=400, seed=1),
+        sampling=SamplingSettings(temperature=0.0, max_tokens=400, seed=1, logit_bias=ENDLESS),
         conversation_id=conversation.id,
         parent_id=question.id,
         store=store,
