@@ -15,6 +15,7 @@ from typing import Any
 from app.cli import flags
 from app.cli.assistant_cmds import parse_value
 from app.cli.context import CliContext
+from app.cli.tools_cmds import ChatTools, add_tool_args
 from app.core.chat_setup import ChatSetup
 from app.core.engine import GenerationStats, LoadedModel
 from app.core.errors import ConfigError, HearthError, ModelLoadError
@@ -27,6 +28,7 @@ from app.core.sampling import PRESETS, canonical_preset_name, preset
 from app.core.store import Store
 from app.core.structured import JSON_ANY, JSON_SCHEMA, ReplyFormat
 from app.core.templates import choose_template
+from app.core.tool_setup import TOOLS_META
 
 HELP = "Commands: /new (start over), /exit (or Ctrl-D). Ctrl-C stops a reply."
 
@@ -65,6 +67,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     structured.add_argument("--grammar", type=Path, metavar="FILE", help="constrain to a GBNF grammar")
     chat.add_argument("--stats", action="store_true", help="print token counts and speed after each reply")
     chat.add_argument("--no-history", action="store_true", help="do not save this chat to the history")
+    add_tool_args(chat)
     chat.set_defaults(handler=cmd_chat)
 
 
@@ -142,9 +145,14 @@ def cmd_chat(args: argparse.Namespace, ctx: CliContext) -> int:
     err = sys.stderr
     setup = chat_setup(args, ctx)
     if args.server:
+        if args.mcp or args.tools_builtin:
+            raise ConfigError("tools (--mcp, --tools-builtin) work with local models only, not with --server")
         return _remote_chat(args, ctx, setup)
     grammar = _grammar(args, setup)
     config = load_config(args, ctx, setup)
+    if grammar is not None and (args.mcp or args.tools_builtin):
+        raise ConfigError("--json, --json-schema and --grammar cannot be combined with tools (--mcp, --tools-builtin)")
+    tools = ChatTools.from_args(args)  # MCP servers start now: one that fails is named before the model loads
     host = EngineHost(store_path=None if args.no_history else ctx.paths.history_db)
     try:
         client = host.client("cli")
@@ -163,10 +171,12 @@ def cmd_chat(args: argparse.Namespace, ctx: CliContext) -> int:
             print(f"Warning: {choice.warning}", file=err)
         if setup.assistant_name:
             print(f"Assistant: {setup.assistant_name}", file=err)
-        chat = _TerminalChat(ctx, client, done.model, args, setup, grammar)
+        chat = _TerminalChat(ctx, client, done.model, args, setup, grammar, tools=tools)
         return chat.run()
     finally:
         host.shutdown()
+        if tools is not None:
+            tools.close()  # every MCP server process ends with the chat
 
 
 def _remote_chat(args: argparse.Namespace, ctx: CliContext, setup: ChatSetup) -> int:
@@ -242,8 +252,10 @@ class _TerminalChat:
         setup: ChatSetup,
         grammar: str | None,
         remote: RemoteModel | None = None,
+        tools: ChatTools | None = None,
     ) -> None:
         self.ctx = ctx
+        self.tools = tools
         self.client = client
         self.model = model
         self.remote = remote  # a model on a server instead of the loaded one
@@ -292,9 +304,11 @@ class _TerminalChat:
     def send(self, text: str) -> GenerationStats:
         """One exchange: the user's text, the streamed reply. Raises HearthError when no reply could start
         (the message is then left out of the conversation)."""
-        err, out = sys.stderr, self.ctx.out
+        out = self.ctx.out
         parent_id = self._save_user(text)
         messages = (*self.history, ChatMessage("user", text))
+        if self.tools is not None:
+            return self._send_with_tools(messages, parent_id)
         request = ReplyRequest(
             messages,
             self.sampling,
@@ -327,12 +341,37 @@ class _TerminalChat:
         stats = done.stats
         out.write("\n")
         self.history += [ChatMessage("user", text), ChatMessage("assistant", "".join(parts))]
+        self._report(stats)
+        return stats
+
+    def _send_with_tools(self, messages: tuple[ChatMessage, ...], parent_id: int | None) -> GenerationStats:
+        """One exchange with tools: rounds of the tool loop through the host, approvals asked on the terminal,
+        every turn (calls and results) saved to the history as it ends."""
+        assert self.tools is not None
+        reply = self.tools.host_reply(
+            self.client,
+            sampling=self.sampling,
+            template_override=self.setup.template or None,
+            conversation_id=self.conversation_id,
+            parent_id=parent_id if parent_id is not None else "leaf",
+            key=("cli", self.session),
+            store=self.store if self.conversation_id is not None else None,
+        )
+        added = self.tools.run(reply, list(messages), out=self.ctx.out, err=sys.stderr)
+        if reply.stats is None:
+            raise HearthError("the reply could not start")
+        self.history += [messages[-1], *added]
+        self._report(reply.stats, stop_said=True)  # the loop has said "(stopped)" already
+        return reply.stats
+
+    def _report(self, stats: GenerationStats, *, stop_said: bool = False) -> None:
+        err = sys.stderr
         if stats.dropped_messages:
             print(
                 f"(the {stats.dropped_messages} oldest messages no longer fit the context and were left out)",
                 file=err,
             )
-        if stats.finish_reason == "cancelled":
+        if stats.finish_reason == "cancelled" and not stop_said:
             print("(stopped)", file=err)
         elif stats.finish_reason == "error":
             print(f"hearth: generation failed: {stats.error}", file=err)
@@ -342,7 +381,6 @@ class _TerminalChat:
                 f"finish: {stats.finish_reason}]",
                 file=err,
             )
-        return stats
 
     def _save_user(self, text: str) -> int | None:
         """Save the user's message (creating the conversation first); None with --no-history."""
@@ -358,6 +396,9 @@ class _TerminalChat:
                 self.store,
                 model_path=remote.id if remote else str(self.model.path) if self.model else "",
                 load_settings=self.model.config.to_dict() if self.model and not remote else {},
-                **self.setup.create_args({"remote": remote.to_meta()} if remote else None),
+                **self.setup.create_args({"remote": remote.to_meta()} if remote else self._tools_meta()),
             )
         return self.store.add_message(self.conversation_id, "user", text).id
+
+    def _tools_meta(self) -> dict[str, Any] | None:
+        return {TOOLS_META: self.tools.names()} if self.tools is not None else None

@@ -17,6 +17,8 @@ from app.core.conversation import ChatRunner
 from app.core.engine import Engine, Event, PromptRequest
 from app.core.errors import GenerationError
 from app.core.reply import PreparedReply, ReplyRequest
+from app.core.tool_grammar import tool_call_grammar
+from app.core.tools import request_tools
 
 
 class ChatBackend(Protocol):
@@ -47,19 +49,25 @@ class LocalBackend:
         model = self.engine.model
         if model is None:
             raise GenerationError("no model is loaded; load one first")
+        specs, tool_choice = request_tools(request.tools, request.tool_choice)
+        tools = list(request.tools) if specs and tool_choice.mode != "none" else None
         prepared = self.runner.prepare(
             list(request.messages),
             request.sampling,
             override=request.template_override,
             conversation=request.cache_key,
+            tools=tools,
         )
         rendered = prepared.rendered
         choice = rendered.choice
+        grammar = request.grammar
+        if tools and grammar is None:  # "required" / a named tool: a valid call in this template's syntax
+            grammar = tool_call_grammar(rendered.tool_syntax, specs, tool_choice)
         payload = PromptRequest(
             text=rendered.text,
             stop=tuple(dict.fromkeys(rendered.stop + request.stop)),
             sampling=dataclasses.replace(request.sampling, max_tokens=max(1, prepared.reply_budget)),
-            grammar=request.grammar,
+            grammar=grammar,
         )
         return PreparedReply(
             prompt_text=rendered.text,
@@ -73,6 +81,7 @@ class LocalBackend:
             payload=payload,
             load_settings=model.config.to_dict(),
             key=request.cache_key,
+            tool_syntax=rendered.tool_syntax if tools else None,
         )
 
     def stream(self, prepared: PreparedReply, cancel: threading.Event) -> Iterator[Event]:

@@ -31,6 +31,9 @@ class ReplyRequest:
     conversation_id None: not saved (API calls unless the user asks, benchmarks). key: whose cached tokens
     the prompt continues (default: the conversation). backend: None for the local model, else the name of
     a registered backend (a remote server). meta: extras stored with the reply (reply format, assistant).
+    tools / tool_choice: OpenAI tool definitions shown to the model and OpenAI's tool_choice ("auto" when
+    None; "required" or a named function constrains the reply to one valid call with a grammar). The reply
+    itself is streamed as written: app.core.tool_calls finds the calls in it (the tool loop, the server).
     """
 
     messages: tuple[ChatMessage, ...]
@@ -44,6 +47,8 @@ class ReplyRequest:
     backend: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
     response_format: dict[str, Any] | None = None  # OpenAI's shape, for backends that take it as such
+    tools: tuple[dict[str, Any], ...] = ()
+    tool_choice: Any = None
 
     @property
     def cache_key(self) -> Hashable:
@@ -70,6 +75,7 @@ class PreparedReply:
     payload: Any = None
     load_settings: dict[str, Any] = field(default_factory=dict)  # how the model was loaded (stored with it)
     key: Hashable = None  # whose cached tokens the prompt continues
+    tool_syntax: str | None = None  # with tools: how the template has the model write calls (tool_calls.py)
 
 
 # ---- events ------------------------------------------------------------------------------------------------
@@ -87,6 +93,7 @@ class ReplyStarted:
     dropped: int
     prompt_tokens: int
     prompt_text: str
+    tool_syntax: str | None = None  # with tools: the call syntax to parse the reply with
 
 
 @dataclass(frozen=True)
@@ -160,6 +167,7 @@ class ReplyRecorder:
                 prepared.dropped,
                 prepared.prompt_tokens,
                 prepared.prompt_text,
+                prepared.tool_syntax,
             )
         )
 

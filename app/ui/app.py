@@ -29,6 +29,7 @@ from app.core.remote_servers import RemoteModel, ServerRegistry
 from app.core.reply import ReplyDone, ReplyStarted
 from app.core.settings import Settings
 from app.core.store_recover import open_store
+from app.core.tool_loop import Approval
 from app.resources import icon_path
 from app.ui import theme
 from app.ui.chat_model import ChatModel
@@ -38,9 +39,12 @@ from app.ui.compare_controller import CompareController
 from app.ui.hub_controller import HubController
 from app.ui.library_controller import LibraryController, LibrarySnapshot
 from app.ui.main_window import MainWindow
+from app.ui.mcp_settings import McpSettingsPage
 from app.ui.prompt_dialog import PromptDialog
 from app.ui.servers_tab import ServerEdit
 from app.ui.settings_dialog import SettingsDialog
+from app.ui.tool_approval import ApprovalDialog, ApprovalRequest
+from app.ui.tool_replies import ToolCatalogue, ToolReplies, builtin_catalogue
 from app.ui.welcome import RECOMMENDED_QUANT, RECOMMENDED_REPO
 from app.ui.workers import EngineBridge, TaskRunner
 
@@ -88,6 +92,9 @@ class HearthApp(QObject):
         self._server_reset: tuple[str, ...] = ()  # a server whose key just changed (its backend is renewed)
         self.chat_model = ChatModel(self)
         self.session = ChatSession(self.store, self.engine, self.chat_model, self.settings)
+        self.tools = ToolReplies(self.host, paths, self.tasks, self)  # MCP servers, approvals, replies with tools
+        self.session.tools = self.tools
+        self.approval_dialog: ApprovalDialog | None = None
         self.library = LibraryController(paths, self.settings, self.tasks, hardware)
         hub_args = {"client_factory": hub_factory} if hub_factory is not None else {}
         self.hub = HubController(paths, self.settings, self.tasks, **hub_args)
@@ -154,6 +161,12 @@ class HearthApp(QObject):
         w.settings_panel.template_changed.connect(self._on_template_override)
         w.settings_panel.load_settings_changed.connect(self._on_load_settings_changed)
         w.settings_panel.reload_requested.connect(self._on_reload)
+        # tools
+        w.settings_panel.tools.changed.connect(self._on_tools_changed)
+        w.settings_panel.tools.choice_changed.connect(s.set_tool_choice)
+        self.tools.catalogue.connect(self._on_tool_catalogue)
+        self.tools.servers_changed.connect(self._on_tool_servers_changed)
+        self.tools.bridge.requested.connect(self._on_tool_approval)
         # library
         self.library.scanned.connect(self._on_scanned)
         self.library.failed.connect(self._on_library_message)
@@ -196,6 +209,7 @@ class HearthApp(QObject):
         self.refresh_conversations()
         self._update_chat_state()
         self.window.settings_panel.set_load_settings(self._load_options(""))
+        self._on_tool_servers_changed()
         self.library.scan()
         self.refresh_remote_models()
         self._on_target_changed()
@@ -233,6 +247,9 @@ class HearthApp(QObject):
             log.warning("could not save the window state: %s", exc)
         self._unsubscribe()
         self.library.stop_watching()
+        if self.approval_dialog is not None:
+            self.approval_dialog.reject()
+        self.tools.shutdown()  # approvals denied, the reply stopped, every MCP server process ended
         self.engine.shutdown()
         self.remote.close()
         self.hub.close()
@@ -256,6 +273,9 @@ class HearthApp(QObject):
         panel = self.window.settings_panel
         panel.set_system_prompt(self.session.system_prompt)
         panel.set_sampling(self.session.preset, self.session.sampling)
+        panel.tools.set_enabled(self.session.tool_names)
+        panel.tools.set_choice(self.session.tool_choice)
+        self._list_tools()
         self.window.sidebar.set_current(conversation_id)
         self._update_chat_state()
 
@@ -306,6 +326,9 @@ class HearthApp(QObject):
             view = s.prompt_of(row)
             if view is not None:
                 PromptDialog(view.text, view.template, view.reason, self.window).open()
+        elif action in ("expand", "collapse"):  # a tool result's block
+            item = self.chat_model.item(row)
+            self.chat_model.update(row, expanded=action == "expand", revision=item.revision + 1)
 
     def _update_chat_state(self) -> None:
         s, w = self.session, self.window
@@ -354,6 +377,7 @@ class HearthApp(QObject):
         self.session.use_remote(None)  # loading a model means chatting with it
         self.window.picker.select(path)
         self.window.picker.set_loading(path)
+        self.tools.stop()  # a reply with tools stops like any reply (the bridge stops its own)
         self.engine.load(path, self.workflows.load_config(path))
         self._update_chat_state()
 
@@ -361,6 +385,7 @@ class HearthApp(QObject):
         if self.engine.loading:
             self.engine.stop()
             return
+        self.tools.stop()
         self.engine.eject()
         self.settings.set("last_model", "")
 
@@ -413,6 +438,42 @@ class HearthApp(QObject):
     def _on_load_last(self) -> None:
         if self._last_model():
             self.load_model(self._last_model())
+
+    # ---- tools -------------------------------------------------------------------------------------------------------
+    def _on_tools_changed(self, names: tuple[str, ...]) -> None:
+        self.session.set_tools(names)
+        self._list_tools()
+
+    def _list_tools(self) -> None:
+        """List the chat's tools (starting its servers, off the GUI thread) for the panel."""
+        names = self.session.tool_names
+        self.window.settings_panel.tools.set_listing([n for n in names if n in self.tools.server_names()])
+        self.tools.list_tools(names)
+
+    def _on_tool_catalogue(self, catalogue: ToolCatalogue) -> None:
+        if not self._closed and catalogue.names == self.session.tool_names:  # not an older listing
+            self.window.settings_panel.tools.set_catalogue(catalogue)
+
+    def _on_tool_servers_changed(self) -> None:
+        panel = self.window.settings_panel.tools
+        panel.set_available(builtin_catalogue(), self.tools.server_names(), self.tools.config_error)
+        panel.set_enabled(self.session.tool_names)
+        self._list_tools()
+
+    def _on_tool_approval(self, request: ApprovalRequest) -> None:
+        """A tool call waits for the user: show it (the reply goes on when answered; Stop answers "deny")."""
+        if self._closed:
+            self.tools.bridge.answer(request, Approval.DENY)
+            return
+        self.window.show_page("chat")
+        dialog = ApprovalDialog(request, self.tools.bridge, self.window)
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dialog.finished.connect(self._on_approval_closed)
+        self.approval_dialog = dialog
+        dialog.open()
+
+    def _on_approval_closed(self) -> None:
+        self.approval_dialog = None
 
     # ---- remote servers ----------------------------------------------------------------------------------------------
     def refresh_remote_models(self) -> None:
@@ -647,6 +708,9 @@ class HearthApp(QObject):
     # ---- settings ----------------------------------------------------------------------------------------------------
     def open_settings(self) -> SettingsDialog:
         dialog = SettingsDialog(self.settings, self.window)
+        tools_page = McpSettingsPage(self.tools.config_path, builtin_catalogue(), dialog)
+        tools_page.saved.connect(self.tools.reload)
+        dialog.add_page("Tools", tools_page)
         dialog.token_save_requested.connect(self._on_token_save)
         dialog.token_clear_requested.connect(self._on_token_clear)
         dialog.servers.save_requested.connect(self._on_server_save)

@@ -24,7 +24,7 @@ from PySide6.QtGui import (
 )
 from PySide6.QtWidgets import QStyledItemDelegate, QStyleOptionViewItem, QWidget
 
-from app.ui import theme
+from app.ui import theme, tool_blocks
 from app.ui.chat_model import ItemRole, MessageItem
 from app.ui.markdown_render import CODE_HEADER, RenderedMarkdown, estimate_height, render
 
@@ -43,6 +43,8 @@ ACTION_LABELS = {
     "edit": "Edit",
     "regenerate": "Regenerate",
     "prompt": "Show prompt",
+    "expand": "Show result",  # a tool result's block
+    "collapse": "Hide result",
 }
 
 
@@ -179,7 +181,7 @@ class MessageDelegate(QStyledItemDelegate):
             geo.content = QPointF(bubble.left() + BUBBLE_PAD_X, bubble.top() + BUBBLE_PAD_Y)
             y = bubble.bottom()
         else:
-            label = _model_label(item.model) or "Assistant"
+            label = tool_blocks.header(item) if item.role == "tool" else _model_label(item.model) or "Assistant"
             geo.header = (QPointF(left, y + small_metrics.ascent()), label)
             y += line + 6
             geo.content = QPointF(left, y)
@@ -197,7 +199,9 @@ class MessageDelegate(QStyledItemDelegate):
     ) -> None:
         top, height = y + 4, FOOTER - 8
         names: list[str] = []
-        if not item.streaming:
+        if item.role == "tool":
+            names = [] if item.streaming else ["collapse" if item.expanded else "expand", "copy"]
+        elif not item.streaming:
             names = ["copy", "edit"] if item.role == "user" else ["copy", "regenerate", "prompt"]
         widths = [metrics.horizontalAdvance(ACTION_LABELS[name]) + 16 for name in names]
         branch_w = 0.0

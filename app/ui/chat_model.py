@@ -8,7 +8,9 @@ from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QAbstractListModel, QModelIndex, QObject, QPersistentModelIndex, Qt, QTimer
 
+from app.core.messages import ChatMessage, ToolCall
 from app.core.structured import JSON_ANY, JSON_SCHEMA, format_json_reply
+from app.ui import tool_blocks
 
 if TYPE_CHECKING:
     from app.core.store import StoredMessage
@@ -39,11 +41,20 @@ class MessageItem:
     finish_reason: str | None = None
     error: str | None = None
     reply_format: str = ""  # a reply's format kind ("json", "json_schema"; "" or "text": free text)
+    tool_calls: tuple[ToolCall, ...] = ()  # an assistant turn's calls (run, or answered "denied"/"not run")
+    tool_call_id: str | None = None  # a tool result: the call it answers
+    tool_name: str | None = None
+    tool_outcome: str = ""  # a tool result: ran | failed | denied | stopped
+    notes: tuple[str, ...] = ()  # calls the model wrote that were not run, and why
+    status: str = ""  # while a reply with tools is busy: "Calling a tool…", "Running get_time…"
+    expanded: bool = False  # a tool result's block is open
     key: int = field(default_factory=lambda: next(_keys))
     revision: int = 0
 
     @classmethod
     def from_message(cls, message: StoredMessage) -> MessageItem:
+        chat = message.to_chat()
+        notes = message.meta.get("tool_notes")
         return cls(
             role=message.role,
             content=message.content,
@@ -60,16 +71,25 @@ class MessageItem:
             ttft_ms=message.ttft_ms,
             finish_reason=message.finish_reason,
             reply_format=_format_kind(message.meta),
+            tool_calls=chat.tool_calls,
+            tool_call_id=chat.tool_call_id,
+            tool_name=chat.name,
+            tool_outcome=str(message.meta.get("outcome") or ""),
+            notes=tuple(str(n) for n in notes) if isinstance(notes, list) else (),
         )
 
+    def to_chat(self) -> ChatMessage:
+        """The message as the model sees it in the next reply's prompt."""
+        return ChatMessage(self.role, self.content, self.tool_calls, self.tool_call_id, self.tool_name)
+
     def display_text(self) -> str:
-        """The Markdown the chat renders: the content, except that a finished JSON reply is shown indented in
-        a code block (with its Copy button); the content itself stays exactly as the model sent it."""
+        """The Markdown the chat renders: a finished JSON reply indented in a code block (with its Copy button;
+        the content stays exactly as the model sent it); tool calls, results and notes as blocks."""
         if self.role == "assistant" and not self.streaming and self.reply_format in (JSON_ANY, JSON_SCHEMA):
             formatted = format_json_reply(self.content)
-            if formatted is not None:
+            if formatted is not None and not self.tool_calls:
                 return f"```json\n{formatted}\n```"
-        return self.content
+        return tool_blocks.display_text(self)
 
     def stats_line(self) -> str:
         """'128 tokens · 23.4 tok/s · 310 ms to first token' (+ how it ended when not naturally)."""

@@ -21,14 +21,20 @@ from app.core.remote_servers import RemoteModel
 from app.core.reply import ReplyDone, ReplyRequest, ReplyStarted, create_conversation
 from app.core.sampling import PRESETS, SamplingSettings
 from app.core.structured import ReplyFormat
+from app.core.tool_reply import allowed_in
+from app.core.tool_setup import TOOLS_META, enabled_names
 from app.ui.chat_model import ChatModel, MessageItem
 from app.ui.workers import EngineBridge
 
 if TYPE_CHECKING:
     from app.core.settings import Settings
     from app.core.store import Conversation, SearchHit, Store, StoredMessage
+    from app.ui.tool_replies import ToolReplies
 
 log = logging.getLogger("hearth.ui.session")
+
+TOOL_JOB = -1  # _Active.job_id of a reply with tools (rounds of host jobs run by app.ui.tool_replies)
+CHOICE_META = "tool_choice"  # conversation meta: "required" or a tool's name ("auto" is not stored)
 
 
 class ModelLoads(Protocol):
@@ -101,6 +107,9 @@ class ChatSession(QObject):
         self.setup = ChatSetup()
         self.loads: ModelLoads | None = None  # set by the app: reloads a chat's load settings need
         self.remote: RemoteModel | None = None  # replies go to this server's model instead of the loaded one
+        self.tools: ToolReplies | None = None  # set by the app: replies with tools go through it
+        self.tool_names: tuple[str, ...] = ()  # the tools and MCP servers this chat has on (its meta "tools")
+        self.tool_choice = "auto"  # "auto", "required" or a tool's name: the first reply must call it
         self._active: _Active | None = None
         self._editing_row = -1
         self._templates: dict[int, ReplyStarted] = {}
@@ -145,6 +154,8 @@ class ChatSession(QObject):
             setup = ChatSetup(self.settings.get("default_system_prompt"), preset=preset, sampling=sampling)
         self.setup = setup
         self.system_prompt, self.preset, self.sampling = setup.system_prompt, setup.preset, setup.sampling
+        self.tool_names = tuple(setup.tools)  # an assistant's tools are on; a plain chat has none
+        self.tool_choice = "auto"
         self._editing_row = -1
         self.model.reset([])
         self.notice.emit("")
@@ -169,12 +180,17 @@ class ChatSession(QObject):
             self.setup.preset,
             self.setup.sampling,
         )
+        self.tool_names = enabled_names(conversation.meta)
+        self.tool_choice = str(conversation.meta.get(CHOICE_META) or "auto")
         self._editing_row = -1
         self._set_remote(RemoteModel.from_meta(conversation.meta.get("remote")))
         items = [_item(m) for m in messages if m.role != "system"]
         active = self._active
         if active is not None and active.conversation_id == conversation_id:
-            self._reattach(items, active)
+            if active.job_id == TOOL_JOB and self.tools is not None:
+                self.tools.reattach(items)
+            else:
+                self._reattach(items, active)
         self.model.reset(items)
         self.notice.emit("")
         self.settings.set("last_conversation", conversation_id)
@@ -201,7 +217,7 @@ class ChatSession(QObject):
                 self.store,
                 model_path=self.remote.id if self.remote else str(model.path) if model else "",
                 load_settings=model.config.to_dict() if model else {},
-                **{**args, "template_override": self.template()},
+                **{**args, "template_override": self.template(), "meta": self._tool_meta(args["meta"])},
             )
             self.conversation = self.store.conversation(conversation_id)
             self.settings.set("last_conversation", self.conversation.id)
@@ -262,8 +278,8 @@ class ChatSession(QObject):
 
         history = [ChatMessage("system", self.system_prompt)] if self.system_prompt.strip() else []
         for item in self.model.items[: upto_row + 1]:
-            if item.message_id is not None and item.role in ("user", "assistant"):
-                history.append(ChatMessage(item.role, item.content))
+            if item.message_id is not None and item.role in ("user", "assistant", "tool"):
+                history.append(item.to_chat())
         return history
 
     def current_setup(self) -> ChatSetup:
@@ -300,6 +316,24 @@ class ChatSession(QObject):
         assert self.conversation is not None
         user_row = self.model.rowCount() - 1
         placeholder = MessageItem(role="assistant", content="", streaming=True, parent_id=parent_id)
+        if self.tools is not None and self.tool_names and self.remote is None:
+            self.model.append(placeholder)
+            self._active = _Active(TOOL_JOB, self.conversation.id, placeholder.key)
+            self.tools.start(
+                self,
+                self._history(user_row),
+                names=self.tool_names,
+                conversation_id=self.conversation.id,
+                parent_id=parent_id,
+                row_key=placeholder.key,
+                sampling=self.sampling,
+                template_override=self.template() or None,
+                allowed=allowed_in(self.conversation.meta),
+                tool_choice=self.tool_choice,
+            )
+            self.notice.emit("")
+            self.state_changed.emit()
+            return
         remote = self.remote
         request = ReplyRequest(
             tuple(self._history(user_row)),
@@ -313,11 +347,33 @@ class ChatSession(QObject):
             self.loads.prepare(self.current_setup())  # a reload queued now runs before the reply
         job_id = self.engine.reply(request)
         self._active = _Active(job_id, self.conversation.id, placeholder.key)
-        self.notice.emit("")
+        without = remote is not None and self.tool_names and self.tools is not None
+        self.notice.emit(
+            "Tools work with models loaded here only: this reply goes to the server without them." if without else ""
+        )
         self.state_changed.emit()
 
     def stop(self) -> None:
         self.engine.stop()
+        if self.tools is not None:
+            self.tools.stop()
+
+    def tool_reply_finished(self) -> None:
+        """The reply with tools has ended (app.ui.tool_replies calls this on the GUI thread)."""
+        if self._active is not None and self._active.job_id == TOOL_JOB:
+            conversation_id = self._active.conversation_id
+            self._active = None
+            if conversation_id == self.conversation_id:
+                self._refresh_conversation()
+        self.conversations_changed.emit()
+        self.state_changed.emit()
+
+    def _refresh_conversation(self) -> None:
+        """Read the open conversation's row again ("always allow" answers were added to its meta)."""
+        try:
+            self.conversation = self.store.conversation(self.conversation_id)
+        except HearthError as exc:
+            self.error.emit(str(exc))
 
     # ---- replies from the engine thread (plain methods: they run on the GUI thread) ---------------------------
     def _row(self, active: _Active) -> int:
@@ -391,13 +447,15 @@ class ChatSession(QObject):
         if item.role != "assistant":
             return False
         user_row = row - 1
+        while user_row > 0 and self.model.item(user_row).role in ("assistant", "tool"):
+            user_row -= 1  # a reply with tools: its rounds and results all answer the same message
         parent = self.model.item(user_row)
         if parent.message_id is None or parent.role != "user":
             return False
         args = self._reply_args()
         if args is None:
             return False
-        self.model.truncate(row)
+        self.model.truncate(user_row + 1)
         self._start_reply(parent.message_id, args)
         return True
 
@@ -489,6 +547,27 @@ class ChatSession(QObject):
                 fields["template"] = self.template_override
             self._update(**fields)
         self.conversation_changed.emit(self.conversation_id)
+
+    def set_tools(self, names: tuple[str, ...]) -> None:
+        """Turn tools on for this chat (names of built-in tools and MCP servers; () turns them off)."""
+        self.tool_names = tuple(names)
+        if self.conversation is not None:
+            self._update(meta=self._tool_meta(self.conversation.meta))
+
+    def set_tool_choice(self, choice: str) -> None:
+        """ "auto", "required" (the first reply of each turn must call a tool) or the name of the tool to call."""
+        self.tool_choice = choice or "auto"
+        if self.conversation is not None:
+            self._update(meta=self._tool_meta(self.conversation.meta))
+
+    def _tool_meta(self, meta: dict[str, Any]) -> dict[str, Any]:
+        """The conversation's meta with this chat's tool choices in it (other keys kept)."""
+        meta = {**meta, TOOLS_META: list(self.tool_names)}
+        if self.tool_choice != "auto":
+            meta[CHOICE_META] = self.tool_choice
+        else:
+            meta.pop(CHOICE_META, None)
+        return meta
 
     def _update(self, **changes: object) -> None:
         try:

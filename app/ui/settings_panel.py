@@ -26,6 +26,7 @@ from app.ui.assistant_section import AssistantSection
 from app.ui.field_editors import add_rows
 from app.ui.lora_section import LoraSection
 from app.ui.reply_format_editor import ReplyFormatEditor
+from app.ui.tool_panel import ToolsSection
 
 if TYPE_CHECKING:
     from app.ui.workers import TaskRunner
@@ -86,6 +87,9 @@ class SettingsPanel(QWidget):
         schema.setToolTip(REPLY_FORMATS[JSON_SCHEMA])
         self.reply_format.status.setWordWrap(True)  # "✓ The schema is valid …" wraps instead of widening it
         self.layout_.addWidget(self.reply_format)
+        self.layout_.addWidget(_title("Tools", body))
+        self.tools = ToolsSection(body)  # filled and wired by the app (app.ui.tool_replies)
+        self.layout_.addWidget(self.tools)
         self._build_sampling(body)
         self._build_load(body)
         self.layout_.addStretch(1)
