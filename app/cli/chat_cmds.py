@@ -13,12 +13,13 @@ from typing import Any, TextIO
 from app.cli import flags
 from app.cli.context import CliContext
 from app.core.conversation import ChatRunner
+from app.core.documents.attached import AttachedDocuments, DocumentRetriever, source_lines
 from app.core.engine import GenerationStats, LoadedModel, TextChunk
 from app.core.errors import ConfigError, HearthError, ModelLoadError
 from app.core.host import EngineHost, HostClient, LoadDone
 from app.core.llama_engine import LlamaCppEngine
 from app.core.messages import ChatMessage
-from app.core.reply import ReplyChunk, ReplyDone, ReplyRequest, create_conversation
+from app.core.reply import ReplyChunk, ReplyDone, ReplyRequest, ReplyStarted, create_conversation
 from app.core.sampling import PRESETS, SamplingSettings, preset
 from app.core.store import Store
 from app.core.structured import json_grammar
@@ -40,6 +41,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     structured.add_argument("--json", action="store_true", help="constrain the reply to valid JSON")
     structured.add_argument("--json-schema", type=Path, metavar="FILE", help="constrain to a JSON schema")
     structured.add_argument("--grammar", type=Path, metavar="FILE", help="constrain to a GBNF grammar")
+    chat.add_argument(
+        "--docs",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="answer from a document collection (or a single file), citing its sources; may be repeated",
+    )
     chat.add_argument("--stats", action="store_true", help="print token counts and speed after each reply")
     chat.add_argument("--no-history", action="store_true", help="do not save this chat to the history")
     chat.set_defaults(handler=cmd_chat)
@@ -84,7 +92,9 @@ def cmd_chat(args: argparse.Namespace, ctx: CliContext) -> int:
     sampling = flags.sampling(args, preset(args.preset))
     grammar = _grammar(args)
     config = flags.load_config(args, ctx, args.model)
-    host = EngineHost(store_path=None if args.no_history else ctx.paths.history_db)
+    documents = _attached(args, ctx)  # an unknown name fails before the model loads
+    retriever = DocumentRetriever(ctx.paths.documents_db, lambda: str(ctx.settings.get("embedding_model")))
+    host = EngineHost(store_path=None if args.no_history else ctx.paths.history_db, documents=retriever)
     try:
         client = host.client("cli")
         done = client.load(args.model, config).wait()
@@ -98,13 +108,37 @@ def cmd_chat(args: argparse.Namespace, ctx: CliContext) -> int:
         print(f"Template: {choice.label} ({choice.reason})", file=err)
         if choice.warning:
             print(f"Warning: {choice.warning}", file=err)
-        chat = _TerminalChat(ctx, client, done.model, args, sampling, grammar)
+        chat = _TerminalChat(ctx, client, done.model, args, sampling, grammar, documents)
         if args.message is not None:
             stats = chat.send(args.message)
             return 0 if stats.finish_reason != "error" else 1
         return chat.interactive()
     finally:
         host.shutdown()
+
+
+def _attached(args: argparse.Namespace, ctx: CliContext) -> AttachedDocuments | None:
+    """--docs: collection names (or paths of single files) to answer from."""
+    if not args.docs:
+        return None
+    from app.core.documents.index import DocumentIndex
+    from app.core.errors import DocumentsError
+
+    index = DocumentIndex(ctx.paths.documents_db)
+    try:
+        names = set(index.collection_names())
+    finally:
+        index.close()
+    attached = AttachedDocuments()
+    for item in args.docs:
+        if item in names:
+            attached = attached.with_collection(item)
+        elif Path(item).expanduser().is_file():
+            attached = attached.with_file(item)
+        else:
+            known = ", ".join(sorted(names)) or "none yet; `hearth docs add NAME FOLDER` makes one"
+            raise DocumentsError(f"no document collection or file named {item!r} (collections: {known})")
+    return attached
 
 
 def _grammar(args: argparse.Namespace) -> str | None:
@@ -132,8 +166,10 @@ class _TerminalChat:
         args: argparse.Namespace,
         sampling: SamplingSettings,
         grammar: str | None,
+        documents: AttachedDocuments | None = None,
     ) -> None:
         self.ctx = ctx
+        self.documents = documents
         self.client = client
         self.model = model
         self.args = args
@@ -184,13 +220,17 @@ class _TerminalChat:
             conversation_id=self.conversation_id,
             parent_id=parent_id if parent_id is not None else "leaf",
             key=("cli", self.session),
+            documents=self.documents,
         )
         job = self.client.reply(request)
         parts: list[str] = []
         done: ReplyDone | None = None
+        started: ReplyStarted | None = None
         with _ctrl_c_cancels(job.cancel):
             for event in job.events():
-                if isinstance(event, ReplyChunk):
+                if isinstance(event, ReplyStarted):
+                    started = event
+                elif isinstance(event, ReplyChunk):
                     parts.append(event.text)
                     out.write(event.text)
                     out.flush()
@@ -201,6 +241,8 @@ class _TerminalChat:
             raise HearthError(done.error or "the reply could not start")
         stats = done.stats
         out.write("\n")
+        if self.documents and started is not None:
+            self._print_sources(started.meta)
         self.history += [ChatMessage("user", text), ChatMessage("assistant", "".join(parts))]
         if stats.dropped_messages:
             print(
@@ -219,6 +261,21 @@ class _TerminalChat:
             )
         return stats
 
+    def _print_sources(self, meta: dict[str, Any]) -> None:
+        """After the answer: the sources it was given (the [n] it cites), and the retrieval's note."""
+        from app.core.documents.retrieval import sources_from_meta
+
+        sources = sources_from_meta(meta.get("sources"))
+        note = (meta.get("retrieval") or {}).get("note", "")
+        if note:
+            print(f"(documents: {note})", file=sys.stderr)
+        if not sources:
+            self.ctx.print("\nSources: none found in the attached documents.")
+            return
+        self.ctx.print("\nSources:")
+        for line in source_lines(sources):
+            self.ctx.print(line)
+
     def _save_user(self, text: str) -> int | None:
         """Save the user's message (creating the conversation first); None with --no-history."""
         if self.args.no_history:
@@ -236,6 +293,7 @@ class _TerminalChat:
                 template_override=self.args.template or "",
                 preset=self.args.preset,
                 sampling=self.sampling,
+                meta={"documents": self.documents.to_meta()} if self.documents else None,
             )
         return self.store.add_message(self.conversation_id, "user", text).id
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Protocol
 
 from app.core.conversation import ChatRunner
@@ -32,6 +32,9 @@ class ChatBackend(Protocol):
         """TextChunk events, then exactly one GenerationStats; cancel ends it within a token (or closes the
         connection). Failures end in finish_reason "error" with the reason, after the text received."""
         ...
+
+    # Optional: document_budget(request) -> (tokens the sources of attached documents may take, a token
+    # counter). A backend without it gets app.core.documents.attached.remote_budget.
 
 
 class LocalBackend:
@@ -74,6 +77,19 @@ class LocalBackend:
             load_settings=model.config.to_dict(),
             key=request.cache_key,
         )
+
+    def document_budget(self, request: ReplyRequest) -> tuple[int, Callable[[str], int]]:
+        """What the sources of attached documents may take in this reply's prompt, counted by this model."""
+        from app.core.documents.attached import document_budget
+
+        model = self.engine.model
+        if model is None:
+            raise GenerationError("no model is loaded; load one first")
+
+        def count(text: str) -> int:
+            return self.engine.count_tokens(text, key=request.cache_key)
+
+        return document_budget(request.messages, request.sampling.max_tokens, model.n_ctx, count), count
 
     def stream(self, prepared: PreparedReply, cancel: threading.Event) -> Iterator[Event]:
         if cancel.is_set():

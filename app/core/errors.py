@@ -117,5 +117,7 @@ class NotAnEmbeddingModelError(ModelLoadError):
 
 class DocumentsError(HearthError):
     """A document collection or its index cannot be used (unknown name, bad path, damaged index ...)."""
+
+
 class ToolError(HearthError):
     """A tool could not run: an MCP server failed to start, crashed or timed out, or refused the arguments."""

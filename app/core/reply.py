@@ -18,6 +18,7 @@ from app.core.messages import ChatMessage
 from app.core.sampling import SamplingSettings
 
 if TYPE_CHECKING:
+    from app.core.documents.attached import AttachedDocuments
     from app.core.engine import GenerationStats
     from app.core.store import ReplyWriter, Store
 
@@ -31,6 +32,8 @@ class ReplyRequest:
     conversation_id None: not saved (API calls unless the user asks, benchmarks). key: whose cached tokens
     the prompt continues (default: the conversation). backend: None for the local model, else the name of
     a registered backend (a remote server). meta: extras stored with the reply (reply format, assistant).
+    documents: collections and files to retrieve sources from for the latest user message (the host adds
+    the sources block to that message and "sources"/"retrieval" to meta before the prompt is prepared).
     """
 
     messages: tuple[ChatMessage, ...]
@@ -44,6 +47,7 @@ class ReplyRequest:
     backend: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
     response_format: dict[str, Any] | None = None  # OpenAI's shape, for backends that take it as such
+    documents: AttachedDocuments | None = None
 
     @property
     def cache_key(self) -> Hashable:
@@ -87,6 +91,7 @@ class ReplyStarted:
     dropped: int
     prompt_tokens: int
     prompt_text: str
+    meta: dict[str, Any] = field(default_factory=dict)  # what is stored with the reply ("sources" ...)
 
 
 @dataclass(frozen=True)
@@ -133,13 +138,13 @@ class ReplyRecorder:
         """The prompt is ready: create the (incomplete) reply in the history and tell the client."""
         self.prepared = prepared
         request = self.request
+        meta = {
+            "sampling": request.sampling.to_dict(),
+            "load": prepared.load_settings,
+            "backend": request.backend or "local",
+            **request.meta,
+        }
         if self.store is not None and request.conversation_id is not None:
-            meta = {
-                "sampling": request.sampling.to_dict(),
-                "load": prepared.load_settings,
-                "backend": request.backend or "local",
-                **request.meta,
-            }
             self.writer = self.store.start_reply(
                 request.conversation_id,
                 parent_id=request.parent_id,
@@ -160,6 +165,7 @@ class ReplyRecorder:
                 prepared.dropped,
                 prepared.prompt_tokens,
                 prepared.prompt_text,
+                meta,
             )
         )
 
