@@ -76,6 +76,8 @@ def embedding_model_path() -> Path:
     from tests.support.embedding_model import build_embedding_model
 
     return build_embedding_model(MODEL_CACHE)
+
+
 # ---- MCP servers for the tool tests --------------------------------------------------------------------------
 
 MCP_TEST_SERVER = REPO_ROOT / "tests" / "support" / "mcp_test_server.py"

@@ -36,6 +36,7 @@ class MessageItem:
     ttft_ms: float | None = None
     finish_reason: str | None = None
     error: str | None = None
+    sources: tuple[dict[str, Any], ...] = ()  # a reply's document sources (meta["sources"]): what [n] cites
     key: int = field(default_factory=lambda: next(_keys))
     revision: int = 0
 
@@ -56,6 +57,7 @@ class MessageItem:
             gen_tps=message.gen_tps,
             ttft_ms=message.ttft_ms,
             finish_reason=message.finish_reason,
+            sources=tuple(s for s in message.meta.get("sources") or () if isinstance(s, dict)),
         )
 
     def stats_line(self) -> str:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from PySide6.QtCore import QObject, Signal
 from PySide6.QtGui import QGuiApplication
 
+from app.core.documents.attached import AttachedDocuments, retrieval_report
 from app.core.errors import HearthError
 from app.core.reply import ReplyDone, ReplyRequest, ReplyStarted, create_conversation
 from app.core.sampling import PRESETS, SamplingSettings
@@ -21,6 +22,7 @@ from app.ui.chat_model import ChatModel, MessageItem
 from app.ui.workers import EngineBridge
 
 if TYPE_CHECKING:
+    from app.core.documents.retrieval import Source
     from app.core.settings import Settings
     from app.core.store import Conversation, SearchHit, Store
 
@@ -56,6 +58,7 @@ class ChatSession(QObject):
     state_changed(): generating / can-send changed.
     edit_started(str): the composer should edit this text.
     template_used(object ReplyStarted): the template and prompt of the reply just started.
+    documents_changed(object AttachedDocuments): what the open conversation answers from changed.
     """
 
     conversation_changed = Signal(int)
@@ -65,6 +68,7 @@ class ChatSession(QObject):
     state_changed = Signal()
     edit_started = Signal(str)
     template_used = Signal(object)
+    documents_changed = Signal(object)
 
     def __init__(self, store: Store, engine: EngineBridge, model: ChatModel, settings: Settings) -> None:
         super().__init__()
@@ -77,6 +81,7 @@ class ChatSession(QObject):
         self.preset = settings.get("default_sampling_preset")
         self.sampling = PRESETS.get(self.preset, SamplingSettings())
         self.template_override = ""
+        self.documents = AttachedDocuments()  # what the open conversation answers from
         self._active: _Active | None = None
         self._editing_row = -1
         self._templates: dict[int, ReplyStarted] = {}
@@ -117,10 +122,12 @@ class ChatSession(QObject):
         self.system_prompt = self.settings.get("default_system_prompt")
         self.preset = self.settings.get("default_sampling_preset")
         self.sampling = PRESETS.get(self.preset, SamplingSettings())
+        self.documents = AttachedDocuments()
         self._editing_row = -1
         self.model.reset([])
         self.notice.emit("")
         self.conversation_changed.emit(0)
+        self.documents_changed.emit(self.documents)
         self.state_changed.emit()
 
     def open(self, conversation_id: int) -> bool:
@@ -137,6 +144,7 @@ class ChatSession(QObject):
         self.conversation = conversation
         self.system_prompt = conversation.system_prompt
         self.preset, self.sampling = _sampling_from(conversation.sampling, self.settings)
+        self.documents = AttachedDocuments.from_meta(conversation.meta.get("documents"))
         self._editing_row = -1
         items = [MessageItem.from_message(m) for m in messages if m.role != "system"]
         active = self._active
@@ -146,6 +154,7 @@ class ChatSession(QObject):
         self.notice.emit("")
         self.settings.set("last_conversation", conversation_id)
         self.conversation_changed.emit(conversation_id)
+        self.documents_changed.emit(self.documents)
         self.state_changed.emit()
         return True
 
@@ -171,6 +180,7 @@ class ChatSession(QObject):
                 template_override=self.template_override,
                 preset=self.preset,
                 sampling=self.sampling,
+                meta={"documents": self.documents.to_meta()} if self.documents else None,
             )
             self.conversation = self.store.conversation(conversation_id)
             self.settings.set("last_conversation", self.conversation.id)
@@ -224,6 +234,7 @@ class ChatSession(QObject):
             template_override=self.template_override or None,
             conversation_id=self.conversation.id,
             parent_id=parent_id,
+            documents=self.documents or None,
         )
         self.model.append(placeholder)
         job_id = self.engine.reply(request)
@@ -248,7 +259,8 @@ class ChatSession(QObject):
         self._templates[started.message_id] = started
         row = self._row(active)
         if row >= 0:
-            self.model.update(row, message_id=started.message_id, template=started.template)
+            sources = tuple(started.meta.get("sources") or ())
+            self.model.update(row, message_id=started.message_id, template=started.template, sources=sources)
         notices = []
         if started.dropped:
             notices.append(
@@ -257,6 +269,9 @@ class ChatSession(QObject):
             )
         if started.template_warning:
             notices.append(started.template_warning)
+        if "sources" in started.meta and not started.meta["sources"]:
+            note = (started.meta.get("retrieval") or {}).get("note", "")
+            notices.append(f"No passage of the attached documents went to the model{f' ({note})' if note else ''}.")
         if notices and active.conversation_id == self.conversation_id:
             self.notice.emit(" ".join(notices))
         self.template_used.emit(started)
@@ -367,11 +382,54 @@ class ChatSession(QObject):
         if item.message_id is None or item.role != "assistant":
             return None
         text = self.store.prompt_text(item.message_id) or ""
+        try:
+            report = retrieval_report(self.store.message(item.message_id).meta)
+        except HearthError:
+            report = ""
+        if report:  # what the documents search found, with scores and ranks, after the prompt itself
+            text = f"{text}\n\n──── Retrieved from the attached documents ────\n{report}\n"
         started = self._templates.get(item.message_id)
         if started is not None:
             return PromptView(text, started.template_label, started.template_reason)
         reason = "Chosen when this reply was written; the reason is shown for replies of this session."
         return PromptView(text, item.template or "unknown", reason)
+
+    def source_of(self, row: int, number: int) -> tuple[Source, str] | None:
+        """The source [number] of the reply at row and the question it answered (to highlight), or None."""
+        from app.core.documents.retrieval import sources_from_meta
+
+        item = self.model.item(row)
+        try:
+            sources = sources_from_meta(item.sources)
+        except (TypeError, ValueError):  # malformed meta from an imported history
+            return None
+        source = next((s for s in sources if s.number == number), None)
+        if source is None:
+            return None
+        question = ""
+        for earlier in range(row - 1, -1, -1):
+            if self.model.item(earlier).role == "user":
+                question = self.model.item(earlier).content
+                break
+        return source, question
+
+    # ---- documents ---------------------------------------------------------------------------------------------
+    def attach_collection(self, name: str) -> None:
+        self._set_documents(self.documents.with_collection(name))
+
+    def attach_file(self, path: str) -> None:
+        self._set_documents(self.documents.with_file(path))
+
+    def detach(self, item: str) -> None:
+        self._set_documents(self.documents.without(item))
+
+    def _set_documents(self, documents: AttachedDocuments) -> None:
+        """Attach or detach: kept with the conversation (or, for a new chat, when it is first saved)."""
+        self.documents = documents
+        if self.conversation is not None:
+            meta = {**self.conversation.meta, "documents": documents.to_meta()}
+            self._update(meta=meta)
+        self.documents_changed.emit(documents)
 
     # ---- conversation settings ---------------------------------------------------------------------------------
     def set_system_prompt(self, text: str) -> None:
@@ -452,6 +510,7 @@ _STORED_FIELDS = (
     "gen_tps",
     "ttft_ms",
     "finish_reason",
+    "sources",
 )
 
 

@@ -20,6 +20,7 @@ from PySide6.QtWidgets import (
 from app.core.errors import HearthError
 from app.core.fields import LOAD_FIELDS, SAMPLING_FIELDS
 from app.core.sampling import PRESET_HELP, PRESETS, SamplingSettings
+from app.ui.documents_section import DocumentsSection
 from app.ui.field_editors import add_rows
 
 CUSTOM = "custom"
@@ -64,6 +65,9 @@ class SettingsPanel(QWidget):
         self.layout_.setContentsMargins(16, 14, 16, 14)
         self.layout_.setSpacing(8)
         self._build_prompt(body)
+        self.layout_.addSpacing(6)
+        self.documents = DocumentsSection(body)  # what this chat answers from (its signals go to app.py)
+        self.layout_.addWidget(self.documents)
         self._build_template(body)
         self._build_sampling(body)
         self._build_load(body)

@@ -12,8 +12,9 @@ import pytest
 
 from app.core.documents import index as index_module
 from app.core.documents.chunking import Chunk
-from app.core.documents.index import DocumentIndex, query_terms
+from app.core.documents.index import DocumentIndex
 from app.core.documents.indexer import index_collection
+from app.core.documents.terms import query_terms
 from app.core.embedder import Embedder
 from tests.support import documents as docs
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -34,6 +33,7 @@ import sqlean as sqlite3
 import sqlite_vec
 
 from app.core.documents.chunking import Chunk
+from app.core.documents.terms import joined, query_terms
 from app.core.errors import DocumentsError
 
 log = logging.getLogger("hearth.documents")
@@ -106,15 +106,6 @@ CREATE TRIGGER IF NOT EXISTS chunks_ad AFTER DELETE ON chunks BEGIN
 END;
 """
 
-# Words that carry no topic: dropped from the keyword query so BM25 ranks by what the question is about.
-_STOPWORDS = frozenset(
-    """a an and are as at be been but by can could did do does for from had has have how i if in into is it
-    its me my of on or our shall should so than that the their them then there these they this those to
-    was we were what when where which while who whom why will with would you your about any some such not
-    no yes also just only very more most much many may might must use used using""".split()
-)
-_WORD = re.compile(r"\w+", re.UNICODE)
-
 
 @dataclass(frozen=True)
 class CollectionInfo:
@@ -176,25 +167,6 @@ class SearchResult:
     mode: str
     note: str = ""
     candidates: dict[str, int] = field(default_factory=dict)
-
-
-def query_terms(question: str) -> list[str]:
-    """The content words of free text, lower-cased, each once, in order (stopwords dropped unless the
-    question has nothing else)."""
-    words = [w for w in (m.group(0).lower() for m in _WORD.finditer(question)) if w not in _STOPWORDS]
-    if not words:  # a question of stopwords only: search them all rather than nothing
-        words = [m.group(0).lower() for m in _WORD.finditer(question)]
-    return list(dict.fromkeys(words))[:64]
-
-
-def fts_query(question: str, *, operator: str = "OR") -> str:
-    """A safe FTS5 query from free text: its content words joined by OR (or AND), each quoted, so no FTS5
-    syntax can leak in."""
-    return _joined(query_terms(question), operator)
-
-
-def _joined(terms: Sequence[str], operator: str = "OR") -> str:
-    return f" {operator} ".join(f'"{w}"' for w in terms)
 
 
 def vector_table_sql(dimensions: int) -> str:
@@ -327,6 +299,21 @@ class DocumentIndex:
                     (cid, str(Path(path).expanduser().resolve())),
                 )
             return int(cid)
+
+    def remove_source(self, name: str, path: Path | str) -> None:
+        """Stop following a folder or file; its files leave the index at the next index run."""
+        cid = self.collection_id(name)
+        with self.transaction() as db:
+            db.execute("DELETE FROM sources WHERE collection_id = ? AND path = ?", (cid, str(path)))
+
+    def is_indexed_file(self, path: Path | str) -> bool:
+        """Whether this exact file was read into the index (by any collection): the only files Hearth opens."""
+        row = (
+            self.connection()
+            .execute("SELECT 1 FROM files WHERE path = ? AND status = 'indexed' LIMIT 1", (str(path),))
+            .fetchone()
+        )
+        return row is not None
 
     def file_collection(self, path: Path) -> str:
         """The hidden collection holding one attached file (created on first use); its name."""
@@ -561,7 +548,7 @@ class DocumentIndex:
         asked = db.execute(f"SELECT COUNT(*) FROM chunks WHERE collection_id IN ({marks})", tuple(collection_ids))
         whole_index = asked.fetchone()[0] == total  # no need to filter by collection (the usual case)
         selective = self._selective_terms(db, terms, total)
-        queries = [_joined(selective)] if selective else [_joined(terms, "AND"), _joined(terms)]
+        queries = [joined(selective)] if selective else [joined(terms, "AND"), joined(terms)]
         weights = f"{HEADING_WEIGHT}, 1.0"
         if whole_index:
             sql = (
@@ -594,7 +581,7 @@ class DocumentIndex:
         for term in terms:
             found = db.execute(
                 "SELECT COUNT(*) FROM (SELECT 1 FROM chunks_fts WHERE chunks_fts MATCH ? LIMIT ?)",
-                (_joined([term]), limit + 1),
+                (joined([term]), limit + 1),
             ).fetchone()[0]
             if found <= limit:
                 kept.append(term)
