@@ -172,7 +172,7 @@ def check_documents(workdir: Path) -> str:
     try:
         index.add_collection("self-test", [folder])
         index_collection(index, "self-test")
-        ids = [chunk_id for chunk_id, _, _ in index.unembedded("self-test")]
+        ids = [row[0] for row in index.unembedded("self-test")]
         vector = np.ones((len(ids), 4), dtype=np.float32) / 2.0  # unit length
         index.write_vectors("self-test", ids, vector, "self-test")
         found = index.search("kettle", ["self-test"], k=1, query_vector=vector[0])

@@ -114,3 +114,12 @@ def test_a_version_1_index_keeps_its_vectors_after_the_upgrade(tmp_path: Path, e
         assert np.allclose([h.vector for h in after.hits], [h.vector for h in before.hits], atol=1e-5)
         assert after.mode == "hybrid" and after.hits[0].path.endswith("climate.md")
         upgraded.close()
+
+
+def test_chunks_are_embedded_with_their_document_title_and_heading():
+    from app.core.documents.indexer import EMBEDDING_TEXT_VERSION, document_title, embedding_text
+
+    assert document_title("/x/annual-report_2023.v2.pdf") == "annual report 2023 v2"
+    assert embedding_text("Setup > Linux", "Run it.", "manual") == "manual\nSetup > Linux\nRun it."
+    assert embedding_text("", "Run it.", "notes") == "notes\nRun it."
+    assert EMBEDDING_TEXT_VERSION == 2  # vectors embedded without the title (version 1) are recomputed

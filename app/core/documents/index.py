@@ -511,12 +511,13 @@ class DocumentIndex:
     def _has_vectors(db: Any) -> bool:
         return db.execute("SELECT 1 FROM sqlite_master WHERE name = 'chunk_vectors'").fetchone() is not None
 
-    def unembedded(self, name: str, limit: int = 256) -> list[tuple[int, str, str]]:
-        """(chunk id, heading, text) of chunks still without a vector."""
+    def unembedded(self, name: str, limit: int = 256) -> list[tuple[int, str, str, str]]:
+        """(chunk id, heading, text, file path) of chunks still without a vector."""
         return (
             self.connection()
             .execute(
-                "SELECT id, heading, text FROM chunks WHERE collection_id = ? AND embedded = 0 ORDER BY id LIMIT ?",
+                "SELECT c.id, c.heading, c.text, f.path FROM chunks c JOIN files f ON f.id = c.file_id"
+                " WHERE c.collection_id = ? AND c.embedded = 0 ORDER BY c.id LIMIT ?",
                 (self.collection_id(name), limit),
             )
             .fetchall()
