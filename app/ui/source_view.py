@@ -36,7 +36,7 @@ class SourceDialog(QDialog):
         super().__init__(parent)
         self.source = source
         self.setWindowTitle(f"Source [{source.number}]: {source.file_name}")
-        self.resize(640, 480)
+        self.resize(780, 480)
         layout = QVBoxLayout(self)
         title = QLabel(f"[{source.number}] {source.file_name}", self)
         title.setTextFormat(title.textFormat().PlainText)
