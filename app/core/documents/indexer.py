@@ -183,8 +183,8 @@ def index_collection(
     report.failed.extend(problems)
     known = index.files(name)
     present = {str(p) for p in paths}
-    for path in sorted(set(known) - present):
-        index.remove_file(name, path)
+    for gone in sorted(set(known) - present):
+        index.remove_file(name, gone)
         report.removed += 1
     for number, path in enumerate(paths):
         if not control.proceed():
