@@ -17,13 +17,14 @@ from app.cli.assistant_cmds import parse_value
 from app.cli.context import CliContext
 from app.cli.tools_cmds import ChatTools, add_tool_args
 from app.core.chat_setup import ChatSetup
+from app.core.documents.attached import AttachedDocuments, DocumentRetriever, source_lines
 from app.core.engine import GenerationStats, LoadedModel
 from app.core.errors import ConfigError, HearthError, ModelLoadError
 from app.core.host import EngineHost, HostClient, LoadDone
 from app.core.load_config import LoadConfig, LoraAdapter
 from app.core.messages import ChatMessage
 from app.core.remote_servers import RemoteModel
-from app.core.reply import ReplyChunk, ReplyDone, ReplyRequest, create_conversation
+from app.core.reply import ReplyChunk, ReplyDone, ReplyRequest, ReplyStarted, create_conversation
 from app.core.sampling import PRESETS, canonical_preset_name, preset
 from app.core.store import Store
 from app.core.structured import JSON_ANY, JSON_SCHEMA, ReplyFormat
@@ -65,6 +66,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     structured.add_argument("--json", action="store_true", help="constrain the reply to valid JSON")
     structured.add_argument("--json-schema", type=Path, metavar="FILE", help="constrain to a JSON schema")
     structured.add_argument("--grammar", type=Path, metavar="FILE", help="constrain to a GBNF grammar")
+    chat.add_argument(
+        "--docs",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="answer from a document collection (or a single file), citing its sources; may be repeated",
+    )
     chat.add_argument("--stats", action="store_true", help="print token counts and speed after each reply")
     chat.add_argument("--no-history", action="store_true", help="do not save this chat to the history")
     add_tool_args(chat)
@@ -153,7 +161,9 @@ def cmd_chat(args: argparse.Namespace, ctx: CliContext) -> int:
     if grammar is not None and (args.mcp or args.tools_builtin):
         raise ConfigError("--json, --json-schema and --grammar cannot be combined with tools (--mcp, --tools-builtin)")
     tools = ChatTools.from_args(args)  # MCP servers start now: one that fails is named before the model loads
-    host = EngineHost(store_path=None if args.no_history else ctx.paths.history_db)
+    documents = _attached(args, ctx)  # an unknown name fails before the model loads
+    retriever = DocumentRetriever(ctx.paths.documents_db, lambda: str(ctx.settings.get("embedding_model")))
+    host = EngineHost(store_path=None if args.no_history else ctx.paths.history_db, documents=retriever)
     try:
         client = host.client("cli")
         done = client.load(args.model, config).wait()
@@ -171,12 +181,36 @@ def cmd_chat(args: argparse.Namespace, ctx: CliContext) -> int:
             print(f"Warning: {choice.warning}", file=err)
         if setup.assistant_name:
             print(f"Assistant: {setup.assistant_name}", file=err)
-        chat = _TerminalChat(ctx, client, done.model, args, setup, grammar, tools=tools)
+        chat = _TerminalChat(ctx, client, done.model, args, setup, grammar, tools=tools, documents=documents)
         return chat.run()
     finally:
         host.shutdown()
         if tools is not None:
             tools.close()  # every MCP server process ends with the chat
+
+
+def _attached(args: argparse.Namespace, ctx: CliContext) -> AttachedDocuments | None:
+    """--docs: collection names (or paths of single files) to answer from."""
+    if not args.docs:
+        return None
+    from app.core.documents.index import DocumentIndex
+    from app.core.errors import DocumentsError
+
+    index = DocumentIndex(ctx.paths.documents_db)
+    try:
+        names = set(index.collection_names())
+    finally:
+        index.close()
+    attached = AttachedDocuments()
+    for item in args.docs:
+        if item in names:
+            attached = attached.with_collection(item)
+        elif Path(item).expanduser().is_file():
+            attached = attached.with_file(item)
+        else:
+            known = ", ".join(sorted(names)) or "none yet; `hearth docs add NAME FOLDER` makes one"
+            raise DocumentsError(f"no document collection or file named {item!r} (collections: {known})")
+    return attached
 
 
 def _remote_chat(args: argparse.Namespace, ctx: CliContext, setup: ChatSetup) -> int:
@@ -253,9 +287,11 @@ class _TerminalChat:
         grammar: str | None,
         remote: RemoteModel | None = None,
         tools: ChatTools | None = None,
+        documents: AttachedDocuments | None = None,
     ) -> None:
         self.ctx = ctx
         self.tools = tools
+        self.documents = documents
         self.client = client
         self.model = model
         self.remote = remote  # a model on a server instead of the loaded one
@@ -323,13 +359,17 @@ class _TerminalChat:
                 **({"model": self.remote.id} if self.remote else {}),
             },
             response_format=self.response_format,
+            documents=self.documents,
         )
         job = self.client.reply(request)
         parts: list[str] = []
         done: ReplyDone | None = None
+        started: ReplyStarted | None = None
         with _ctrl_c_cancels(job.cancel):
             for event in job.events():
-                if isinstance(event, ReplyChunk):
+                if isinstance(event, ReplyStarted):
+                    started = event
+                elif isinstance(event, ReplyChunk):
                     parts.append(event.text)
                     out.write(event.text)
                     out.flush()
@@ -340,6 +380,8 @@ class _TerminalChat:
             raise HearthError(done.error or "the reply could not start")
         stats = done.stats
         out.write("\n")
+        if self.documents and started is not None:
+            self._print_sources(started.meta)
         self.history += [ChatMessage("user", text), ChatMessage("assistant", "".join(parts))]
         self._report(stats)
         return stats
@@ -382,6 +424,21 @@ class _TerminalChat:
                 file=err,
             )
 
+    def _print_sources(self, meta: dict[str, Any]) -> None:
+        """After the answer: the sources it was given (the [n] it cites), and the retrieval's note."""
+        from app.core.documents.retrieval import sources_from_meta
+
+        sources = sources_from_meta(meta.get("sources"))
+        note = (meta.get("retrieval") or {}).get("note", "")
+        if note:
+            print(f"(documents: {note})", file=sys.stderr)
+        if not sources:
+            self.ctx.print("\nSources: none found in the attached documents.")
+            return
+        self.ctx.print("\nSources:")
+        for line in source_lines(sources):
+            self.ctx.print(line)
+
     def _save_user(self, text: str) -> int | None:
         """Save the user's message (creating the conversation first); None with --no-history."""
         if self.args.no_history:
@@ -392,13 +449,22 @@ class _TerminalChat:
             self.store = open_history(self.ctx)
         if self.conversation_id is None:
             remote = self.remote
+            args = self.setup.create_args()
+            args["meta"] = {**args["meta"], **(self._new_meta(remote) or {})}  # this chat's tools, documents
             self.conversation_id = create_conversation(
                 self.store,
                 model_path=remote.id if remote else str(self.model.path) if self.model else "",
                 load_settings=self.model.config.to_dict() if self.model and not remote else {},
-                **self.setup.create_args({"remote": remote.to_meta()} if remote else self._tools_meta()),
+                **args,
             )
         return self.store.add_message(self.conversation_id, "user", text).id
+
+    def _new_meta(self, remote: RemoteModel | None) -> dict[str, Any] | None:
+        """A new conversation's meta: its server, or its tools; and the documents it answers from."""
+        meta = {"remote": remote.to_meta()} if remote else (self._tools_meta() or {})
+        if self.documents:
+            meta["documents"] = self.documents.to_meta()
+        return meta or None
 
     def _tools_meta(self) -> dict[str, Any] | None:
         return {TOOLS_META: self.tools.names()} if self.tools is not None else None

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Protocol
 
 from app.core.conversation import ChatRunner
@@ -34,6 +34,9 @@ class ChatBackend(Protocol):
         """TextChunk events, then exactly one GenerationStats; cancel ends it within a token (or closes the
         connection). Failures end in finish_reason "error" with the reason, after the text received."""
         ...
+
+    # Optional: document_budget(request) -> (tokens the sources of attached documents may take, a token
+    # counter). A backend without it gets app.core.documents.attached.remote_budget.
 
 
 class LocalBackend:
@@ -83,6 +86,19 @@ class LocalBackend:
             key=request.cache_key,
             tool_syntax=rendered.tool_syntax if tools else None,
         )
+
+    def document_budget(self, request: ReplyRequest) -> tuple[int, Callable[[str], int]]:
+        """What the sources of attached documents may take in this reply's prompt, counted by this model."""
+        from app.core.documents.attached import document_budget
+
+        model = self.engine.model
+        if model is None:
+            raise GenerationError("no model is loaded; load one first")
+
+        def count(text: str) -> int:
+            return self.engine.count_tokens(text, key=request.cache_key)
+
+        return document_budget(request.messages, request.sampling.max_tokens, model.n_ctx, count), count
 
     def stream(self, prepared: PreparedReply, cancel: threading.Event) -> Iterator[Event]:
         if cancel.is_set():

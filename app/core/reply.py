@@ -18,6 +18,7 @@ from app.core.messages import ChatMessage
 from app.core.sampling import SamplingSettings
 
 if TYPE_CHECKING:
+    from app.core.documents.attached import AttachedDocuments
     from app.core.engine import GenerationStats
     from app.core.store import ReplyWriter, Store
 
@@ -34,6 +35,8 @@ class ReplyRequest:
     tools / tool_choice: OpenAI tool definitions shown to the model and OpenAI's tool_choice ("auto" when
     None; "required" or a named function constrains the reply to one valid call with a grammar). The reply
     itself is streamed as written: app.core.tool_calls finds the calls in it (the tool loop, the server).
+    documents: collections and files to retrieve sources from for the latest user message (the host adds
+    the sources block to that message and "sources"/"retrieval" to meta before the prompt is prepared).
     """
 
     messages: tuple[ChatMessage, ...]
@@ -49,6 +52,7 @@ class ReplyRequest:
     response_format: dict[str, Any] | None = None  # OpenAI's shape, for backends that take it as such
     tools: tuple[dict[str, Any], ...] = ()
     tool_choice: Any = None
+    documents: AttachedDocuments | None = None
 
     @property
     def cache_key(self) -> Hashable:
@@ -94,6 +98,7 @@ class ReplyStarted:
     prompt_tokens: int
     prompt_text: str
     tool_syntax: str | None = None  # with tools: the call syntax to parse the reply with
+    meta: dict[str, Any] = field(default_factory=dict)  # what is stored with the reply ("sources" ...)
 
 
 @dataclass(frozen=True)
@@ -140,13 +145,13 @@ class ReplyRecorder:
         """The prompt is ready: create the (incomplete) reply in the history and tell the client."""
         self.prepared = prepared
         request = self.request
+        meta = {
+            "sampling": request.sampling.to_dict(),
+            "load": prepared.load_settings,
+            "backend": request.backend or "local",
+            **request.meta,
+        }
         if self.store is not None and request.conversation_id is not None:
-            meta = {
-                "sampling": request.sampling.to_dict(),
-                "load": prepared.load_settings,
-                "backend": request.backend or "local",
-                **request.meta,
-            }
             self.writer = self.store.start_reply(
                 request.conversation_id,
                 parent_id=request.parent_id,
@@ -168,6 +173,7 @@ class ReplyRecorder:
                 prepared.prompt_tokens,
                 prepared.prompt_text,
                 prepared.tool_syntax,
+                meta,
             )
         )
 

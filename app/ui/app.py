@@ -18,6 +18,7 @@ from PySide6.QtNetwork import QLocalServer, QLocalSocket
 from PySide6.QtWidgets import QApplication, QFileDialog, QMessageBox
 
 from app import APP_NAME, __version__
+from app.core.documents.attached import AttachedDocuments, DocumentRetriever
 from app.core.errors import HearthError
 from app.core.host import EngineHost
 from app.core.instance import InstanceLock
@@ -36,6 +37,8 @@ from app.ui.chat_model import ChatModel
 from app.ui.chat_session import ChatSession
 from app.ui.chat_workflows import ChatWorkflows
 from app.ui.compare_controller import CompareController
+from app.ui.document_drop import DocumentDropFilter
+from app.ui.documents_controller import DocumentsController
 from app.ui.hub_controller import HubController
 from app.ui.library_controller import LibraryController, LibrarySnapshot
 from app.ui.main_window import MainWindow
@@ -81,8 +84,13 @@ class HearthApp(QObject):
         self.state_cache = StateCache(
             paths.cache_dir / "kv-states", self.settings.get("conversation_cache_mib") * 1024 * 1024
         )
+        retriever = DocumentRetriever(paths.documents_db, lambda: str(self.settings.get("embedding_model")))
         self.host = EngineHost(
-            engine_factory, store_path=paths.history_db, hardware=hardware, state_cache=self.state_cache
+            engine_factory,
+            store_path=paths.history_db,
+            hardware=hardware,
+            state_cache=self.state_cache,
+            documents=retriever,
         )
         self.engine = EngineBridge(self.host, self)
         # Remote servers: one backend each, registered with the host (nothing is asked over the network here).
@@ -98,7 +106,14 @@ class HearthApp(QObject):
         self.library = LibraryController(paths, self.settings, self.tasks, hardware)
         hub_args = {"client_factory": hub_factory} if hub_factory is not None else {}
         self.hub = HubController(paths, self.settings, self.tasks, **hub_args)
+        self.documents = DocumentsController(paths, self.settings, self.tasks, self.hub)
         self.window = MainWindow(self.chat_model, self.tasks)
+        self.drops = DocumentDropFilter(self)  # documents dropped on the chat are attached to it
+        for target in (self.window.chat_view.viewport(), self.window.welcome, self.window.composer.editor.viewport()):
+            self.drops.watch(target)
+        self._documents_window: Any = None
+        self.source_dialog: Any = None  # the passage view last opened from a citation
+        self._pending_files: dict[str, int] = {}  # files being indexed for a chat: path -> conversation id
         # The view keeps a raw pointer to its model: the model must die with the window, not with this object
         # (a window deleted later, by deleteLater or at exit, would otherwise disconnect from a freed model).
         self.chat_model.setParent(self.window)
@@ -167,6 +182,21 @@ class HearthApp(QObject):
         self.tools.catalogue.connect(self._on_tool_catalogue)
         self.tools.servers_changed.connect(self._on_tool_servers_changed)
         self.tools.bridge.requested.connect(self._on_tool_approval)
+        # documents
+        docs, section = self.documents, w.settings_panel.documents
+        section.attach_collection.connect(s.attach_collection)
+        section.attach_file.connect(self.attach_file)
+        section.detach.connect(s.detach)
+        section.manage_requested.connect(self.open_documents)
+        section.offer_requested.connect(docs.offer_embedding_model)
+        s.documents_changed.connect(self._show_documents)
+        docs.collections_changed.connect(self._on_collections)
+        docs.embedding_changed.connect(section.set_embedding_model)
+        docs.offer_status.connect(section.set_offer_status)
+        docs.file_ready.connect(self._on_file_ready)
+        docs.failed.connect(self._on_error)
+        self.drops.files_dropped.connect(self._on_documents_dropped)
+        w.chat_view.source_requested.connect(self._on_source_requested)
         # library
         self.library.scanned.connect(self._on_scanned)
         self.library.failed.connect(self._on_library_message)
@@ -213,6 +243,8 @@ class HearthApp(QObject):
         self.library.scan()
         self.refresh_remote_models()
         self._on_target_changed()
+        self.documents.refresh()
+        self.window.settings_panel.documents.set_embedding_model(self.documents.embedding_model)
         self.tasks.run(self._purge_job, None, self._on_purge_failed)
         if self.store_message:
             QTimer.singleShot(0, self._show_store_problem)
@@ -250,10 +282,12 @@ class HearthApp(QObject):
         if self.approval_dialog is not None:
             self.approval_dialog.reject()
         self.tools.shutdown()  # approvals denied, the reply stopped, every MCP server process ended
+        self.documents.close()
         self.engine.shutdown()
         self.remote.close()
         self.hub.close()
         self.tasks.close(10_000)
+        self.documents.close_index()
         self.store.close()
 
     # ---- conversations -----------------------------------------------------------------------------------------------
@@ -361,6 +395,71 @@ class HearthApp(QObject):
     def _on_error(self, text: str) -> None:
         self.window.status.showMessage(text, 8000)
         log.warning("%s", text)
+
+    # ---- documents ---------------------------------------------------------------------------------------------------
+    def open_documents(self) -> Any:
+        """The Documents window (one, non-modal): collections, indexing, the embedding model."""
+        from app.ui.documents_window import DocumentsWindow
+
+        if self._documents_window is None:
+            self._documents_window = DocumentsWindow(self.documents, self.window)
+            self._documents_window.attach_requested.connect(self.session.attach_collection)
+        if self._documents_window.isVisible():
+            self._documents_window.raise_()  # already open behind the main window: bring it forward
+        self._documents_window.show()
+        return self._documents_window
+
+    def _on_collections(self, views: list[Any]) -> None:
+        self.window.settings_panel.documents.set_collections([view.name for view in views])
+
+    def _show_documents(self, attached: AttachedDocuments) -> None:
+        cid = self.session.conversation_id
+        pending = {path for path, owner in self._pending_files.items() if owner == cid}
+        self.window.settings_panel.documents.set_attached(attached, pending)
+
+    def attach_file(self, path: str) -> None:
+        """Attach one file to the open chat: indexed on a worker first (shown as "indexing…" meanwhile)."""
+        resolved = str(Path(path).expanduser().resolve())
+        self._pending_files[resolved] = self.session.conversation_id
+        self._show_documents(self.session.documents)
+        self.documents.attach_file(resolved)
+
+    def _on_documents_dropped(self, paths: list[str]) -> None:
+        self.window.show_page("chat")
+        for path in paths:
+            self.attach_file(path)
+        names = ", ".join(Path(p).name for p in paths)
+        self._on_notice(f"Attaching {names} to this chat")
+
+    def _on_file_ready(self, path: str, error: str) -> None:
+        owner = self._pending_files.pop(path, None)
+        if owner is None:
+            return
+        if error:
+            self._on_error(f"{Path(path).name} cannot be used: {error}")
+        elif owner == self.session.conversation_id:
+            self.session.attach_file(path)
+        elif owner:  # the user moved to another chat meanwhile: the file goes to the chat it was dropped on
+            try:
+                conversation = self.store.conversation(owner)
+                attached = AttachedDocuments.from_meta(conversation.meta.get("documents")).with_file(path)
+                self.store.update_conversation(owner, meta={**conversation.meta, "documents": attached.to_meta()})
+            except Exception as exc:  # the chat was deleted meanwhile
+                log.warning("could not attach %s to conversation %s: %s", path, owner, exc)
+        self._show_documents(self.session.documents)
+
+    def _on_source_requested(self, row: int, number: int) -> None:
+        """A citation [n] was clicked: the passage it points at."""
+        from app.ui.source_view import SourceDialog
+
+        found = self.session.source_of(row, number)
+        if found is None:
+            return
+        source, question = found
+        dialog = SourceDialog(source, question, self.window)
+        self.documents.check_indexed(source.path, dialog.set_indexed)
+        self.source_dialog = dialog
+        dialog.open()
 
     # ---- models ------------------------------------------------------------------------------------------------------
     def _last_model(self) -> str:

@@ -26,6 +26,7 @@ from PySide6.QtWidgets import QStyledItemDelegate, QStyleOptionViewItem, QWidget
 
 from app.ui import theme, tool_blocks
 from app.ui.chat_model import ItemRole, MessageItem
+from app.ui.citations import link_citations
 from app.ui.markdown_render import CODE_HEADER, RenderedMarkdown, estimate_height, render
 
 SIDE = 28.0  # px between the viewport edge and the message column
@@ -95,7 +96,7 @@ class MessageDelegate(QStyledItemDelegate):
 
     # ---- rendering with caches ------------------------------------------------------------------------
     def _signature(self, item: MessageItem, width: float) -> tuple:
-        return (item.revision, round(width), theme.current().name)
+        return (item.revision, len(item.sources), round(width), theme.current().name)
 
     def rendered(self, item: MessageItem, width: float, widget: QWidget | None, keep: bool = True) -> RenderedMarkdown:
         """The message's document at this text width; keep=False measures without filling the cache."""
@@ -106,6 +107,8 @@ class MessageDelegate(QStyledItemDelegate):
             return cached[1]
         font, mono, _ = self.fonts(widget)
         text = item.display_text() or ("…" if item.streaming else "")
+        if item.sources:  # [n] become links to the reply's sources (the passage view)
+            text = link_citations(text, len(item.sources))
         doc = render(text, width=width, theme=theme.current(), font=font, mono=mono)
         if keep:
             self._docs[item.key] = (signature, doc)

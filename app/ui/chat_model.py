@@ -48,6 +48,7 @@ class MessageItem:
     notes: tuple[str, ...] = ()  # calls the model wrote that were not run, and why
     status: str = ""  # while a reply with tools is busy: "Calling a tool…", "Running get_time…"
     expanded: bool = False  # a tool result's block is open
+    sources: tuple[dict[str, Any], ...] = ()  # a reply's document sources (meta["sources"]): what [n] cites
     key: int = field(default_factory=lambda: next(_keys))
     revision: int = 0
 
@@ -76,6 +77,7 @@ class MessageItem:
             tool_name=chat.name,
             tool_outcome=str(message.meta.get("outcome") or ""),
             notes=tuple(str(n) for n in notes) if isinstance(notes, list) else (),
+            sources=tuple(s for s in message.meta.get("sources") or () if isinstance(s, dict)),
         )
 
     def to_chat(self) -> ChatMessage:

@@ -16,6 +16,7 @@ from PySide6.QtCore import QObject, Signal
 from PySide6.QtGui import QGuiApplication
 
 from app.core.chat_setup import ChatSetup
+from app.core.documents.attached import AttachedDocuments, retrieval_report
 from app.core.errors import HearthError
 from app.core.remote_servers import RemoteModel
 from app.core.reply import ReplyDone, ReplyRequest, ReplyStarted, create_conversation
@@ -27,6 +28,7 @@ from app.ui.chat_model import ChatModel, MessageItem
 from app.ui.workers import EngineBridge
 
 if TYPE_CHECKING:
+    from app.core.documents.retrieval import Source
     from app.core.settings import Settings
     from app.core.store import Conversation, SearchHit, Store, StoredMessage
     from app.ui.tool_replies import ToolReplies
@@ -80,6 +82,7 @@ class ChatSession(QObject):
     edit_started(str): the composer should edit this text.
     template_used(object ReplyStarted): the template and prompt of the reply just started.
     target_changed(): replies now go to another place (a remote model, or back to the loaded one).
+    documents_changed(object AttachedDocuments): what the open conversation answers from changed.
     """
 
     conversation_changed = Signal(int)
@@ -90,6 +93,7 @@ class ChatSession(QObject):
     edit_started = Signal(str)
     template_used = Signal(object)
     target_changed = Signal()
+    documents_changed = Signal(object)
 
     def __init__(self, store: Store, engine: EngineBridge, model: ChatModel, settings: Settings) -> None:
         super().__init__()
@@ -110,6 +114,7 @@ class ChatSession(QObject):
         self.tools: ToolReplies | None = None  # set by the app: replies with tools go through it
         self.tool_names: tuple[str, ...] = ()  # the tools and MCP servers this chat has on (its meta "tools")
         self.tool_choice = "auto"  # "auto", "required" or a tool's name: the first reply must call it
+        self.documents = AttachedDocuments()  # what the open conversation answers from
         self._active: _Active | None = None
         self._editing_row = -1
         self._templates: dict[int, ReplyStarted] = {}
@@ -156,10 +161,12 @@ class ChatSession(QObject):
         self.system_prompt, self.preset, self.sampling = setup.system_prompt, setup.preset, setup.sampling
         self.tool_names = tuple(setup.tools)  # an assistant's tools are on; a plain chat has none
         self.tool_choice = "auto"
+        self.documents = AttachedDocuments(tuple(setup.documents))  # an assistant's collections
         self._editing_row = -1
         self.model.reset([])
         self.notice.emit("")
         self.conversation_changed.emit(0)
+        self.documents_changed.emit(self.documents)
         self.state_changed.emit()
 
     def open(self, conversation_id: int) -> bool:
@@ -182,6 +189,7 @@ class ChatSession(QObject):
         )
         self.tool_names = enabled_names(conversation.meta)
         self.tool_choice = str(conversation.meta.get(CHOICE_META) or "auto")
+        self.documents = AttachedDocuments.from_meta(conversation.meta.get("documents"))
         self._editing_row = -1
         self._set_remote(RemoteModel.from_meta(conversation.meta.get("remote")))
         items = [_item(m) for m in messages if m.role != "system"]
@@ -195,6 +203,7 @@ class ChatSession(QObject):
         self.notice.emit("")
         self.settings.set("last_conversation", conversation_id)
         self.conversation_changed.emit(conversation_id)
+        self.documents_changed.emit(self.documents)
         self.state_changed.emit()
         return True
 
@@ -217,7 +226,7 @@ class ChatSession(QObject):
                 self.store,
                 model_path=self.remote.id if self.remote else str(model.path) if model else "",
                 load_settings=model.config.to_dict() if model else {},
-                **{**args, "template_override": self.template(), "meta": self._tool_meta(args["meta"])},
+                **{**args, "template_override": self.template(), "meta": self._conversation_meta(args["meta"])},
             )
             self.conversation = self.store.conversation(conversation_id)
             self.settings.set("last_conversation", self.conversation.id)
@@ -341,6 +350,7 @@ class ChatSession(QObject):
             parent_id=parent_id,
             backend=remote.server if remote else None,
             **{**args, "meta": {**args.get("meta", {}), **({"model": remote.id} if remote else {})}},
+            documents=self.documents or None,
         )
         self.model.append(placeholder)
         if remote is None and self.loads is not None:
@@ -389,7 +399,8 @@ class ChatSession(QObject):
         self._templates[started.message_id] = started
         row = self._row(active)
         if row >= 0:
-            self.model.update(row, message_id=started.message_id, template=started.template)
+            sources = tuple(started.meta.get("sources") or ())
+            self.model.update(row, message_id=started.message_id, template=started.template, sources=sources)
         notices = []
         if started.dropped:
             notices.append(
@@ -398,6 +409,9 @@ class ChatSession(QObject):
             )
         if started.template_warning:
             notices.append(started.template_warning)
+        if "sources" in started.meta and not started.meta["sources"]:
+            note = (started.meta.get("retrieval") or {}).get("note", "")
+            notices.append(f"No passage of the attached documents went to the model{f' ({note})' if note else ''}.")
         if notices and active.conversation_id == self.conversation_id:
             self.notice.emit(" ".join(notices))
         self.template_used.emit(started)
@@ -513,11 +527,54 @@ class ChatSession(QObject):
         if item.message_id is None or item.role != "assistant":
             return None
         text = self.store.prompt_text(item.message_id) or ""
+        try:
+            report = retrieval_report(self.store.message(item.message_id).meta)
+        except HearthError:
+            report = ""
+        if report:  # what the documents search found, with scores and ranks, after the prompt itself
+            text = f"{text}\n\n──── Retrieved from the attached documents ────\n{report}\n"
         started = self._templates.get(item.message_id)
         if started is not None:
             return PromptView(text, started.template_label, started.template_reason)
         reason = "Chosen when this reply was written; the reason is shown for replies of this session."
         return PromptView(text, item.template or "unknown", reason)
+
+    def source_of(self, row: int, number: int) -> tuple[Source, str] | None:
+        """The source [number] of the reply at row and the question it answered (to highlight), or None."""
+        from app.core.documents.retrieval import sources_from_meta
+
+        item = self.model.item(row)
+        try:
+            sources = sources_from_meta(item.sources)
+        except (TypeError, ValueError):  # malformed meta from an imported history
+            return None
+        source = next((s for s in sources if s.number == number), None)
+        if source is None:
+            return None
+        question = ""
+        for earlier in range(row - 1, -1, -1):
+            if self.model.item(earlier).role == "user":
+                question = self.model.item(earlier).content
+                break
+        return source, question
+
+    # ---- documents ---------------------------------------------------------------------------------------------
+    def attach_collection(self, name: str) -> None:
+        self._set_documents(self.documents.with_collection(name))
+
+    def attach_file(self, path: str) -> None:
+        self._set_documents(self.documents.with_file(path))
+
+    def detach(self, item: str) -> None:
+        self._set_documents(self.documents.without(item))
+
+    def _set_documents(self, documents: AttachedDocuments) -> None:
+        """Attach or detach: kept with the conversation (or, for a new chat, when it is first saved)."""
+        self.documents = documents
+        if self.conversation is not None:
+            meta = {**self.conversation.meta, "documents": documents.to_meta()}
+            self._update(meta=meta)
+        self.documents_changed.emit(documents)
 
     # ---- conversation settings ---------------------------------------------------------------------------------
     def set_system_prompt(self, text: str) -> None:
@@ -559,6 +616,15 @@ class ChatSession(QObject):
         self.tool_choice = choice or "auto"
         if self.conversation is not None:
             self._update(meta=self._tool_meta(self.conversation.meta))
+
+    def _conversation_meta(self, meta: dict[str, Any]) -> dict[str, Any]:
+        """A new conversation's meta: its setup's, with this chat's tools and attached documents."""
+        meta = self._tool_meta(meta)
+        if self.documents:
+            meta["documents"] = self.documents.to_meta()
+        else:
+            meta.pop("documents", None)
+        return meta
 
     def _tool_meta(self, meta: dict[str, Any]) -> dict[str, Any]:
         """The conversation's meta with this chat's tool choices in it (other keys kept)."""
@@ -638,6 +704,7 @@ _STORED_FIELDS = (
     "ttft_ms",
     "finish_reason",
     "reply_format",
+    "sources",
 )
 
 

@@ -23,6 +23,7 @@ from app.core.fields import LOAD_FIELDS, SAMPLING_FIELDS
 from app.core.sampling import PRESET_HELP, PRESETS, SamplingSettings, canonical_preset_name, preset_label
 from app.core.structured import JSON_SCHEMA, REPLY_FORMATS
 from app.ui.assistant_section import AssistantSection
+from app.ui.documents_section import DocumentsSection
 from app.ui.field_editors import add_rows
 from app.ui.lora_section import LoraSection
 from app.ui.reply_format_editor import ReplyFormatEditor
@@ -78,6 +79,9 @@ class SettingsPanel(QWidget):
         self.layout_.addWidget(self.assistant)
         self.layout_.addSpacing(6)
         self._build_prompt(body)
+        self.layout_.addSpacing(6)
+        self.documents = DocumentsSection(body)  # what this chat answers from (its signals go to app.py)
+        self.layout_.addWidget(self.documents)
         self._build_template(body)
         self.layout_.addSpacing(6)
         self.layout_.addWidget(_title("Reply format", body))
