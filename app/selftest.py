@@ -2,8 +2,8 @@
 
 It is written for the frozen bundle above all: a missing hidden import, Qt plugin, shared library or CPU
 variant of llama.cpp shows up here instead of on a user's desktop. Each component has one check function
-(`check_modules`, `check_qt`, `check_engine`, `check_store`) taking a scratch folder and returning a short
-detail string, or raising. The engine and store checks go through Hearth's own engine and store, so a
+(`check_modules`, `check_qt`, `check_engine`, `check_store`, `check_documents`) taking a scratch folder and
+returning a short detail string, or raising. The engine and store checks go through Hearth's own engine and store, so a
 bundle that lost one of their native libraries (libllama, the ggml CPU variants, SQLite's FTS5) fails here.
 
 The checks run in a child process (the same executable with HEARTH_SELF_TEST_DIR set), so that a crash
@@ -156,11 +156,39 @@ def check_store(workdir: Path) -> str:
     return f"SQLite {sqlite3.sqlite_version}, WAL, FTS5"
 
 
+def check_documents(workdir: Path) -> str:
+    """The document index opens (sqlean's SQLite with FTS5, the sqlite-vec extension loaded from the install),
+    indexes a Markdown file and finds it by keywords and by a vector."""
+    import numpy as np
+    import sqlite_vec
+
+    from app.core.documents.index import DocumentIndex
+    from app.core.documents.indexer import index_collection
+
+    folder = workdir / "documents"
+    folder.mkdir()
+    (folder / "notes.md").write_text("# Hearth\n\nThe hearth is warm and the kettle sings.\n", encoding="utf-8")
+    index = DocumentIndex(workdir / "documents.sqlite3")
+    try:
+        index.add_collection("self-test", [folder])
+        index_collection(index, "self-test")
+        ids = [row[0] for row in index.unembedded("self-test")]
+        vector = np.ones((len(ids), 4), dtype=np.float32) / 2.0  # unit length
+        index.write_vectors("self-test", ids, vector, "self-test")
+        found = index.search("kettle", ["self-test"], k=1, query_vector=vector[0])
+    finally:
+        index.close()
+    if found.mode != "hybrid" or not found.hits or "kettle" not in found.hits[0].text:
+        raise SelfTestError(f"the document index did not find what it indexed ({found.mode}, {len(found.hits)} hits)")
+    return f"FTS5 and sqlite-vec {sqlite_vec.__version__}"
+
+
 CHECKS: tuple[tuple[str, Callable[[Path], str]], ...] = (
     ("modules", check_modules),
     ("qt", check_qt),
     ("engine", check_engine),
     ("store", check_store),
+    ("documents", check_documents),
 )
 
 # The best instruction set the loaded CPU backend uses, first match wins (llama_print_system_info lists them).

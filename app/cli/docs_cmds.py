@@ -20,9 +20,11 @@ if TYPE_CHECKING:
 def register(subparsers: argparse._SubParsersAction) -> None:
     docs = subparsers.add_parser("docs", help="document collections to chat with (index, search)")
     actions = docs.add_subparsers(dest="docs_action", metavar="ACTION", required=True)
-    add = actions.add_parser("add", help="create a collection or add folders/files to it")
+    add = actions.add_parser("add", help="create a collection or add folders/files to it, and index it")
     add.add_argument("name")
     add.add_argument("paths", nargs="+", type=Path, metavar="PATH")
+    add.add_argument("--no-index", action="store_true", help="only register the paths; index later")
+    _model_options(add)
     add.set_defaults(handler=cmd_add)
     listing = actions.add_parser("list", help="the collections: sources, files, chunks, failures")
     listing.add_argument("--json", action="store_true")
@@ -77,9 +79,12 @@ def cmd_add(args: argparse.Namespace, ctx: CliContext) -> int:
         raise DocumentsError(f"not found: {', '.join(missing)}")
     index = open_index(ctx)
     index.add_collection(args.name, args.paths)
-    ctx.print(f"Collection {args.name!r}: {len(index.sources(args.name))} source(s). "
-              f"Index it with `hearth docs index {args.name!r}`.")  # fmt: skip
-    return 0
+    if args.no_index:
+        ctx.print(f"Collection {args.name!r}: {len(index.sources(args.name))} source(s). "
+                  f"Index it with `hearth docs index {args.name!r}`.")  # fmt: skip
+        return 0
+    ctx.print(f"Collection {args.name!r}: {len(index.sources(args.name))} source(s); indexing.")
+    return _index(args, ctx, index)
 
 
 def cmd_list(args: argparse.Namespace, ctx: CliContext) -> int:
@@ -103,10 +108,14 @@ def cmd_list(args: argparse.Namespace, ctx: CliContext) -> int:
 
 
 def cmd_index(args: argparse.Namespace, ctx: CliContext) -> int:
-    from app.core.documents.indexer import index_collection
-
     index = open_index(ctx)
     index.collection_id(args.name)  # an unknown name fails before a model loads
+    return _index(args, ctx, index)
+
+
+def _index(args: argparse.Namespace, ctx: CliContext, index: DocumentIndex) -> int:
+    from app.core.documents.indexer import index_collection
+
     embedder = open_embedder(ctx, args)
     show = _progress_printer()
     try:
@@ -129,18 +138,28 @@ def cmd_index(args: argparse.Namespace, ctx: CliContext) -> int:
 
 
 def _progress_printer() -> Any:
-    """A progress line on stderr when it is a terminal (rewritten in place); nothing otherwise."""
+    """Progress on stderr: one line rewritten in place on a terminal; otherwise (a pipe, a log) a line
+    every 10 % of the files and one per embedding step, so a long run is never silent."""
     live = sys.stderr.isatty()
+    shown = [-1, -1]  # the last tenth of the files and the last thousand chunks embedded that were shown
 
     def show(progress: IndexProgress | None) -> None:
-        if not live:
-            return
         if progress is None:
-            sys.stderr.write("\r\x1b[K")
+            if live:
+                sys.stderr.write("\r\x1b[K")
         elif progress.phase == "reading":
-            sys.stderr.write(f"\r\x1b[K[{progress.done + 1}/{progress.total}] {Path(progress.path).name}"[:100])
+            line = f"[{progress.done + 1}/{progress.total}] {Path(progress.path).name}"[:100]
+            if live:
+                sys.stderr.write(f"\r\x1b[K{line}")
+            elif (tenth := (progress.done + 1) * 10 // max(1, progress.total)) > shown[0]:
+                shown[0] = tenth
+                sys.stderr.write(f"{line}\n")
         elif progress.phase == "embedding":
-            sys.stderr.write(f"\r\x1b[Kembedding ({progress.done} chunks so far)")
+            if live:
+                sys.stderr.write(f"\r\x1b[Kembedding ({progress.done} chunks so far)")
+            elif progress.done // 1000 > shown[1]:
+                shown[1] = progress.done // 1000
+                sys.stderr.write(f"embedding ({progress.done} chunks so far)\n")
         sys.stderr.flush()
 
     return show

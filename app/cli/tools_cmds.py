@@ -1,8 +1,9 @@
 """`hearth tools`: list and try tools (MCP servers, built-ins); the terminal side of tools in `hearth chat`.
 
 For `hearth chat MODEL --mcp CONFIG.json [--allow-tools NAME,...]`: add_tool_args(parser) adds the options,
-ChatTools.from_args(args) opens what they name, and ChatTools.reply(...) runs one reply through the tool loop,
-asking for approval on the terminal (terminal_approval) unless --allow-tools already allows the tool.
+ChatTools.from_args(args) opens what they name, ChatTools.host_reply(client, ...) makes one reply through the
+engine host and ChatTools.run(reply, history) runs it in the terminal, asking for approval there
+(terminal_approval) unless --allow-tools already allows the tool.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from app.cli.context import CliContext
 from app.core.builtin_tools import BUILTIN_TOOLS, builtin_tools
@@ -31,13 +32,14 @@ from app.core.tool_loop import (
     LoopFinished,
     LoopSettings,
     ReplyText,
-    StoreRecorder,
-    ToolLoop,
     ToolRunning,
     ToolTurn,
-    runner_generator,
 )
+from app.core.tool_reply import HostToolReply
 from app.core.tools import ToolBox, ToolChoice, ToolSpec, parse_tool_choice
+
+if TYPE_CHECKING:
+    from app.core.host import HostClient
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -179,7 +181,11 @@ def terminal_approval(stdin: TextIO | None = None, out: TextIO | None = None) ->
         stream_out.write(f"\nThe model wants to run {call.name} ({source}) with {arguments}\n")
         stream_out.write("Allow? [y] once, [a] always in this chat, [N] no: ")
         stream_out.flush()
-        line = (stdin or sys.stdin).readline()
+        try:
+            line = (stdin or sys.stdin).readline()
+        except KeyboardInterrupt:  # Ctrl-C at the question: no (and the reply stops)
+            stream_out.write("\n")
+            return Approval.DENY
         answer = line.strip().lower()
         if not line:
             stream_out.write("\n")
@@ -208,6 +214,7 @@ class ChatTools:
         self.approve = approve or terminal_approval()
         names = {s.name for s in toolbox.specs()} if "all" in allowed else set(allowed)
         self.policy = ApprovalPolicy(names)
+        self.asking = False  # an approval question is waiting for the terminal
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> ChatTools | None:
@@ -236,42 +243,39 @@ class ChatTools:
         if self.toolbox.mcp:
             self.toolbox.mcp.close()
 
-    def reply(
-        self,
-        runner: Any,
-        history: list[ChatMessage],
-        sampling: Any,
-        *,
-        override: str | None = None,
-        out: TextIO | None = None,
-        err: TextIO | None = None,
-        recorder: StoreRecorder | None = None,
-    ) -> list[ChatMessage]:
-        """One reply with tools in the terminal: prose to out, tool activity to err, Ctrl-C stops.
+    def names(self) -> list[str]:
+        """What the conversation has turned on, as its meta "tools" keeps it: built-in tools and MCP servers."""
+        builtins = [s.name for s in self.toolbox.specs() if s.source == "builtin"]
+        servers = list(self.toolbox.mcp.servers) if self.toolbox.mcp else []
+        return [*builtins, *servers]
 
-        Returns the messages the reply added (assistant turns and tool results) for the caller's history;
-        recorder (optional) saves each one to the history as it finishes."""
+    def host_reply(self, client: HostClient, **options: Any) -> HostToolReply:
+        """One reply with these tools through the engine host (options: see HostToolReply)."""
+        return HostToolReply(client, self.toolbox, self._ask, policy=self.policy, settings=self.settings, **options)
+
+    def _ask(self, call: ToolCall, spec: ToolSpec) -> Approval:
+        self.asking = True
+        try:
+            return self.approve(call, spec)
+        finally:
+            self.asking = False
+
+    def run(
+        self, reply: HostToolReply, history: list[ChatMessage], *, out: TextIO | None = None, err: TextIO | None = None
+    ) -> list[ChatMessage]:
+        """Run the reply in the terminal: prose to out, tool activity to err, Ctrl-C stops (and, at an approval
+        question, answers no). Returns the messages the reply added (assistant turns and tool results)."""
         out, err = out or sys.stdout, err or sys.stderr
-        stop = threading.Event()
-        loop = ToolLoop(
-            self.toolbox,
-            runner_generator(runner, sampling, override=override),
-            self.approve,
-            policy=self.policy,
-            settings=self.settings,
-            stop=stop,
-        )
 
         def on_ctrl_c(*_args: object) -> None:
-            stop.set()
-            runner.engine.cancel()
+            reply.stop()
+            if self.asking:
+                raise KeyboardInterrupt  # out of the approval question's readline
 
         previous = signal.signal(signal.SIGINT, on_ctrl_c) if _main_thread() else None
         added: list[ChatMessage] = []
         try:
-            for event in loop.run(history):
-                if recorder is not None:
-                    recorder(event)
+            for event in reply.run(history):
                 print_event(event, out, err)
                 if isinstance(event, LoopFinished):
                     added = list(event.messages)

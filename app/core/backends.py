@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Protocol
 
 from app.core.conversation import ChatRunner
 from app.core.engine import Engine, Event, PromptRequest
 from app.core.errors import GenerationError
 from app.core.reply import PreparedReply, ReplyRequest
+from app.core.tool_grammar import tool_call_grammar
+from app.core.tools import request_tools
 
 
 class ChatBackend(Protocol):
@@ -33,6 +35,9 @@ class ChatBackend(Protocol):
         connection). Failures end in finish_reason "error" with the reason, after the text received."""
         ...
 
+    # Optional: document_budget(request) -> (tokens the sources of attached documents may take, a token
+    # counter). A backend without it gets app.core.documents.attached.remote_budget.
+
 
 class LocalBackend:
     """The model loaded in the engine: Hearth's template choice, context trimming, the engine's stream."""
@@ -47,20 +52,26 @@ class LocalBackend:
         model = self.engine.model
         if model is None:
             raise GenerationError("no model is loaded; load one first")
+        specs, tool_choice = request_tools(request.tools, request.tool_choice)
+        tools = list(request.tools) if specs and tool_choice.mode != "none" else None
         prepared = self.runner.prepare(
             list(request.messages),
             request.sampling,
             override=request.template_override,
             conversation=request.cache_key,
             trim=request.trim,
+            tools=tools,
         )
         rendered = prepared.rendered
         choice = rendered.choice
+        grammar = request.grammar
+        if tools and grammar is None:  # "required" / a named tool: a valid call in this template's syntax
+            grammar = tool_call_grammar(rendered.tool_syntax, specs, tool_choice)
         payload = PromptRequest(
             text=rendered.text,
             stop=tuple(dict.fromkeys(rendered.stop + request.stop)),
             sampling=dataclasses.replace(request.sampling, max_tokens=max(1, prepared.reply_budget)),
-            grammar=request.grammar,
+            grammar=grammar,
         )
         return PreparedReply(
             prompt_text=rendered.text,
@@ -74,7 +85,21 @@ class LocalBackend:
             payload=payload,
             load_settings=model.config.to_dict(),
             key=request.cache_key,
+            tool_syntax=rendered.tool_syntax if tools else None,
         )
+
+    def document_budget(self, request: ReplyRequest) -> tuple[int, Callable[[str], int]]:
+        """What the sources of attached documents may take in this reply's prompt, counted by this model."""
+        from app.core.documents.attached import document_budget
+
+        model = self.engine.model
+        if model is None:
+            raise GenerationError("no model is loaded; load one first")
+
+        def count(text: str) -> int:
+            return self.engine.count_tokens(text, key=request.cache_key)
+
+        return document_budget(request.messages, request.sampling.max_tokens, model.n_ctx, count), count
 
     def stream(self, prepared: PreparedReply, cancel: threading.Event) -> Iterator[Event]:
         if cancel.is_set():

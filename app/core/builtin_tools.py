@@ -128,8 +128,11 @@ def _evaluate(node: ast.AST) -> Number:
         return _checked(node.value)
     if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
         left, right = _evaluate(node.left), _evaluate(node.right)
-        integers = isinstance(left, int) and isinstance(right, int)
-        if integers and left.bit_length() + right.bit_length() > MAX_DIGITS * 3.33 + 1:  # a product's bound
+        if (
+            isinstance(left, int)
+            and isinstance(right, int)
+            and left.bit_length() + right.bit_length() > MAX_DIGITS * 3.33 + 1  # a product's bound
+        ):
             raise ToolError(f"the result would have more than {MAX_DIGITS} digits")
         return _checked(_BINARY[type(node.op)](left, right))
     if isinstance(node, ast.UnaryOp) and type(node.op) in _UNARY:

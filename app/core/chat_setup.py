@@ -173,7 +173,7 @@ class ChatSetup:
                 "reply_format": self.reply_format.to_dict(),
                 "load": self.load.to_dict(),
                 "tools": list(self.tools),
-                "documents": list(self.documents),
+                "documents": {"collections": list(self.documents), "files": []},
             }
         )
         if self.assistant is None:
@@ -232,9 +232,15 @@ class ChatSetup:
             reply_format=reply_format,
             load=load,
             tools=_names(meta.get("tools")),
-            documents=_names(meta.get("documents")),
+            documents=_collections(meta.get("documents")),
             assistant=assistant if isinstance(assistant, dict) else None,
         )
+
+
+def _collections(value: Any) -> tuple[str, ...]:
+    """The collection names of a conversation's meta "documents" (a dict of collections and files, as chats
+    attach them, or an older list of names)."""
+    return _names(value.get("collections") if isinstance(value, dict) else value)
 
 
 def _names(value: Any) -> tuple[str, ...]:

@@ -21,8 +21,6 @@ import psutil
 
 log = logging.getLogger("hearth.hardware")
 
-_DEVICE_TYPES = {0: "CPU", 1: "GPU", 2: "IGPU", 3: "ACCEL", 4: "META"}
-
 
 @dataclass(frozen=True)
 class GpuInfo:
@@ -77,7 +75,7 @@ def _cpu_name() -> str:
 def llama_devices() -> tuple[list[GpuInfo], str | None]:
     """GPU devices as llama.cpp's backend registry sees them (no GPU backend built in: an empty list)."""
     try:
-        from app.core.native import ggml_library
+        from app.core.native import DEVICE_TYPES, ggml_library
 
         ggml, ggml_base = ggml_library("ggml"), ggml_library("ggml-base")  # the copies libllama runs on
     except (ImportError, OSError) as exc:
@@ -103,7 +101,7 @@ def llama_devices() -> tuple[list[GpuInfo], str | None]:
         gpus = []
         for index in range(ggml.ggml_backend_dev_count()):
             device = ggml.ggml_backend_dev_get(index)
-            kind = _DEVICE_TYPES.get(api.ggml_backend_dev_type(device), "?")
+            kind = DEVICE_TYPES.get(api.ggml_backend_dev_type(device), "?")
             if kind not in ("GPU", "IGPU"):
                 continue
             free, total = ctypes.c_size_t(0), ctypes.c_size_t(0)

@@ -33,6 +33,7 @@ from app.core.reply import PreparedReply, ReplyChunk, ReplyDone, ReplyRecorder, 
 
 if TYPE_CHECKING:
     from app.core.backends import ChatBackend, LocalBackend
+    from app.core.documents.attached import DocumentRetriever
     from app.core.hardware import HardwareInfo
     from app.core.kv_state import StateCache
     from app.core.llama_engine import LlamaCppEngine, Run
@@ -63,6 +64,7 @@ class LoadDone:
     error: str | None = None
     notes: tuple[str, ...] = ()  # e.g. the GPU layers were reduced after running out of memory
     plan_reason: str = ""  # why this many GPU layers
+    placement: tuple[str, ...] = ()  # a model split over RPC workers: which layers went where
 
 
 @dataclass(frozen=True)
@@ -205,14 +207,17 @@ class EngineHost:
         store_path: Path | None = None,
         hardware: Callable[[], HardwareInfo] | None = None,
         state_cache: StateCache | None = None,
+        documents: DocumentRetriever | None = None,
         name: str = "hearth-engine",
     ) -> None:
         """hardware: what the load policy plans for (default: this machine, detected on the host thread;
         tests inject a simulated GPU). state_cache: where conversations' KV caches are saved when they are
-        left (save_conversation, a model change, shutdown) and restored from when they continue."""
+        left (save_conversation, a model change, shutdown) and restored from when they continue.
+        documents: where replies whose request names documents get their sources (see _with_documents)."""
         self._factory = engine_factory or _default_engine
         self.store_path = store_path
         self.state_cache = state_cache
+        self.documents = documents
         self.hardware = hardware or _detected_hardware
         self._ids = itertools.count(1)
         self._inbox: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
@@ -513,7 +518,8 @@ class EngineHost:
             outcome = load_planned(engine, plan, hardware, progress)
             self._model = outcome.model
             self._forget_conversations()
-            job.publish(LoadDone(job.id, outcome.model, None, outcome.notes, plan.reason))
+            placement = tuple(getattr(engine, "placement", ()) or ())
+            job.publish(LoadDone(job.id, outcome.model, None, outcome.notes, plan.reason, placement))
         except _Cancelled:
             job.publish(LoadDone(job.id, engine.model, "loading cancelled"))
         except HearthError as exc:
@@ -566,6 +572,7 @@ class EngineHost:
             try:
                 if engine.model is not None:
                     self._restore_state(engine, request)
+                request = recorder.request = self._with_documents(request, self._local)
                 prepared = self._local.prepare(request)
                 recorder.store = self._ensure_store() if request.conversation_id is not None else None
                 recorder.start(prepared)
@@ -678,6 +685,7 @@ class EngineHost:
 
                 store = Store.open(self.store_path)  # this thread's own connection
                 recorder.store = store
+            request = recorder.request = self._with_documents(request, backend)
             prepared = backend.prepare(request)
             recorder.start(prepared)
             self._broadcast()
@@ -700,6 +708,24 @@ class EngineHost:
             self._remote_jobs.discard(job)
             self._broadcast()
 
+    # ---- documents ----------------------------------------------------------------------------------------------
+    def _with_documents(self, request: ReplyRequest, backend: Any) -> ReplyRequest:
+        """The request with the sources of its attached documents (see app/core/documents/attached.py),
+        retrieved on the thread that prepares the reply, within the budget the backend's model leaves; the
+        request itself when it names none. Both local and remote replies come through here."""
+        if not request.documents:
+            return request
+        if self.documents is None:
+            raise HearthError("documents are attached, but this Hearth has no document index; detach them")
+        from app.core.documents.attached import latest_question, remote_budget, with_sources
+
+        budget = getattr(backend, "document_budget", None)
+        tokens, count = budget(request) if budget is not None else remote_budget(request)
+        _, question = latest_question(request.messages)
+        context = self.documents.retrieve(question, request.documents, budget_tokens=tokens, count_tokens=count)
+        log.info("documents: %d sources (%s) for a reply; %s", len(context.sources), context.mode, context.note)
+        return with_sources(request, context)
+
     # ---- closing ----------------------------------------------------------------------------------------------
     def _close_on_thread(self) -> None:
         engine = self._engine
@@ -716,6 +742,11 @@ class EngineHost:
         if self._store is not None:
             self._store.close()
             self._store = None
+        if self.documents is not None:
+            try:
+                self.documents.close()
+            except Exception:  # quitting must never fail over the document index
+                log.exception("closing the document index failed")
 
 
 class _Cancelled(Exception):

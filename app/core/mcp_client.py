@@ -26,7 +26,7 @@ import tempfile
 import threading
 import time
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -197,7 +197,7 @@ class McpHub:
         self._closed = False
         self._spawn_lock_value: asyncio.Lock | None = None
         hub = weakref.ref(self)
-        self._atexit = lambda: (h := hub()) and h.close()
+        self._atexit = lambda: _close_if_alive(hub)
         atexit.register(self._atexit)
 
     def __enter__(self) -> McpHub:
@@ -208,11 +208,13 @@ class McpHub:
 
     # ---- the sync facade -----------------------------------------------------------------------------------
 
-    def tools(self) -> list[McpTool]:
-        """The tools of every server (starting those not running, all at once); failures go to errors()."""
-        if not self.servers:
+    def tools(self, servers: Iterable[str] | None = None) -> list[McpTool]:
+        """The tools of every server, or of the named ones (starting those not running, all at once);
+        failures go to errors()."""
+        names = list(self.servers) if servers is None else [name for name in servers if name in self.servers]
+        if not names:
             return []
-        return self._run(self._all_tools(), self.start_timeout + 15)
+        return self._run(self._all_tools(names), self.start_timeout + 15)
 
     def server_tools(self, server: str) -> list[McpTool]:
         """One server's tools; ToolError when it cannot start."""
@@ -304,9 +306,9 @@ class McpHub:
             self._spawn_lock_value = asyncio.Lock()
         return self._spawn_lock_value
 
-    async def _all_tools(self) -> list[McpTool]:
+    async def _all_tools(self, names: list[str]) -> list[McpTool]:
         results = await asyncio.gather(
-            *(self._tools_of(conn) for conn in self._connections.values()), return_exceptions=True
+            *(self._tools_of(self._connections[name]) for name in names), return_exceptions=True
         )
         tools: list[McpTool] = []
         for result in results:
@@ -496,6 +498,13 @@ class _Opened(contextlib.AbstractAsyncContextManager):
 
     async def __aexit__(self, *_exc: object) -> None:
         return None
+
+
+def _close_if_alive(hub: weakref.ref[McpHub]) -> None:
+    """At interpreter exit: close a hub nobody closed (a weak reference, so the hub is not kept alive)."""
+    alive = hub()
+    if alive is not None:
+        alive.close()
 
 
 def _child_pids() -> set[int]:

@@ -140,9 +140,63 @@ def supports_gpu_offload() -> bool:
         return False
     if not lib.llama_supports_rpc():
         return True
-    from app.core.rpc import ggml
-
     return bool(ggml().local_devices(("GPU", "IGPU")))
+
+
+# ---- llama.cpp's backend registry through ctypes ------------------------------------------------------------
+DEVICE_TYPES = {0: "CPU", 1: "GPU", 2: "IGPU", 3: "ACCEL", 4: "META"}  # enum ggml_backend_dev_type
+
+
+class GgmlRegistry:
+    """The few ggml-backend functions this module needs, from the libraries llama_cpp itself loaded."""
+
+    def __init__(self) -> None:
+        try:  # the very copies libllama runs on (another copy would have a registry of its own)
+            ggml, base = ggml_library("ggml"), ggml_library("ggml-base")
+        except OSError as exc:
+            raise OSError(f"llama.cpp's ggml libraries are not usable: {exc}") from None
+
+        def bind(name: str, restype: Any, *argtypes: Any) -> Any:
+            function = getattr(ggml, name, None) or getattr(base, name)
+            function.restype, function.argtypes = restype, list(argtypes)
+            return function
+
+        vp = ctypes.c_void_p
+        self.reg_by_name = bind("ggml_backend_reg_by_name", vp, ctypes.c_char_p)
+        self.reg_get_proc_address = bind("ggml_backend_reg_get_proc_address", vp, vp, ctypes.c_char_p)
+        self.reg_dev_count = bind("ggml_backend_reg_dev_count", ctypes.c_size_t, vp)
+        self.reg_dev_get = bind("ggml_backend_reg_dev_get", vp, vp, ctypes.c_size_t)
+        self.dev_count = bind("ggml_backend_dev_count", ctypes.c_size_t)
+        self.dev_get = bind("ggml_backend_dev_get", vp, ctypes.c_size_t)
+        self.dev_type = bind("ggml_backend_dev_type", ctypes.c_int, vp)
+        self.dev_name = bind("ggml_backend_dev_name", ctypes.c_char_p, vp)
+        self.dev_description = bind("ggml_backend_dev_description", ctypes.c_char_p, vp)
+        size_p = ctypes.POINTER(ctypes.c_size_t)
+        self.dev_memory = bind("ggml_backend_dev_memory", None, vp, size_p, size_p)
+
+    def memory(self, device: int) -> tuple[int, int]:
+        free, total = ctypes.c_size_t(0), ctypes.c_size_t(0)
+        self.dev_memory(device, ctypes.byref(free), ctypes.byref(total))
+        return free.value, total.value
+
+    def local_devices(self, kinds: tuple[str, ...]) -> list[int]:
+        return [
+            device
+            for device in (self.dev_get(i) for i in range(self.dev_count()))
+            if DEVICE_TYPES.get(self.dev_type(device)) in kinds
+        ]
+
+
+_registry: GgmlRegistry | None = None
+_registry_lock = threading.Lock()
+
+
+def ggml() -> GgmlRegistry:
+    global _registry
+    with _registry_lock:
+        if _registry is None:
+            _registry = GgmlRegistry()
+        return _registry
 
 
 class Captured:

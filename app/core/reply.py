@@ -18,6 +18,7 @@ from app.core.messages import ChatMessage
 from app.core.sampling import SamplingSettings
 
 if TYPE_CHECKING:
+    from app.core.documents.attached import AttachedDocuments
     from app.core.engine import GenerationStats
     from app.core.store import ReplyWriter, Store
 
@@ -31,6 +32,11 @@ class ReplyRequest:
     conversation_id None: not saved (API calls unless the user asks, benchmarks). key: whose cached tokens
     the prompt continues (default: the conversation). backend: None for the local model, else the name of
     a registered backend (a remote server). meta: extras stored with the reply (reply format, assistant).
+    tools / tool_choice: OpenAI tool definitions shown to the model and OpenAI's tool_choice ("auto" when
+    None; "required" or a named function constrains the reply to one valid call with a grammar). The reply
+    itself is streamed as written: app.core.tool_calls finds the calls in it (the tool loop, the server).
+    documents: collections and files to retrieve sources from for the latest user message (the host adds
+    the sources block to that message and "sources"/"retrieval" to meta before the prompt is prepared).
     """
 
     messages: tuple[ChatMessage, ...]
@@ -45,6 +51,9 @@ class ReplyRequest:
     meta: dict[str, Any] = field(default_factory=dict)
     response_format: dict[str, Any] | None = None  # OpenAI's shape, for backends that take it as such
     trim: bool = True  # False: a conversation too long for the context is refused, never cut (API requests)
+    tools: tuple[dict[str, Any], ...] = ()
+    tool_choice: Any = None
+    documents: AttachedDocuments | None = None
 
     @property
     def cache_key(self) -> Hashable:
@@ -71,6 +80,7 @@ class PreparedReply:
     payload: Any = None
     load_settings: dict[str, Any] = field(default_factory=dict)  # how the model was loaded (stored with it)
     key: Hashable = None  # whose cached tokens the prompt continues
+    tool_syntax: str | None = None  # with tools: how the template has the model write calls (tool_calls.py)
 
 
 # ---- events ------------------------------------------------------------------------------------------------
@@ -88,6 +98,8 @@ class ReplyStarted:
     dropped: int
     prompt_tokens: int
     prompt_text: str
+    tool_syntax: str | None = None  # with tools: the call syntax to parse the reply with
+    meta: dict[str, Any] = field(default_factory=dict)  # what is stored with the reply ("sources" ...)
 
 
 @dataclass(frozen=True)
@@ -135,13 +147,13 @@ class ReplyRecorder:
         """The prompt is ready: create the (incomplete) reply in the history and tell the client."""
         self.prepared = prepared
         request = self.request
+        meta = {
+            "sampling": request.sampling.to_dict(),
+            "load": prepared.load_settings,
+            "backend": request.backend or "local",
+            **request.meta,
+        }
         if self.store is not None and request.conversation_id is not None:
-            meta = {
-                "sampling": request.sampling.to_dict(),
-                "load": prepared.load_settings,
-                "backend": request.backend or "local",
-                **request.meta,
-            }
             self.writer = self.store.start_reply(
                 request.conversation_id,
                 parent_id=request.parent_id,
@@ -162,6 +174,8 @@ class ReplyRecorder:
                 prepared.dropped,
                 prepared.prompt_tokens,
                 prepared.prompt_text,
+                prepared.tool_syntax,
+                meta,
             )
         )
 

@@ -24,16 +24,18 @@ import ctypes
 import logging
 import socket
 import struct
-import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from app.core.errors import ConfigError, HearthError, ModelLoadError
 from app.core.fit import GPU_OVERHEAD, SplitPlan, split_by_memory
 from app.core.gguf_info import ModelInfo, format_bytes
-from app.core.load_config import LoadConfig
+from app.core.native import GgmlRegistry, ggml
+
+if TYPE_CHECKING:
+    from app.core.load_config import LoadConfig
 
 log = logging.getLogger("hearth.rpc")
 
@@ -48,7 +50,6 @@ _CMD_GET_DEVICE_MEMORY = 11
 _CMD_HELLO = 14
 _CMD_DEVICE_COUNT = 15
 _CONN_CAPS = 24  # RPC_CONN_CAPS_SIZE: transport upgrades offered (none here: plain TCP)
-_DEVICE_TYPES = {0: "CPU", 1: "GPU", 2: "IGPU", 3: "ACCEL", 4: "META"}
 
 
 class RpcWorkerError(ModelLoadError):
@@ -168,69 +169,13 @@ def reachable(endpoint: str, timeout: float = 2.0) -> bool:
         return False
 
 
-# ---- llama.cpp's backend registry through ctypes ------------------------------------------------------
-class _Ggml:
-    """The few ggml-backend functions this module needs, from the libraries llama_cpp itself loaded."""
-
-    def __init__(self) -> None:
-        from app.core.native import ggml_library
-
-        try:  # the very copies libllama runs on (another copy would have a registry of its own)
-            ggml, base = ggml_library("ggml"), ggml_library("ggml-base")
-        except OSError as exc:
-            raise HearthError(f"llama.cpp's ggml libraries are not usable: {exc}") from None
-
-        def bind(name: str, restype: Any, *argtypes: Any) -> Any:
-            function = getattr(ggml, name, None) or getattr(base, name)
-            function.restype, function.argtypes = restype, list(argtypes)
-            return function
-
-        vp = ctypes.c_void_p
-        self.reg_by_name = bind("ggml_backend_reg_by_name", vp, ctypes.c_char_p)
-        self.reg_get_proc_address = bind("ggml_backend_reg_get_proc_address", vp, vp, ctypes.c_char_p)
-        self.reg_dev_count = bind("ggml_backend_reg_dev_count", ctypes.c_size_t, vp)
-        self.reg_dev_get = bind("ggml_backend_reg_dev_get", vp, vp, ctypes.c_size_t)
-        self.dev_count = bind("ggml_backend_dev_count", ctypes.c_size_t)
-        self.dev_get = bind("ggml_backend_dev_get", vp, ctypes.c_size_t)
-        self.dev_type = bind("ggml_backend_dev_type", ctypes.c_int, vp)
-        self.dev_name = bind("ggml_backend_dev_name", ctypes.c_char_p, vp)
-        self.dev_description = bind("ggml_backend_dev_description", ctypes.c_char_p, vp)
-        size_p = ctypes.POINTER(ctypes.c_size_t)
-        self.dev_memory = bind("ggml_backend_dev_memory", None, vp, size_p, size_p)
-
-    def memory(self, device: int) -> tuple[int, int]:
-        free, total = ctypes.c_size_t(0), ctypes.c_size_t(0)
-        self.dev_memory(device, ctypes.byref(free), ctypes.byref(total))
-        return free.value, total.value
-
-    def rpc_registry(self) -> int | None:
-        return self.reg_by_name(b"RPC") or None
-
-    def proc(self, name: bytes) -> int:
-        registry = self.rpc_registry()
-        address = self.reg_get_proc_address(registry, name) if registry else None
-        if not address:
-            raise RpcWorkerError(no_rpc_message())
-        return address
-
-    def local_devices(self, kinds: tuple[str, ...]) -> list[int]:
-        return [
-            device
-            for device in (self.dev_get(i) for i in range(self.dev_count()))
-            if _DEVICE_TYPES.get(self.dev_type(device)) in kinds
-        ]
-
-
-_ggml: _Ggml | None = None
-_ggml_lock = threading.Lock()
-
-
-def ggml() -> _Ggml:
-    global _ggml
-    with _ggml_lock:
-        if _ggml is None:
-            _ggml = _Ggml()
-        return _ggml
+def _rpc_proc(api: GgmlRegistry, name: bytes) -> int:
+    """The address of one of ggml-rpc's functions, from the RPC backend's registry entry."""
+    registry = api.reg_by_name(b"RPC") or None
+    address = api.reg_get_proc_address(registry, name) if registry else None
+    if not address:
+        raise RpcWorkerError(no_rpc_message())
+    return address
 
 
 def rpc_available() -> bool:
@@ -348,7 +293,7 @@ def place_model(lib: Any, params: Any, config: LoadConfig, info: ModelInfo) -> P
         raise RpcWorkerError(no_rpc_message())
     workers = tuple(query_worker(endpoint) for endpoint in workers_wanted)
     api = ggml()
-    add_server = ctypes.CFUNCTYPE(ctypes.c_void_p, ctypes.c_char_p)(api.proc(b"ggml_backend_rpc_add_server"))
+    add_server = ctypes.CFUNCTYPE(ctypes.c_void_p, ctypes.c_char_p)(_rpc_proc(api, b"ggml_backend_rpc_add_server"))
     remote: list[int] = []
     for worker in workers:
         registry = add_server(worker.endpoint.encode())
@@ -429,7 +374,7 @@ def serve(host: str, port: int, threads: int, cache_dir: Path | None) -> None:
     api = ggml()
     start = ctypes.CFUNCTYPE(
         None, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_size_t, ctypes.POINTER(ctypes.c_void_p)
-    )(api.proc(b"ggml_backend_rpc_start_server"))
+    )(_rpc_proc(api, b"ggml_backend_rpc_start_server"))
     chosen = api.local_devices(("GPU", "IGPU")) or api.local_devices(("CPU",))[:1]
     devices = (ctypes.c_void_p * len(chosen))(*chosen)
     cache = str(cache_dir).encode() if cache_dir is not None else None

@@ -132,8 +132,22 @@ def export_markdown(store: Store, conversation_ids: Iterable[int]) -> str:
                 lines += [message.content.rstrip(), ""]
             for call in message.to_chat().tool_calls:  # an assistant turn's tool calls
                 lines += [f"*Called `{call.name}` with `{call.arguments}`*", ""]
+            lines += _sources_lines(message.meta.get("sources"))
         parts.append("\n".join(lines).rstrip() + "\n")
     return "\n---\n\n".join(parts)
+
+
+def _sources_lines(sources: Any) -> list[str]:
+    """A reply's document sources (the [n] it cites) as a Markdown list; [] when it has none."""
+    if not isinstance(sources, list) or not sources:
+        return []
+    from app.core.documents.retrieval import sources_from_meta
+
+    try:
+        labels = [source.label() for source in sources_from_meta(sources)]
+    except (TypeError, ValueError, AttributeError):  # an imported file's malformed sources: shown as absent
+        return []
+    return ["*Sources:*", "", *(f"- {label}" for label in labels), ""]
 
 
 # ---- import ------------------------------------------------------------------------------------------------

@@ -265,8 +265,8 @@ class ToolCallStream:
             return
         if len(values) == 1 and isinstance(values[0][0], list):  # [TOOL_CALLS] [ {...}, {...} ]
             array = values[0][0]
-            raw = (lambda item: block) if len(array) == 1 else (lambda item: json.dumps(item, ensure_ascii=False))
-            items = [(item, raw(item)) for item in array]
+            text_of = (lambda item: block) if len(array) == 1 else (lambda item: json.dumps(item, ensure_ascii=False))
+            items = [(item, text_of(item)) for item in array]
         elif len(values) == 1:
             items = [(values[0][0], block)]
         else:
@@ -366,9 +366,16 @@ def _json_values(body: str) -> tuple[list[tuple[Any, int, int]], str]:
         try:
             value, end = decoder.raw_decode(body, pos)
         except ValueError as exc:
-            return values, f"the call is not valid JSON ({exc.msg} at character {exc.pos})"
+            return values, f"the call is not valid JSON ({_json_error(exc)})"
         values.append((value, pos, end))
         pos = end
+
+
+def _json_error(exc: ValueError) -> str:
+    """JSONDecodeError's message and position (raw_decode raises it; ValueError is what it is declared as)."""
+    if isinstance(exc, json.JSONDecodeError):
+        return f"{exc.msg} at character {exc.pos}"
+    return str(exc)
 
 
 def _join_prose(parts: list[str]) -> str:

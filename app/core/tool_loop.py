@@ -207,7 +207,9 @@ class ToolLoop:
             added.append(assistant)
             yield AssistantTurn(assistant, tuple(notes), stats, prompt, round_number)
             if not calls:
-                reason = "stopped" if stopped else ("round_limit" if last and parsed.calls else "answered")
+                reason: Literal["answered", "stopped", "round_limit"] = (
+                    "stopped" if stopped else ("round_limit" if last and parsed.calls else "answered")
+                )
                 yield LoopFinished(reason, tuple(added))
                 return
             for call in calls:

@@ -68,7 +68,7 @@ def check_schema(schema: Any, where: str) -> None:
     if schema.get("type", "object") != "object":
         raise ConfigError(f"{where}: the parameters schema must describe an object (type 'object')")
     try:
-        jsonschema.validators.validator_for(schema).check_schema(schema)
+        jsonschema.validators.validator_for(schema).check_schema(dict(schema))
     except jsonschema.SchemaError as exc:
         raise ConfigError(f"{where}: invalid parameters schema: {exc.message}") from None
 
@@ -114,6 +114,22 @@ def parse_tool_choice(value: Any, specs: Sequence[ToolSpec]) -> ToolChoice:
     if name not in {s.name for s in specs}:
         raise ConfigError(f"tool_choice names {name!r}, which is not among the tools")
     return ToolChoice("named", name)
+
+
+def openai_tool_choice(choice: ToolChoice) -> Any:
+    """A ToolChoice back in OpenAI's shape (what a ReplyRequest carries)."""
+    if choice.mode == "named":
+        return {"type": "function", "function": {"name": choice.name}}
+    return choice.mode
+
+
+def request_tools(tools: Any, tool_choice: Any) -> tuple[list[ToolSpec], ToolChoice]:
+    """A request's tools and tool_choice, checked: (specs, choice); ConfigError saying what is wrong."""
+    specs = parse_openai_tools(list(tools) if isinstance(tools, tuple) else tools) if tools else []
+    choice = parse_tool_choice(tool_choice, specs)
+    if choice.forces_call and not specs:
+        raise ConfigError(f"tool_choice {choice.mode!r} needs tools to choose from")
+    return specs, choice
 
 
 @dataclass(frozen=True)

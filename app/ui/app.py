@@ -18,6 +18,7 @@ from PySide6.QtNetwork import QLocalServer, QLocalSocket
 from PySide6.QtWidgets import QApplication, QFileDialog, QMessageBox
 
 from app import APP_NAME, __version__
+from app.core.documents.attached import AttachedDocuments, DocumentRetriever
 from app.core.errors import HearthError
 from app.core.host import EngineHost
 from app.core.instance import InstanceLock
@@ -29,17 +30,25 @@ from app.core.remote_servers import RemoteModel, ServerRegistry
 from app.core.reply import ReplyDone, ReplyStarted
 from app.core.settings import Settings
 from app.core.store_recover import open_store
+from app.core.tool_loop import Approval
 from app.resources import icon_path
 from app.ui import theme
 from app.ui.chat_model import ChatModel
 from app.ui.chat_session import ChatSession
+from app.ui.chat_workflows import ChatWorkflows
+from app.ui.compare_controller import CompareController
+from app.ui.document_drop import DocumentDropFilter
+from app.ui.documents_controller import DocumentsController
 from app.ui.hub_controller import HubController
 from app.ui.library_controller import LibraryController, LibrarySnapshot
 from app.ui.main_window import MainWindow
+from app.ui.mcp_settings import McpSettingsPage
 from app.ui.prompt_dialog import PromptDialog
 from app.ui.server_controller import ServerController
 from app.ui.servers_tab import ServerEdit
 from app.ui.settings_dialog import SettingsDialog
+from app.ui.tool_approval import ApprovalDialog, ApprovalRequest
+from app.ui.tool_replies import ToolCatalogue, ToolReplies, builtin_catalogue
 from app.ui.welcome import RECOMMENDED_QUANT, RECOMMENDED_REPO
 from app.ui.workers import EngineBridge, TaskRunner
 
@@ -76,8 +85,13 @@ class HearthApp(QObject):
         self.state_cache = StateCache(
             paths.cache_dir / "kv-states", self.settings.get("conversation_cache_mib") * 1024 * 1024
         )
+        retriever = DocumentRetriever(paths.documents_db, lambda: str(self.settings.get("embedding_model")))
         self.host = EngineHost(
-            engine_factory, store_path=paths.history_db, hardware=hardware, state_cache=self.state_cache
+            engine_factory,
+            store_path=paths.history_db,
+            hardware=hardware,
+            state_cache=self.state_cache,
+            documents=retriever,
         )
         self.engine = EngineBridge(self.host, self)
         self.local_server = ServerController(self.host, self.settings, paths, self.tasks, self)
@@ -88,10 +102,20 @@ class HearthApp(QObject):
         self._server_reset: tuple[str, ...] = ()  # a server whose key just changed (its backend is renewed)
         self.chat_model = ChatModel(self)
         self.session = ChatSession(self.store, self.engine, self.chat_model, self.settings)
+        self.tools = ToolReplies(self.host, paths, self.tasks, self)  # MCP servers, approvals, replies with tools
+        self.session.tools = self.tools
+        self.approval_dialog: ApprovalDialog | None = None
         self.library = LibraryController(paths, self.settings, self.tasks, hardware)
         hub_args = {"client_factory": hub_factory} if hub_factory is not None else {}
         self.hub = HubController(paths, self.settings, self.tasks, **hub_args)
-        self.window = MainWindow(self.chat_model)
+        self.documents = DocumentsController(paths, self.settings, self.tasks, self.hub)
+        self.window = MainWindow(self.chat_model, self.tasks)
+        self.drops = DocumentDropFilter(self)  # documents dropped on the chat are attached to it
+        for target in (self.window.chat_view.viewport(), self.window.welcome, self.window.composer.editor.viewport()):
+            self.drops.watch(target)
+        self._documents_window: Any = None
+        self.source_dialog: Any = None  # the passage view last opened from a citation
+        self._pending_files: dict[str, int] = {}  # files being indexed for a chat: path -> conversation id
         # The view keeps a raw pointer to its model: the model must die with the window, not with this object
         # (a window deleted later, by deleteLater or at exit, would otherwise disconnect from a freed model).
         self.chat_model.setParent(self.window)
@@ -100,6 +124,8 @@ class HearthApp(QObject):
         self._settings_dialog: SettingsDialog | None = None
         self._closed = False
         self._connect()
+        self.workflows = ChatWorkflows(self)  # assistants, prompt picker, reply format, LoRA adapters
+        self.compare = CompareController(self)
         self._unsubscribe = self.settings.subscribe(self._on_setting_changed)
 
     # ---- wiring -------------------------------------------------------------------------------------------------
@@ -152,6 +178,27 @@ class HearthApp(QObject):
         w.settings_panel.template_changed.connect(self._on_template_override)
         w.settings_panel.load_settings_changed.connect(self._on_load_settings_changed)
         w.settings_panel.reload_requested.connect(self._on_reload)
+        # tools
+        w.settings_panel.tools.changed.connect(self._on_tools_changed)
+        w.settings_panel.tools.choice_changed.connect(s.set_tool_choice)
+        self.tools.catalogue.connect(self._on_tool_catalogue)
+        self.tools.servers_changed.connect(self._on_tool_servers_changed)
+        self.tools.bridge.requested.connect(self._on_tool_approval)
+        # documents
+        docs, section = self.documents, w.settings_panel.documents
+        section.attach_collection.connect(s.attach_collection)
+        section.attach_file.connect(self.attach_file)
+        section.detach.connect(s.detach)
+        section.manage_requested.connect(self.open_documents)
+        section.offer_requested.connect(docs.offer_embedding_model)
+        s.documents_changed.connect(self._show_documents)
+        docs.collections_changed.connect(self._on_collections)
+        docs.embedding_changed.connect(section.set_embedding_model)
+        docs.offer_status.connect(section.set_offer_status)
+        docs.file_ready.connect(self._on_file_ready)
+        docs.failed.connect(self._on_error)
+        self.drops.files_dropped.connect(self._on_documents_dropped)
+        w.chat_view.source_requested.connect(self._on_source_requested)
         # library
         self.library.scanned.connect(self._on_scanned)
         self.library.failed.connect(self._on_library_message)
@@ -197,10 +244,13 @@ class HearthApp(QObject):
         self.refresh_conversations()
         self._update_chat_state()
         self.window.settings_panel.set_load_settings(self._load_options(""))
+        self._on_tool_servers_changed()
         self.library.scan()
         self.local_server.apply()
         self.refresh_remote_models()
         self._on_target_changed()
+        self.documents.refresh()
+        self.window.settings_panel.documents.set_embedding_model(self.documents.embedding_model)
         self.tasks.run(self._purge_job, None, self._on_purge_failed)
         if self.store_message:
             QTimer.singleShot(0, self._show_store_problem)
@@ -236,10 +286,15 @@ class HearthApp(QObject):
         self._unsubscribe()
         self.library.stop_watching()
         self.local_server.shutdown()  # its requests are cancelled before the engine host stops
+        if self.approval_dialog is not None:
+            self.approval_dialog.reject()
+        self.tools.shutdown()  # approvals denied, the reply stopped, every MCP server process ended
+        self.documents.close()
         self.engine.shutdown()
         self.remote.close()
         self.hub.close()
         self.tasks.close(10_000)
+        self.documents.close_index()
         self.store.close()
 
     # ---- conversations -----------------------------------------------------------------------------------------------
@@ -259,6 +314,9 @@ class HearthApp(QObject):
         panel = self.window.settings_panel
         panel.set_system_prompt(self.session.system_prompt)
         panel.set_sampling(self.session.preset, self.session.sampling)
+        panel.tools.set_enabled(self.session.tool_names)
+        panel.tools.set_choice(self.session.tool_choice)
+        self._list_tools()
         self.window.sidebar.set_current(conversation_id)
         self._update_chat_state()
 
@@ -278,6 +336,10 @@ class HearthApp(QObject):
     # ---- chatting ----------------------------------------------------------------------------------------------------
     def _on_send(self, text: str) -> None:
         self.window.settings_panel.flush_prompt()
+        problem = self.workflows.send_problem()
+        if problem:
+            self.window.composer.set_notice(problem)
+            return
         if self.session.send(text):
             self.window.composer.accept_sent()
             self.window.chat_view.follow_bottom()
@@ -305,10 +367,13 @@ class HearthApp(QObject):
             view = s.prompt_of(row)
             if view is not None:
                 PromptDialog(view.text, view.template, view.reason, self.window).open()
+        elif action in ("expand", "collapse"):  # a tool result's block
+            item = self.chat_model.item(row)
+            self.chat_model.update(row, expanded=action == "expand", revision=item.revision + 1)
 
     def _update_chat_state(self) -> None:
         s, w = self.session, self.window
-        reason = s.can_send()
+        reason = s.can_send() or (self.compare.busy_reason() if not s.generating else "")
         w.composer.set_state(can_send=not reason, generating=s.generating_here, hint=reason)
         empty = self.chat_model.rowCount() == 0
         w.show_chat(empty)
@@ -338,6 +403,71 @@ class HearthApp(QObject):
         self.window.status.showMessage(text, 8000)
         log.warning("%s", text)
 
+    # ---- documents ---------------------------------------------------------------------------------------------------
+    def open_documents(self) -> Any:
+        """The Documents window (one, non-modal): collections, indexing, the embedding model."""
+        from app.ui.documents_window import DocumentsWindow
+
+        if self._documents_window is None:
+            self._documents_window = DocumentsWindow(self.documents, self.window)
+            self._documents_window.attach_requested.connect(self.session.attach_collection)
+        if self._documents_window.isVisible():
+            self._documents_window.raise_()  # already open behind the main window: bring it forward
+        self._documents_window.show()
+        return self._documents_window
+
+    def _on_collections(self, views: list[Any]) -> None:
+        self.window.settings_panel.documents.set_collections([view.name for view in views])
+
+    def _show_documents(self, attached: AttachedDocuments) -> None:
+        cid = self.session.conversation_id
+        pending = {path for path, owner in self._pending_files.items() if owner == cid}
+        self.window.settings_panel.documents.set_attached(attached, pending)
+
+    def attach_file(self, path: str) -> None:
+        """Attach one file to the open chat: indexed on a worker first (shown as "indexing…" meanwhile)."""
+        resolved = str(Path(path).expanduser().resolve())
+        self._pending_files[resolved] = self.session.conversation_id
+        self._show_documents(self.session.documents)
+        self.documents.attach_file(resolved)
+
+    def _on_documents_dropped(self, paths: list[str]) -> None:
+        self.window.show_page("chat")
+        for path in paths:
+            self.attach_file(path)
+        names = ", ".join(Path(p).name for p in paths)
+        self._on_notice(f"Attaching {names} to this chat")
+
+    def _on_file_ready(self, path: str, error: str) -> None:
+        owner = self._pending_files.pop(path, None)
+        if owner is None:
+            return
+        if error:
+            self._on_error(f"{Path(path).name} cannot be used: {error}")
+        elif owner == self.session.conversation_id:
+            self.session.attach_file(path)
+        elif owner:  # the user moved to another chat meanwhile: the file goes to the chat it was dropped on
+            try:
+                conversation = self.store.conversation(owner)
+                attached = AttachedDocuments.from_meta(conversation.meta.get("documents")).with_file(path)
+                self.store.update_conversation(owner, meta={**conversation.meta, "documents": attached.to_meta()})
+            except Exception as exc:  # the chat was deleted meanwhile
+                log.warning("could not attach %s to conversation %s: %s", path, owner, exc)
+        self._show_documents(self.session.documents)
+
+    def _on_source_requested(self, row: int, number: int) -> None:
+        """A citation [n] was clicked: the passage it points at."""
+        from app.ui.source_view import SourceDialog
+
+        found = self.session.source_of(row, number)
+        if found is None:
+            return
+        source, question = found
+        dialog = SourceDialog(source, question, self.window)
+        self.documents.check_indexed(source.path, dialog.set_indexed)
+        self.source_dialog = dialog
+        dialog.open()
+
     # ---- models ------------------------------------------------------------------------------------------------------
     def _last_model(self) -> str:
         return str(self.settings.get("last_model"))
@@ -349,19 +479,19 @@ class HearthApp(QObject):
         return model_load_values(self.settings, Path(path).name if path else "")
 
     def load_model(self, path: str) -> None:
-        from app.core.load_policy import configured_load
-
         self.window.show_page("chat")
         self.session.use_remote(None)  # loading a model means chatting with it
         self.window.picker.select(path)
         self.window.picker.set_loading(path)
-        self.engine.load(path, configured_load(self.settings, Path(path).name))
+        self.tools.stop()  # a reply with tools stops like any reply (the bridge stops its own)
+        self.engine.load(path, self.workflows.load_config(path))
         self._update_chat_state()
 
     def eject(self) -> None:
         if self.engine.loading:
             self.engine.stop()
             return
+        self.tools.stop()
         self.engine.eject()
         self.settings.set("last_model", "")
 
@@ -374,7 +504,7 @@ class HearthApp(QObject):
             self._on_notice(note)
         self.settings.set("last_model", str(model.path))
         self._refresh_template_info()
-        self._update_reload_button()
+        self.update_reload_button()
         self._update_chat_state()
 
     def _on_load_failed(self, message: str) -> None:
@@ -391,16 +521,18 @@ class HearthApp(QObject):
     def _on_picker_selection(self) -> None:
         path = self.window.picker.selected_path()
         self.window.settings_panel.set_load_settings(self._load_options(path))
-        self._update_reload_button()
+        self.update_reload_button()
 
     def _on_load_settings_changed(self, values: dict[str, Any]) -> None:
         path = self.window.picker.selected_path() or (str(self.engine.model.path) if self.engine.model else "")
         if path:
-            self.settings.set_model_override(Path(path).name, "load", values)
-            self.library.scan()  # the fit shown depends on the context, KV type and GPU layers
-        self._update_reload_button()
+            from app.core.load_policy import save_model_load
 
-    def _update_reload_button(self) -> None:
+            save_model_load(self.settings, Path(path).name, values=values)  # its LoRA adapters stay
+            self.library.scan()  # the fit shown depends on the context, KV type and GPU layers
+        self.update_reload_button()
+
+    def update_reload_button(self) -> None:
         model = self.engine.model
         selected = self.window.picker.selected_path()
         self.window.settings_panel.set_reload_enabled(model is not None and str(model.path) == selected)
@@ -412,6 +544,42 @@ class HearthApp(QObject):
     def _on_load_last(self) -> None:
         if self._last_model():
             self.load_model(self._last_model())
+
+    # ---- tools -------------------------------------------------------------------------------------------------------
+    def _on_tools_changed(self, names: tuple[str, ...]) -> None:
+        self.session.set_tools(names)
+        self._list_tools()
+
+    def _list_tools(self) -> None:
+        """List the chat's tools (starting its servers, off the GUI thread) for the panel."""
+        names = self.session.tool_names
+        self.window.settings_panel.tools.set_listing([n for n in names if n in self.tools.server_names()])
+        self.tools.list_tools(names)
+
+    def _on_tool_catalogue(self, catalogue: ToolCatalogue) -> None:
+        if not self._closed and catalogue.names == self.session.tool_names:  # not an older listing
+            self.window.settings_panel.tools.set_catalogue(catalogue)
+
+    def _on_tool_servers_changed(self) -> None:
+        panel = self.window.settings_panel.tools
+        panel.set_available(builtin_catalogue(), self.tools.server_names(), self.tools.config_error)
+        panel.set_enabled(self.session.tool_names)
+        self._list_tools()
+
+    def _on_tool_approval(self, request: ApprovalRequest) -> None:
+        """A tool call waits for the user: show it (the reply goes on when answered; Stop answers "deny")."""
+        if self._closed:
+            self.tools.bridge.answer(request, Approval.DENY)
+            return
+        self.window.show_page("chat")
+        dialog = ApprovalDialog(request, self.tools.bridge, self.window)
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dialog.finished.connect(self._on_approval_closed)
+        self.approval_dialog = dialog
+        dialog.open()
+
+    def _on_approval_closed(self) -> None:
+        self.approval_dialog = None
 
     # ---- remote servers ----------------------------------------------------------------------------------------------
     def refresh_remote_models(self) -> None:
@@ -647,6 +815,9 @@ class HearthApp(QObject):
     def open_settings(self) -> SettingsDialog:
         dialog = SettingsDialog(self.settings, self.window)
         dialog.set_server_status(self.local_server.status_text)
+        tools_page = McpSettingsPage(self.tools.config_path, builtin_catalogue(), dialog)
+        tools_page.saved.connect(self.tools.reload)
+        dialog.add_page("Tools", tools_page)
         dialog.token_save_requested.connect(self._on_token_save)
         dialog.token_clear_requested.connect(self._on_token_clear)
         dialog.servers.save_requested.connect(self._on_server_save)

@@ -24,8 +24,9 @@ from PySide6.QtGui import (
 )
 from PySide6.QtWidgets import QStyledItemDelegate, QStyleOptionViewItem, QWidget
 
-from app.ui import theme
+from app.ui import theme, tool_blocks
 from app.ui.chat_model import ItemRole, MessageItem
+from app.ui.citations import link_citations
 from app.ui.markdown_render import CODE_HEADER, RenderedMarkdown, estimate_height, render
 
 SIDE = 28.0  # px between the viewport edge and the message column
@@ -43,6 +44,8 @@ ACTION_LABELS = {
     "edit": "Edit",
     "regenerate": "Regenerate",
     "prompt": "Show prompt",
+    "expand": "Show result",  # a tool result's block
+    "collapse": "Hide result",
 }
 
 
@@ -93,7 +96,7 @@ class MessageDelegate(QStyledItemDelegate):
 
     # ---- rendering with caches ------------------------------------------------------------------------
     def _signature(self, item: MessageItem, width: float) -> tuple:
-        return (item.revision, round(width), theme.current().name)
+        return (item.revision, len(item.sources), round(width), theme.current().name)
 
     def rendered(self, item: MessageItem, width: float, widget: QWidget | None, keep: bool = True) -> RenderedMarkdown:
         """The message's document at this text width; keep=False measures without filling the cache."""
@@ -103,7 +106,9 @@ class MessageDelegate(QStyledItemDelegate):
             self._docs.move_to_end(item.key)
             return cached[1]
         font, mono, _ = self.fonts(widget)
-        text = item.content if item.content or not item.streaming else "…"
+        text = item.display_text() or ("…" if item.streaming else "")
+        if item.sources:  # [n] become links to the reply's sources (the passage view)
+            text = link_citations(text, len(item.sources))
         doc = render(text, width=width, theme=theme.current(), font=font, mono=mono)
         if keep:
             self._docs[item.key] = (signature, doc)
@@ -134,7 +139,7 @@ class MessageDelegate(QStyledItemDelegate):
             return cached[1]
         font, mono, small = self.fonts(widget)
         _, column = self.column(viewport_width)
-        body = estimate_height(item.content or "…", self._text_width(item, column), font, mono)
+        body = estimate_height(item.display_text() or "…", self._text_width(item, column), font, mono)
         height = self._chrome_height(item, small) + body
         self._estimates[item.key] = (signature, height)
         return height
@@ -179,7 +184,7 @@ class MessageDelegate(QStyledItemDelegate):
             geo.content = QPointF(bubble.left() + BUBBLE_PAD_X, bubble.top() + BUBBLE_PAD_Y)
             y = bubble.bottom()
         else:
-            label = _model_label(item.model) or "Assistant"
+            label = tool_blocks.header(item) if item.role == "tool" else _model_label(item.model) or "Assistant"
             geo.header = (QPointF(left, y + small_metrics.ascent()), label)
             y += line + 6
             geo.content = QPointF(left, y)
@@ -197,7 +202,9 @@ class MessageDelegate(QStyledItemDelegate):
     ) -> None:
         top, height = y + 4, FOOTER - 8
         names: list[str] = []
-        if not item.streaming:
+        if item.role == "tool":
+            names = [] if item.streaming else ["collapse" if item.expanded else "expand", "copy"]
+        elif not item.streaming:
             names = ["copy", "edit"] if item.role == "user" else ["copy", "regenerate", "prompt"]
         widths = [metrics.horizontalAdvance(ACTION_LABELS[name]) + 16 for name in names]
         branch_w = 0.0

@@ -8,6 +8,10 @@ from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QAbstractListModel, QModelIndex, QObject, QPersistentModelIndex, Qt, QTimer
 
+from app.core.messages import ChatMessage, ToolCall
+from app.core.structured import JSON_ANY, JSON_SCHEMA, format_json_reply
+from app.ui import tool_blocks
+
 if TYPE_CHECKING:
     from app.core.store import StoredMessage
 
@@ -36,11 +40,22 @@ class MessageItem:
     ttft_ms: float | None = None
     finish_reason: str | None = None
     error: str | None = None
+    reply_format: str = ""  # a reply's format kind ("json", "json_schema"; "" or "text": free text)
+    tool_calls: tuple[ToolCall, ...] = ()  # an assistant turn's calls (run, or answered "denied"/"not run")
+    tool_call_id: str | None = None  # a tool result: the call it answers
+    tool_name: str | None = None
+    tool_outcome: str = ""  # a tool result: ran | failed | denied | stopped
+    notes: tuple[str, ...] = ()  # calls the model wrote that were not run, and why
+    status: str = ""  # while a reply with tools is busy: "Calling a tool…", "Running get_time…"
+    expanded: bool = False  # a tool result's block is open
+    sources: tuple[dict[str, Any], ...] = ()  # a reply's document sources (meta["sources"]): what [n] cites
     key: int = field(default_factory=lambda: next(_keys))
     revision: int = 0
 
     @classmethod
     def from_message(cls, message: StoredMessage) -> MessageItem:
+        chat = message.to_chat()
+        notes = message.meta.get("tool_notes")
         return cls(
             role=message.role,
             content=message.content,
@@ -56,7 +71,27 @@ class MessageItem:
             gen_tps=message.gen_tps,
             ttft_ms=message.ttft_ms,
             finish_reason=message.finish_reason,
+            reply_format=_format_kind(message.meta),
+            tool_calls=chat.tool_calls,
+            tool_call_id=chat.tool_call_id,
+            tool_name=chat.name,
+            tool_outcome=str(message.meta.get("outcome") or ""),
+            notes=tuple(str(n) for n in notes) if isinstance(notes, list) else (),
+            sources=tuple(s for s in message.meta.get("sources") or () if isinstance(s, dict)),
         )
+
+    def to_chat(self) -> ChatMessage:
+        """The message as the model sees it in the next reply's prompt."""
+        return ChatMessage(self.role, self.content, self.tool_calls, self.tool_call_id, self.tool_name)
+
+    def display_text(self) -> str:
+        """The Markdown the chat renders: a finished JSON reply indented in a code block (with its Copy button;
+        the content stays exactly as the model sent it); tool calls, results and notes as blocks."""
+        if self.role == "assistant" and not self.streaming and self.reply_format in (JSON_ANY, JSON_SCHEMA):
+            formatted = format_json_reply(self.content)
+            if formatted is not None and not self.tool_calls:
+                return f"```json\n{formatted}\n```"
+        return tool_blocks.display_text(self)
 
     def stats_line(self) -> str:
         """'128 tokens · 23.4 tok/s · 310 ms to first token' (+ how it ended when not naturally)."""
@@ -181,3 +216,10 @@ class ChatModel(QAbstractListModel):
             item.revision += 1
             index = self.index(row)
             self.dataChanged.emit(index, index)
+
+
+def _format_kind(meta: dict[str, Any]) -> str:
+    """The reply format a stored reply was asked for (its meta's "reply_format" kind), or ""."""
+    reply_format = meta.get("reply_format") if isinstance(meta, dict) else None
+    kind = reply_format.get("kind") if isinstance(reply_format, dict) else None
+    return kind if isinstance(kind, str) else ""

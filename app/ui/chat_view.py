@@ -24,6 +24,7 @@ from PySide6.QtWidgets import QAbstractItemView, QFrame, QListView, QMenu, QPush
 
 from app.ui.chat_delegate import MessageDelegate, RowGeometry
 from app.ui.chat_model import ChatModel, ItemRole, MessageItem
+from app.ui.citations import source_number
 
 FOLLOW_SLACK = 12  # px from the bottom that still counts as "at the bottom"
 IDLE_SLICE_S = 0.008  # exact-height work per idle tick, so input stays responsive
@@ -37,10 +38,12 @@ class ChatView(QListView):
     Signals:
         action_requested(str, int): a message button was clicked: action name, row.
         notice(str): a short confirmation for the status bar ("Code copied").
+        source_requested(int, int): a citation [n] was clicked: row, n.
     """
 
     action_requested = Signal(str, int)
     notice = Signal(str)
+    source_requested = Signal(int, int)
 
     def __init__(self, model: ChatModel, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -272,6 +275,8 @@ class ChatView(QListView):
             block = next(b for b in geo.rendered.code_blocks if f"code:{b.first_block}" == what)  # type: ignore[union-attr]
             QGuiApplication.clipboard().setText(block.text)
             self.notice.emit("Code copied")
+        elif what.startswith("link:") and source_number(what[5:]) is not None:
+            self.source_requested.emit(row, source_number(what[5:]))
         elif what.startswith("link:"):
             url = QUrl(what[5:])
             if url.scheme().lower() in SAFE_SCHEMES:

@@ -55,7 +55,8 @@ class SettingsDialog(QDialog):
         self.setMinimumSize(560, 460)
         self.settings = settings
         layout = QVBoxLayout(self)
-        tabs = QTabWidget(self)
+        self.tabs = tabs = QTabWidget(self)
+        self.pages: list[Any] = []  # tabs added by others (add_page), applied with the rest
         tabs.addTab(self._general_tab(), "General")
         tabs.addTab(self._models_tab(), "Models")
         tabs.addTab(self._defaults_tab(), "Defaults")
@@ -209,6 +210,10 @@ class SettingsDialog(QDialog):
             signal.connect(self._update_server_url)
         self._update_server_url()
         return page
+    def add_page(self, title: str, page: QWidget) -> None:
+        """Another tab (e.g. Tools); page.apply() -> '' or why it refused, called by OK after the settings."""
+        self.pages.append(page)
+        self.tabs.addTab(page, title)
 
     # ---- actions ---------------------------------------------------------------------------------------------
     def set_server_status(self, text: str) -> None:
@@ -283,6 +288,10 @@ class SettingsDialog(QDialog):
                 self.settings.set(name, value)
             except SettingsError as exc:
                 return str(exc)
+        for page in self.pages:
+            problem = page.apply()
+            if problem:
+                return str(problem)
         return ""
 
     def _on_accept(self) -> None:

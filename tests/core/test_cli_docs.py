@@ -23,12 +23,17 @@ def test_add_index_search_list_remove(tmp_path: Path, embedding_model_path: Path
     docs.write_markdown(folder / "climate.md")
     (folder / "broken.pdf").write_bytes(b"%PDF-1.5 nonsense")
 
-    added = hearth("docs", "add", "papers", str(folder))
-    assert added.returncode == 0 and "hearth docs index 'papers'" in added.stdout
-    indexed = hearth("docs", "index", "papers")
+    registered = hearth("docs", "add", "later", str(folder), "--no-index")
+    assert registered.returncode == 0 and "hearth docs index 'later'" in registered.stdout
+    assert json.loads(hearth("docs", "list", "--json").stdout)[0]["chunks"] == 0
+    assert hearth("docs", "remove", "later").returncode == 0
+    indexed = hearth("docs", "add", "papers", str(folder))  # adding indexes right away
     assert indexed.returncode == 0, indexed.stderr
     assert "2 added" in indexed.stdout and "keyword (BM25) search only" in indexed.stdout
     assert f"could not read {folder / 'broken.pdf'}: not a readable PDF" in indexed.stdout
+    assert "[3/3] report.pdf" in indexed.stderr  # progress, a line per tenth of the files off a terminal
+    unchanged = hearth("docs", "index", "papers")
+    assert unchanged.returncode == 0 and "0 added" in unchanged.stdout and "2 unchanged" in unchanged.stdout
 
     found = hearth("docs", "search", "papers", "secret code word for page 2", "-k", "2", "--json")
     assert found.returncode == 0, found.stderr

@@ -14,8 +14,8 @@ import pytest
 from app.cli import run
 from app.cli.tools_cmds import ChatTools, add_tool_args, terminal_approval
 from app.core.errors import ConfigError
-from app.core.messages import ChatMessage, ToolCall
-from app.core.tool_loop import Approval, StoreRecorder
+from app.core.messages import ToolCall
+from app.core.tool_loop import Approval
 from app.core.tools import ToolSpec
 from tests.conftest import MCP_TEST_SERVER
 
@@ -121,42 +121,3 @@ def test_chat_tool_options():
     tools = ChatTools.from_args(chat_args("--tools-builtin", "calculator,current_time", "--allow-tools", "all"))
     assert tools.policy.names() == ["calculator", "current_time"]
     tools.close()
-
-
-@pytest.mark.slow
-def test_a_chat_reply_with_a_tool_approved_on_stdin(gemma_path, capsys):
-    from app.core.conversation import ChatRunner
-    from app.core.llama_engine import LlamaCppEngine
-    from app.core.load_config import LoadConfig
-    from app.core.paths import AppPaths
-    from app.core.sampling import SamplingSettings
-    from app.core.store import Store
-
-    tools = ChatTools.from_args(
-        chat_args("--tools-builtin", "current_time", "--tool-choice", "current_time", "--max-tool-rounds", "2")
-    )
-    tools.approve = terminal_approval(io.StringIO("y\n"), sys.stderr)
-    engine = LlamaCppEngine()
-    engine.load(gemma_path, LoadConfig(n_ctx=2048))
-    store = Store.open(AppPaths.default().ensure().history_db)
-    try:
-        conversation = store.create_conversation(model_path=str(gemma_path))
-        store.add_message(conversation.id, "user", "What time is it?")
-        added = tools.reply(
-            ChatRunner(engine),
-            [ChatMessage("user", "What time is it?")],
-            SamplingSettings(temperature=0.0, max_tokens=24, seed=1),
-            out=sys.stdout,
-            err=sys.stderr,
-            recorder=StoreRecorder(store, conversation.id),
-        )
-        roles = [m.role for m in store.messages(conversation.id)]
-    finally:
-        engine.unload()
-        store.close()
-        tools.close()
-    captured = capsys.readouterr()
-    assert "The model wants to run current_time (built-in)" in captured.err
-    assert "[running current_time" in captured.err and "[current_time result: " in captured.err
-    assert [m.role for m in added] == ["assistant", "tool", "assistant"] and added[0].tool_calls
-    assert roles == ["user", "assistant", "tool", "assistant"]

@@ -15,7 +15,7 @@ import pytest
 
 from app.core.documents.chunking import chunk_blocks
 from app.core.documents.extract import ExtractionError, extract
-from app.core.documents.index import DocumentIndex, fts_query, rrf
+from app.core.documents.index import DocumentIndex, rrf
 from app.core.documents.indexer import IndexControl, IndexProgress, index_collection
 from app.core.documents.retrieval import (
     Source,
@@ -25,6 +25,7 @@ from app.core.documents.retrieval import (
     highlight_spans,
     sources_from_meta,
 )
+from app.core.documents.terms import fts_query
 from app.core.embedder import Embedder
 from app.core.errors import DocumentsError
 from app.core.paths import AppPaths

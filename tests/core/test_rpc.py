@@ -185,7 +185,7 @@ def test_ggml_is_used_through_the_copy_libllama_runs_on():
     # Wheels and bundles ship libggml.so, libggml.so.0 ... as copies: opening another one by path would map a
     # second ggml whose backend registry lacks what the first loaded (the RPC module of the bundle).
     script = (
-        "from app.core.hardware import llama_devices; from app.core.rpc import ggml; llama_devices(); ggml()\n"
+        "from app.core.hardware import llama_devices; from app.core.native import ggml; llama_devices(); ggml()\n"
         "import re; maps = open('/proc/self/maps').read()\n"
         "print(sorted({m for m in re.findall(r'/(libggml(?:-base)?\\.so[.0-9]*)$', maps, re.M)}))"
     )

@@ -34,7 +34,6 @@ from app.core.tool_loop import (
     Approval,
     ApprovalPolicy,
     AssistantTurn,
-    CallStarting,
     LoopFinished,
     LoopSettings,
     ReplyText,
@@ -219,12 +218,25 @@ def test_stop_while_the_model_writes_releases_the_engine(gemma_runner):
     stop = threading.Event()
     policy = ApprovalPolicy()
     box = ToolBox(builtin_tools(["current_time"]))
-    loop = forced_loop(gemma_runner, box, Approvals(Approval.ALWAYS), "current_time", stop=stop, policy=policy)
-    events = []
-    for event in loop.run([ChatMessage("user", "What time is it?")]):
-        events.append(event)
-        if isinstance(event, ReplyText | CallStarting) and event.round == 2:
-            stop.set()  # Stop pressed while the second reply streams
+    generate = runner_generator(gemma_runner, GREEDY)
+    pressed: list[int] = []
+
+    def generate_and_press_stop(messages, request):
+        # Stop pressed as the second round's first token arrives. (Not on its first shown text: the round's
+        # prompt holds the clock's answer, to the second, so what gemma writes then changes from run to run,
+        # and it may be nothing at all.)
+        for index, item in enumerate(generate(messages, request)):
+            if request.round == 2 and index == 1:
+                pressed.append(request.round)
+                stop.set()
+            yield item
+
+    settings = LoopSettings(max_rounds=2, tool_choice=ToolChoice("named", "current_time"), call_timeout=30)
+    loop = ToolLoop(
+        box, generate_and_press_stop, Approvals(Approval.ALWAYS), settings=settings, stop=stop, policy=policy
+    )
+    events = list(loop.run([ChatMessage("user", "What time is it?")]))
+    assert pressed == [2]
     assert policy.names() == ["current_time"]  # "always" remembered for this conversation
     assert events[-1] == LoopFinished("stopped", events[-1].messages) and events[-1].reason == "stopped"
     # The engine was left mid-reply and is free again: a new reply runs at once.

@@ -34,10 +34,10 @@ def write_pdf(path: Path, pages: int = 4, lines_per_page: int = 30) -> list[Know
         pdf.add_page()
         for line in range(1, lines_per_page + 1):
             if line == 12:
-                text = f"The secret code word for page {page} is {_WORDS[page]} and it opens the vault."
+                text = f"The secret code word for page {page} is {_WORDS[page % len(_WORDS)]} and it opens the vault."
                 known.append(Known(path, text, line, page))
             elif line == 1:
-                text = f"Chapter {page}: the {_WORDS[page + 10]} report"
+                text = f"Chapter {page}: the {_WORDS[(page + 10) % len(_WORDS)]} report"
             else:
                 text = f"Line {line} of page {page} describes {_WORDS[(page * 7 + line) % len(_WORDS)]} routine work."
             pdf.cell(0, 6, text, new_x="LMARGIN", new_y="NEXT")

@@ -13,9 +13,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from app.core.documents.index import DocumentIndex, Hit, SearchResult, fts_query
+from app.core.documents.terms import fts_query
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the index (numpy, SQLite extensions) loads where a search runs, not where sources are shown
+    from app.core.documents.index import DocumentIndex, Hit, SearchResult
     from app.core.embedder import Embedder
 
 TokenCounter = Callable[[str], int]
@@ -24,7 +25,8 @@ INSTRUCTION = (
     "Answer using the numbered sources below. Cite the sources you use as [1], [2] ... right after the "
     "statement they support. If the sources do not contain the answer, say so."
 )
-_CITATION = re.compile(r"\[(\d{1,3}(?:\s*(?:,|;|-|–)\s*\d{1,3})*)\](?!\()")
+# [1], [1, 2], [1-3], [2; 4] not followed by "(" (a Markdown link of the model's own).
+CITATION = re.compile(r"\[(\d{1,3}(?:\s*(?:,|;|-|–)\s*\d{1,3})*)\](?!\()")
 
 
 @dataclass(frozen=True)
@@ -246,17 +248,22 @@ def find_citations(reply: str, sources: Sequence[Source]) -> list[Citation]:
     """Every [n], [n, m], [n-m] in a reply, in order, mapped to its source ([n](url) links are not citations)."""
     by_number = {s.number: s for s in sources}
     found: list[Citation] = []
-    for match in _CITATION.finditer(reply):
-        numbers: list[int] = []
-        for part in re.split(r"\s*[,;]\s*", match.group(1)):
-            bounds = re.split(r"\s*[-–]\s*", part)
-            if len(bounds) == 2 and int(bounds[0]) <= int(bounds[1]) <= int(bounds[0]) + 20:
-                numbers.extend(range(int(bounds[0]), int(bounds[1]) + 1))
-            else:
-                numbers.extend(int(b) for b in bounds)
-        for number in numbers:
+    for match in CITATION.finditer(reply):
+        for number in cited_numbers(match):
             found.append(Citation(number, match.start(), match.end(), by_number.get(number)))
     return found
+
+
+def cited_numbers(match: re.Match[str]) -> list[int]:
+    """The numbers one CITATION match names, in order: "[1, 3-5]" -> 1, 3, 4, 5 (a range of at most 21)."""
+    numbers: list[int] = []
+    for part in re.split(r"\s*[,;]\s*", match.group(1)):
+        bounds = re.split(r"\s*[-–]\s*", part)
+        if len(bounds) == 2 and int(bounds[0]) <= int(bounds[1]) <= int(bounds[0]) + 20:
+            numbers.extend(range(int(bounds[0]), int(bounds[1]) + 1))
+        else:
+            numbers.extend(int(b) for b in bounds)
+    return numbers
 
 
 def cited_sources(reply: str, sources: Sequence[Source]) -> list[Source]:
