@@ -33,6 +33,7 @@ from app.ui.main_window import MainWindow
 from app.ui.prompt_dialog import PromptDialog
 from app.ui.settings_dialog import SettingsDialog
 from app.ui.settings_panel import DEFAULT_LOAD
+from app.ui.untrusted import confirm, warn
 from app.ui.welcome import RECOMMENDED_QUANT, RECOMMENDED_REPO
 from app.ui.workers import EngineClient, ReplyDone, ReplyStarted, TaskRunner, _default_engine
 
@@ -174,7 +175,7 @@ class HearthApp(QObject):
             QTimer.singleShot(0, self._show_store_problem)
 
     def _show_store_problem(self) -> None:
-        QMessageBox.warning(self.window, APP_NAME, self.store_message or "")
+        warn(self.window, APP_NAME, self.store_message or "")
 
     def shutdown(self) -> None:
         """Save the window, stop the reply, stop the engine thread, then free the model (a freed llama.cpp
@@ -456,12 +457,8 @@ class HearthApp(QObject):
             return
         from app.ui.formatting import format_bytes
 
-        answer = QMessageBox.question(
-            self.window,
-            "Delete model",
-            f"Delete {entry.display_name}? This removes {format_bytes(entry.size_bytes)} from your disk.",
-        )
-        if answer == QMessageBox.StandardButton.Yes:
+        question = f"Delete {entry.display_name}? This removes {format_bytes(entry.size_bytes)} from your disk."
+        if confirm(self.window, "Delete model", question):  # plain text: the name comes from the file
             self.library.delete(path)
 
     def _on_open_folder(self) -> None:

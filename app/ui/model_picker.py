@@ -22,6 +22,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.ui.formatting import format_bytes, format_context, format_params
+from app.ui.untrusted import plain, tooltip
 
 if TYPE_CHECKING:
     from app.core.library import LibraryEntry
@@ -81,7 +82,7 @@ class ModelPicker(QWidget):
         self.load_button.clicked.connect(self._on_load)
         self.eject_button = QPushButton("Eject", self)
         self.eject_button.clicked.connect(self.eject_requested)
-        self.state = QLabel(self)
+        self.state = plain(QLabel(self))
         self.state.setObjectName("Muted")
         row.addWidget(self.combo, 1)
         row.addWidget(self.load_button)
@@ -93,7 +94,7 @@ class ModelPicker(QWidget):
         self.progress.setTextVisible(False)
         self.progress.hide()
         outer.addWidget(self.progress)
-        self.error = QLabel(self)
+        self.error = plain(QLabel(self))  # the load error quotes the file
         self.error.setObjectName("Error")
         self.error.setWordWrap(True)
         self.error.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
@@ -114,7 +115,7 @@ class ModelPicker(QWidget):
             for cell in cells:
                 cell.setData(str(entry.path), PathRole)
                 cell.setEditable(False)
-            cells[0].setToolTip(str(entry.path))
+            cells[0].setToolTip(tooltip(str(entry.path)))
             self.model.appendRow(cells)
         self.combo.blockSignals(False)
         self.select(selected)

@@ -24,6 +24,7 @@ from PySide6.QtWidgets import (
 
 from app.ui import theme
 from app.ui.formatting import format_bytes, format_context, format_params
+from app.ui.untrusted import plain, tooltip
 
 if TYPE_CHECKING:
     from app.core.library import LibraryEntry
@@ -75,7 +76,7 @@ class ModelsPage(QWidget):
         for button in (refresh, folder, self.import_button):
             header.addWidget(button)
         layout.addLayout(header)
-        self.summary = QLabel("Scanning…", self)
+        self.summary = plain(QLabel("Scanning…", self))
         self.summary.setObjectName("Muted")
         layout.addWidget(self.summary)
 
@@ -94,7 +95,7 @@ class ModelsPage(QWidget):
         self.table.selectionModel().selectionChanged.connect(self._update_buttons)
         layout.addWidget(self.table, 1)
 
-        self.progress_label = QLabel(self)
+        self.progress_label = plain(QLabel(self))
         self.progress_label.setObjectName("Muted")
         self.progress = QProgressBar(self)
         self.progress.setRange(0, 1000)
@@ -102,7 +103,7 @@ class ModelsPage(QWidget):
         for widget in (self.progress_label, self.progress):
             widget.hide()
             layout.addWidget(widget)
-        self.message = QLabel(self)
+        self.message = plain(QLabel(self))  # file names and errors
         self.message.setWordWrap(True)
         self.message.hide()
         layout.addWidget(self.message)
@@ -150,7 +151,7 @@ class ModelsPage(QWidget):
             row = [QStandardItem(text) for text in cells]
             for cell in row:
                 cell.setData(path, PathRole)
-                cell.setToolTip(path if cell is row[0] else cell.text())
+                cell.setToolTip(tooltip(path if cell is row[0] else cell.text()))
                 if not entry.ok:
                     cell.setForeground(error_color)
             self.model.appendRow(row)

@@ -28,6 +28,7 @@ from PySide6.QtWidgets import (
 from app.core.errors import SettingsError
 from app.core.sampling import PRESETS
 from app.ui.settings_panel import AUTO_LAYERS, CTX_STEP
+from app.ui.untrusted import plain
 
 if TYPE_CHECKING:
     from app.core.settings import Settings
@@ -55,7 +56,7 @@ class SettingsDialog(QDialog):
         tabs.addTab(self._defaults_tab(), "Defaults")
         tabs.addTab(self._hub_tab(), "Hugging Face")
         layout.addWidget(tabs, 1)
-        self.error = QLabel(self)
+        self.error = plain(QLabel(self))
         self.error.setObjectName("Error")
         self.error.setWordWrap(True)
         self.error.hide()
@@ -154,7 +155,7 @@ class SettingsDialog(QDialog):
         row.addWidget(save)
         row.addWidget(clear)
         form.addRow("Access token", row)
-        self.token_status = QLabel("Checking…", page)
+        self.token_status = plain(QLabel("Checking…", page))
         self.token_status.setObjectName("Muted")
         self.token_status.setWordWrap(True)
         form.addRow("", self.token_status)
