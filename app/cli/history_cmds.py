@@ -57,7 +57,10 @@ def open_history(ctx: CliContext) -> Store:
 
 
 def _when(seconds: float) -> str:
-    return datetime.fromtimestamp(seconds).strftime("%Y-%m-%d %H:%M")
+    try:
+        return datetime.fromtimestamp(seconds).strftime("%Y-%m-%d %H:%M")
+    except (OverflowError, OSError, ValueError):  # no calendar here can show it: never stop the listing
+        return "????-??-?? ??:??"
 
 
 def cmd_list(args: argparse.Namespace, ctx: CliContext) -> int:
