@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TextIO
 
 from app.cli.context import CliContext
+from app.cli.terminal import for_stream, warn
 from app.core.conversation import ChatRunner
 from app.core.engine import GenerationStats, TextChunk
 from app.core.errors import ConfigError, HearthError
@@ -106,9 +107,9 @@ def cmd_chat(args: argparse.Namespace, ctx: CliContext) -> int:
     engine = _load(args, err)
     try:
         choice = choose_template(engine.model.info, args.template)
-        print(f"Template: {choice.label} ({choice.reason})", file=err)
+        warn(f"Template: {choice.label} ({choice.reason})")  # the reason names the model
         if choice.warning:
-            print(f"Warning: {choice.warning}", file=err)
+            warn(f"Warning: {choice.warning}")
         runner = ChatRunner(engine)
         saver = None if args.no_history else _Saver(ctx, engine, choice.name, args.system, sampling)
         history = [ChatMessage("system", args.system)] if args.system else []
@@ -181,7 +182,7 @@ def _reply(
                 parts.append(event.text)
                 if writer:
                     writer.append(event.text)
-                out.write(event.text)
+                out.write(for_stream(event.text, out))  # a reply may hold escape sequences
                 out.flush()
             else:
                 stats = event

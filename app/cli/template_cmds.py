@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from app.cli.context import CliContext
+from app.cli.terminal import warn
 from app.core.errors import TemplateError
 from app.core.gguf_info import inspect
 from app.core.messages import ChatMessage
@@ -77,7 +78,7 @@ def cmd_render_prompt(args: argparse.Namespace, ctx: CliContext) -> int:
     else:
         rendered = render_family(args.template, messages, add_generation_prompt=generation, bos=args.bos, eos=args.eos)
     if rendered.choice.warning:
-        print(f"hearth: warning: {rendered.choice.warning}", file=sys.stderr)
+        warn(f"hearth: warning: {rendered.choice.warning}")
     if args.json:
         ctx.print_json(
             {
@@ -89,7 +90,7 @@ def cmd_render_prompt(args: argparse.Namespace, ctx: CliContext) -> int:
             }
         )
     else:
-        ctx.out.write(rendered.text)  # exactly the prompt: nothing added, no trailing newline
+        ctx.write_data(rendered.text)  # exactly the prompt: nothing added, no trailing newline
     return 0
 
 
