@@ -45,6 +45,12 @@ CODE_HEADER = 26.0  # px above a code block's first line for its language label 
 CODE_PAD = 12.0  # px of padding inside a code block
 CODE_GAP = 8.0  # px between a code block and the text around it
 MAX_HIGHLIGHT_CHARS = 200_000  # beyond this a block is shown plain: lexing it would stall the GUI
+# Qt lays Markdown tables out in worse than linear time (one 350 KiB table: 22 s on the GUI thread), and
+# any document costs time in proportion to its size. A message bigger than this, or with more table rows,
+# is shown as plain text, PLAIN_CHUNK characters at a time (the view offers "Show more").
+LARGE_MESSAGE_CHARS = 100_000
+MAX_TABLE_ROWS = 300
+PLAIN_CHUNK = 50_000  # about 30 ms to lay out here
 
 
 class SafeTextDocument(QTextDocument):
@@ -85,6 +91,8 @@ class RenderedMarkdown:
     doc: QTextDocument
     code_blocks: list[CodeBlock]
     width: float
+    plain: bool = False  # too large to format: laid out as plain text
+    hidden_chars: int = 0  # characters not laid out yet ("Show more")
 
     @property
     def height(self) -> float:
@@ -105,8 +113,26 @@ class RenderedMarkdown:
         return QRectF(rect.right() - 64.0, rect.top() + 3.0, 58.0, CODE_HEADER - 6.0)
 
 
-def render(markdown: str, *, width: float, theme: Theme, font: QFont, mono: QFont) -> RenderedMarkdown:
-    """Parse, colour and lay out markdown for painting at width."""
+def is_large(markdown: str) -> bool:
+    """Whether laying markdown out as Markdown would stall the GUI thread (see LARGE_MESSAGE_CHARS)."""
+    if len(markdown) > LARGE_MESSAGE_CHARS:
+        return True
+    rows = 0
+    for line in markdown.split("\n"):
+        if line.lstrip().startswith("|"):
+            rows += 1
+            if rows > MAX_TABLE_ROWS:
+                return True
+    return False
+
+
+def render(
+    markdown: str, *, width: float, theme: Theme, font: QFont, mono: QFont, shown_chars: int = PLAIN_CHUNK
+) -> RenderedMarkdown:
+    """Parse, colour and lay out markdown for painting at width. A large message is laid out as plain
+    text, its first shown_chars characters only."""
+    if is_large(markdown):
+        return _render_plain(markdown, width, font, shown_chars)
     doc = SafeTextDocument()
     doc.setDocumentMargin(0)
     doc.setDefaultFont(font)
@@ -116,6 +142,17 @@ def render(markdown: str, *, width: float, theme: Theme, font: QFont, mono: QFon
     blocks = _decorate(doc, theme, mono)
     doc.setTextWidth(max(50.0, width))
     return RenderedMarkdown(doc, blocks, max(50.0, width))
+
+
+def _render_plain(text: str, width: float, font: QFont, shown_chars: int) -> RenderedMarkdown:
+    doc = SafeTextDocument()
+    doc.setDocumentMargin(0)
+    doc.setDefaultFont(font)
+    doc.setUndoRedoEnabled(False)
+    visible = text[: max(shown_chars, 0)]
+    doc.setPlainText(visible)
+    doc.setTextWidth(max(50.0, width))
+    return RenderedMarkdown(doc, [], max(50.0, width), plain=True, hidden_chars=len(text) - len(visible))
 
 
 def keep_line_breaks(markdown: str) -> str:
