@@ -540,7 +540,9 @@ def _write_frame(stream: Any, data: bytes) -> None:
 
 def serve() -> int:
     """The worker process: answer requests on stdin with replies on stdout until stdin closes."""
-    requests, replies = sys.stdin.buffer, sys.stdout.buffer
+    # A windowed bundle may have no sys.stdin/sys.stdout objects even with pipes on fds 0 and 1.
+    requests = sys.stdin.buffer if sys.stdin is not None else os.fdopen(0, "rb")
+    replies = sys.stdout.buffer if sys.stdout is not None else os.fdopen(1, "wb")
     sys.stdout = sys.stderr  # nothing else may ever write into the reply stream
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C in a terminal is for the parent, not for us
     alarm = hasattr(signal, "setitimer")
