@@ -21,6 +21,7 @@ _FTYPE_GUESSED_FLAG = 1024  # llama.cpp ORs this into general.file_type when it 
 # fit estimate's loops (quadratic in it): a 102-byte file declaring 50,000,000 blocks made `hearth info`
 # use 847 MB and a library scan take 16 s, so a count beyond this (or beyond the tensors present) is refused.
 MAX_BLOCK_COUNT = 1024
+MAX_SPLIT_PARTS = 1024  # gguf-split of the largest published models gives a few dozen parts
 
 # Pretty names for the file types whose enum names do not follow the MOSTLY_<quant> pattern.
 _FILE_TYPE_NAMES = {
@@ -147,7 +148,7 @@ def split_parts(path: Path) -> tuple[Path, ...] | None:
     if not match:
         return None
     count = int(match.group("count"))
-    if count < 1:
+    if not 1 <= count <= MAX_SPLIT_PARTS:  # "-of-99999" would cost 99,999 file checks on every scan
         return None
     stem = match.group("stem")
     return tuple(path.with_name(f"{stem}-{i:05d}-of-{count:05d}.gguf") for i in range(1, count + 1))

@@ -13,6 +13,7 @@ from pathlib import Path
 from app.core.store import Store
 from app.core.store_recover import move_aside, open_store, salvage
 from tests.core.test_store import _filled, _wreck_a_leaf_page, chat
+from tests.support.memory import PEAK_MB
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -34,9 +35,9 @@ def sparse_history(path: Path) -> None:
 def test_recovering_sparse_row_ids_is_bounded(tmp_path: Path) -> None:
     damaged = tmp_path / "damaged.sqlite3"
     sparse_history(damaged)
-    script = textwrap.dedent(
+    script = PEAK_MB + textwrap.dedent(
         f"""
-        import json, resource, sys, time
+        import json, sys, time
         sys.path.insert(0, {str(REPO)!r})
         from pathlib import Path
         from app.core.store import Store
@@ -46,7 +47,7 @@ def test_recovering_sparse_row_ids_is_bounded(tmp_path: Path) -> None:
             report = salvage(Path({str(damaged)!r}), store)
             far = [c.title for c in store.list_conversations(limit=100) if c.title.startswith("far")]
         print(json.dumps({{"elapsed": time.perf_counter() - started,
-                           "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                           "peak_mb": peak_mb(),
                            "conversations": report.conversations, "messages": report.messages, "far": far}}))
         """
     )
