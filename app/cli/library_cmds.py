@@ -95,18 +95,50 @@ def entry_row(entry: LibraryEntry) -> str:
 
 def cmd_models_list(args: argparse.Namespace, ctx: CliContext) -> int:
     entries = ctx.library.scan()
+    remote = remote_models(ctx)
     if args.json:
-        ctx.print_json([entry.to_dict() for entry in entries])
+        ctx.print_json([entry.to_dict() for entry in entries] + remote)
         return 0
-    if not entries:
+    if not entries and not remote:
         ctx.print(f"No models yet. Put .gguf files in {ctx.paths.models_dir} or run `hearth models import FILE`.")
         return 0
-    ctx.print(f"{'QUANT':<8} {'PARAMS':>6} {'SIZE':>10} {'CTX':>5}  NAME")
+    if entries:
+        ctx.print(f"{'QUANT':<8} {'PARAMS':>6} {'SIZE':>10} {'CTX':>5}  NAME")
     for entry in entries:
         ctx.print(entry_row(entry))
     broken = sum(1 for e in entries if not e.ok)
     ctx.print(f"\n{len(entries)} models" + (f", {broken} broken" if broken else ""))
+    if remote:
+        ctx.print("\nOn servers (hearth chat --server NAME MODEL):")
+    for row in remote:
+        shown = row["model"] if row["error"] is None else f"unavailable: {row['error']}"
+        ctx.print(f"  {row['server']}: {shown}")
     return 0
+
+
+def remote_models(ctx: CliContext) -> list[dict[str, Any]]:
+    """Every configured server's models as {"source": "remote", "server", "url", "model", "error"}; a server
+    that cannot be asked gives one row with the error (and model None)."""
+    from app.core.errors import RemoteError
+    from app.core.remote_catalog import RemoteCatalog
+    from app.core.remote_servers import ServerRegistry, Timeouts
+
+    servers = ServerRegistry(ctx.settings).all()
+    if not servers:
+        return []
+    catalog = RemoteCatalog(timeouts=Timeouts(connect=3.0, list_models=8.0))  # a listing must not hang
+    catalog.sync(servers)
+    rows: list[dict[str, Any]] = []
+    try:
+        for server in servers:
+            base = {"source": "remote", "server": server.name, "url": server.url}
+            try:
+                rows += [{**base, "model": m.id, "error": None} for m in catalog.models(server.name)]
+            except RemoteError as exc:
+                rows.append({**base, "model": None, "error": str(exc)})
+    finally:
+        catalog.close()
+    return rows
 
 
 def cmd_models_import(args: argparse.Namespace, ctx: CliContext) -> int:

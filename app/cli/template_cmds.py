@@ -6,13 +6,15 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from app.cli.context import CliContext
 from app.cli.terminal import warn
-from app.core.errors import TemplateError
+from app.core.errors import ConfigError, TemplateError
 from app.core.gguf_info import inspect
-from app.core.messages import ChatMessage
+from app.core.messages import ChatMessage, messages_from_openai
 from app.core.templates import families, render_family, render_prompt, render_with_jinja_file
+from app.core.tools import parse_openai_tools
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -22,8 +24,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     source.add_argument("--model", metavar="PATH", type=Path, help="choose as Hearth would for this GGUF")
     source.add_argument("--jinja", metavar="FILE", type=Path, help="a Jinja chat template file")
     render.add_argument(
-        "--messages", metavar="FILE", required=True, help='JSON list of {"role", "content"} ("-": stdin)'
+        "--messages",
+        metavar="FILE",
+        required=True,
+        help='JSON list of messages in OpenAI\'s shapes, tool_calls and tool results included ("-": stdin)',
     )
+    render.add_argument("--tools", metavar="FILE", help="JSON list of OpenAI tool definitions shown to the model")
     render.add_argument("--no-generation-prompt", action="store_true", help="leave out the assistant prompt")
     render.add_argument("--bos", default=None, help="BOS text for --template/--jinja (default: the family's)")
     render.add_argument("--eos", default=None, help="EOS text for --template/--jinja")
@@ -34,32 +40,39 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     listing.set_defaults(handler=cmd_templates)
 
 
-def read_messages(spec: str) -> list[ChatMessage]:
+def _read_json(spec: str, what: str) -> Any:
     try:
         raw = sys.stdin.read() if spec == "-" else Path(spec).read_text(encoding="utf-8")
-        data = json.loads(raw)
+        return json.loads(raw)
     except (OSError, UnicodeDecodeError) as exc:
-        raise TemplateError(f"cannot read messages from {spec}: {exc}") from None
+        raise TemplateError(f"cannot read {what} from {spec}: {exc}") from None
     except ValueError as exc:
         raise TemplateError(f"{spec} is not valid JSON: {exc}") from None
-    if not isinstance(data, list) or not data:
-        raise TemplateError(f"{spec} must hold a non-empty JSON list of messages")
-    messages = []
-    for index, item in enumerate(data):
-        if (
-            not isinstance(item, dict)
-            or not isinstance(item.get("role"), str)
-            or not isinstance(item.get("content"), str)
-        ):
-            raise TemplateError(f"message {index} needs string 'role' and 'content'")
-        if item["role"] not in ("system", "user", "assistant"):
-            raise TemplateError(f"message {index} has role {item['role']!r}; use system, user or assistant")
-        messages.append(ChatMessage(item["role"], item["content"]))
-    return messages
+
+
+def read_messages(spec: str) -> list[ChatMessage]:
+    """Messages in OpenAI's shapes from a file ("-": stdin)."""
+    try:
+        return messages_from_openai(_read_json(spec, "messages"))
+    except ConfigError as exc:
+        raise TemplateError(f"{spec}: {exc}") from None
+
+
+def read_tools(spec: str | None) -> list[dict[str, Any]] | None:
+    """OpenAI tool definitions from a file, checked (names, JSON schemas); None without --tools."""
+    if spec is None:
+        return None
+    try:
+        return [tool.to_openai() for tool in parse_openai_tools(_read_json(spec, "tools"))]
+    except ConfigError as exc:
+        raise TemplateError(f"{spec}: {exc}") from None
 
 
 def cmd_render_prompt(args: argparse.Namespace, ctx: CliContext) -> int:
+    if args.tools == "-" and args.messages == "-":
+        raise TemplateError("only one of --messages and --tools can read stdin")
     messages = read_messages(args.messages)
+    tools = read_tools(args.tools)
     generation = not args.no_generation_prompt
     if args.jinja:
         try:
@@ -72,11 +85,14 @@ def cmd_render_prompt(args: argparse.Namespace, ctx: CliContext) -> int:
             add_generation_prompt=generation,
             bos_token=args.bos or "",
             eos_token=args.eos or "",
+            tools=tools,
         )
     elif args.model:
-        rendered = render_prompt(messages, inspect(args.model), add_generation_prompt=generation)
+        rendered = render_prompt(messages, inspect(args.model), add_generation_prompt=generation, tools=tools)
     else:
-        rendered = render_family(args.template, messages, add_generation_prompt=generation, bos=args.bos, eos=args.eos)
+        rendered = render_family(
+            args.template, messages, add_generation_prompt=generation, bos=args.bos, eos=args.eos, tools=tools
+        )
     if rendered.choice.warning:
         warn(f"hearth: warning: {rendered.choice.warning}")
     if args.json:
@@ -87,6 +103,7 @@ def cmd_render_prompt(args: argparse.Namespace, ctx: CliContext) -> int:
                 "reason": rendered.choice.reason,
                 "prompt": rendered.text,
                 "stop": list(rendered.stop),
+                "tool_syntax": rendered.tool_syntax,
             }
         )
     else:

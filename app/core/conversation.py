@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from app.core.engine import Engine, Event, GenerationStats, PromptRequest
 from app.core.errors import ContextOverflowError, GenerationError
@@ -56,13 +57,17 @@ class ChatRunner:
         *,
         override: str | None = None,
         conversation: Hashable = None,
+        tools: Sequence[dict[str, Any]] | None = None,
     ) -> PreparedPrompt:
-        """The prompt that fits the context, old turns dropped if needed. Raises ContextOverflowError."""
+        """The prompt that fits the context, old turns dropped if needed. Raises ContextOverflowError.
+
+        tools: OpenAI tool definitions shown to the model (see templates.render_prompt); with tools the
+        conversation may end with tool results instead of a user message."""
         model = self.engine.model
         if model is None:
             raise GenerationError("no model is loaded")
-        if not messages or messages[-1].role != "user":
-            raise GenerationError("a reply needs the conversation to end with a user message")
+        if not messages or messages[-1].role not in ("user", "tool"):
+            raise GenerationError("a reply needs the conversation to end with a user message (or tool results)")
         choice = choose_template(model.info, override)
         system = [m for m in messages[:1] if m.role == "system"]
         turns = list(messages[len(system) :])
@@ -72,8 +77,8 @@ class ChatRunner:
 
         def attempt(cut: int) -> tuple[RenderedPrompt, int]:
             kept = system + turns[cut:]
-            rendered = render_prompt(kept, model.info, override=override, choice=choice)
-            return rendered, self.engine.count_tokens(rendered.text)
+            rendered = render_prompt(kept, model.info, override=override, choice=choice, tools=tools)
+            return rendered, self.engine.count_tokens(rendered.text, key=conversation)
 
         cut, shrunk = self._remembered_cut(conversation, turns)
         cut = min(cut, _last_cut(turns))
@@ -142,16 +147,19 @@ class ChatRunner:
         grammar: str | None = None,
         conversation: Hashable = None,
         prepared: PreparedPrompt | None = None,
+        tools: Sequence[dict[str, Any]] | None = None,
     ) -> Iterator[Event]:
         """Stream a reply to the conversation: TextChunk events, then GenerationStats (with dropped count)."""
-        prepared = prepared or self.prepare(messages, sampling, override=override, conversation=conversation)
+        prepared = prepared or self.prepare(
+            messages, sampling, override=override, conversation=conversation, tools=tools
+        )
         request = PromptRequest(
             text=prepared.rendered.text,
             stop=prepared.rendered.stop,
             sampling=dataclasses.replace(sampling, max_tokens=max(1, prepared.reply_budget)),
             grammar=grammar,
         )
-        for event in self.engine.generate(request):
+        for event in self.engine.generate(request, key=conversation):
             if isinstance(event, GenerationStats):
                 event = dataclasses.replace(event, dropped_messages=prepared.dropped)
             yield event

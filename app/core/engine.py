@@ -3,20 +3,23 @@
 LlamaCppEngine (app/core/llama_engine.py) is the first implementation; a llama.cpp server subprocess or a
 remote OpenAI-compatible server can implement the same Protocol without the GUI changing.
 
-Threading contract: one thread at a time calls load/unload/generate (the GUI's engine worker); cancel()
-may be called from any thread and takes effect within one token (or aborts a prompt evaluation).
+Threading contract: one thread at a time calls load/unload/generate (the engine host's thread,
+app/core/host.py); cancel() may be called from any thread and takes effect within one token (or aborts a
+prompt evaluation). LlamaCppEngine also runs several generations at once (begin/step), which the host uses.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
-from app.core.gguf_info import ModelInfo
-from app.core.load_config import LoadConfig
 from app.core.sampling import SamplingSettings
+
+if TYPE_CHECKING:  # kept out of the import: the host and the GUI import this module at start-up
+    from app.core.gguf_info import ModelInfo
+    from app.core.load_config import LoadConfig
 
 FinishReason = Literal["stop", "length", "cancelled", "error"]
 ProgressCallback = Callable[[float], None]
@@ -54,6 +57,8 @@ class GenerationStats:
     error: str | None = None
     dropped_messages: int = 0  # set by the conversation layer when old turns were left out
     seed: int | None = None
+    drafted_tokens: int = 0  # speculative decoding: draft tokens checked, and how many of them were kept
+    accepted_tokens: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -89,6 +94,10 @@ class Engine(Protocol):
         """Load a model (unloading any other first). Raises ModelLoadError (and subclasses), ConfigError."""
         ...
 
+    def load_exact(self, path: Path, config: LoadConfig, progress: ProgressCallback | None = None) -> LoadedModel:
+        """Load with exactly this config (no "auto": app.core.load_policy resolves it and retries on OOM)."""
+        ...
+
     def unload(self) -> None:
         """Free the model. Raises EngineBusyError while a generation runs (stop it first)."""
         ...
@@ -97,12 +106,14 @@ class Engine(Protocol):
         """Tokens of text with special tokens parsed; add_bos None = as the model wants, unless present."""
         ...
 
-    def count_tokens(self, text: str) -> int:
-        """How many tokens generate() would put in the context for this prompt text (for fitting it)."""
+    def count_tokens(self, text: str, *, key: Hashable = None) -> int:
+        """How many tokens generate() would put in the context for this prompt text (for fitting it); key:
+        the conversation or client whose cached tokens the prompt continues."""
         ...
 
-    def generate(self, request: PromptRequest) -> Iterator[Event]:
-        """Stream TextChunk events, then exactly one GenerationStats. Errors end in finish_reason 'error'."""
+    def generate(self, request: PromptRequest, *, key: Hashable = None) -> Iterator[Event]:
+        """Stream TextChunk events, then exactly one GenerationStats. Errors end in finish_reason 'error'.
+        key: the conversation or client, so its next turn reuses its cached tokens."""
         ...
 
     def cancel(self) -> None:

@@ -79,6 +79,14 @@ class ConfigError(HearthError):
     """A load or sampling setting is out of range or an invalid combination (refused before llama.cpp)."""
 
 
+class AssistantError(HearthError):
+    """An assistant (a saved chat setup) is invalid, unknown, read-only, or its file cannot be written."""
+
+
+class PromptError(HearthError):
+    """A saved prompt is invalid or unknown, a prompt file cannot be imported, or a variable has no value."""
+
+
 class ModelOutOfMemoryError(ModelLoadError):
     """llama.cpp could not allocate memory for the model or its context; may carry a suggested layer count."""
 
@@ -109,3 +117,26 @@ class ContextOverflowError(GenerationError):
 
 class EngineBusyError(GenerationError):
     """The engine is generating; the request (unload, a second generation) must wait."""
+
+
+class NotAnEmbeddingModelError(ModelLoadError):
+    """A file chosen as the embedding model is a chat/base model without a pooling type (or no model)."""
+
+
+class DocumentsError(HearthError):
+    """A document collection or its index cannot be used (unknown name, bad path, damaged index ...)."""
+
+
+class ToolError(HearthError):
+    """A tool could not run: an MCP server failed to start, crashed or timed out, or refused the arguments."""
+
+
+class RemoteError(HearthError):
+    """An OpenAI-compatible server could not be used: unreachable, refused the key, unknown model, busy, or
+    the stream broke. The message names the server; retry_after (seconds) is set when the server said when
+    to come back (429/503 with Retry-After)."""
+
+    def __init__(self, message: str, status: int | None = None, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.retry_after = retry_after

@@ -186,10 +186,11 @@ def model_fit(info: ModelInfo, hardware: HardwareInfo, n_ctx: int, kv_type: str 
     """Fit of a downloaded model with the layers "auto" would offload."""
     layers = auto_gpu_layers(info, hardware, n_ctx, kv_type)
     est = estimate(info, layers, n_ctx, kv_type)
-    return _classify(est, info.block_count or 0, hardware), est
+    return classify(est, info.block_count or 0, hardware), est
 
 
-def _classify(est: Estimate, blocks: int, hardware: HardwareInfo) -> Fit:
+def classify(est: Estimate, blocks: int, hardware: HardwareInfo) -> Fit:
+    """Fit of an estimate: in free RAM (fully or partly offloaded), tight, or too big."""
     if est.cpu_bytes <= hardware.available_ram:
         if est.n_gpu_layers and est.n_gpu_layers < blocks + 1:
             return Fit.PARTLY

@@ -94,6 +94,9 @@ class ModelInfo:
     metadata: dict[str, Any] = field(repr=False)  # every key/value, big arrays as {"array_of", "length"}
     # Every tensor. Filled by inspect(); empty in infos restored from the library index (to keep it small).
     tensors: tuple[TensorInfo, ...] = field(default=(), repr=False)
+    # The 2-D tensors' shapes in compact form (see matrix_shapes()): kept in the library index, so a LoRA
+    # adapter can be matched to the bases it fits without reading every header again.
+    matrix_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict, repr=False)
 
     @property
     def display_name(self) -> str:
@@ -127,6 +130,7 @@ class ModelInfo:
             TensorInfo(name, gtype, tuple(shape), n_el, n_b)
             for name, gtype, shape, n_el, n_b in values.get("tensors", ())
         )
+        values["matrix_shapes"] = {name: tuple(shape) for name, shape in values.get("matrix_shapes", {}).items()}
         return cls(**values)
 
 
@@ -169,6 +173,47 @@ def _guess_file_type(tensors: list[RawTensor]) -> str:
         if len(tensor.shape) >= 2:
             weights[GGMLQuantizationType(tensor.type_id).name] += tensor.n_bytes
     return weights.most_common(1)[0][0] if weights else "unknown"
+
+
+BLOCK_RE = re.compile(r"^blk\.(\d+)\.")
+ALL_BLOCKS = "blk.*"  # matrix_shapes key whose value is (number of blocks the tensors cover,)
+
+
+def matrix_shapes(tensors: list[TensorInfo]) -> dict[str, tuple[int, ...]]:
+    """The shapes (ggml order: input size first) of the 2-D tensors, compactly: a tensor present in every
+    block with one shape is stored once as "blk.*.NAME"; ALL_BLOCKS holds how many blocks there are.
+    Others (a tensor in only some blocks, or with per-block shapes) keep their own names."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    per_block: dict[str, dict[int, tuple[int, ...]]] = {}
+    blocks = 0
+    for tensor in tensors:
+        if len(tensor.shape) != 2:
+            continue
+        match = BLOCK_RE.match(tensor.name)
+        if match:
+            block = int(match.group(1))
+            blocks = max(blocks, block + 1)
+            per_block.setdefault(tensor.name[match.end() :], {})[block] = tensor.shape
+        else:
+            shapes[tensor.name] = tensor.shape
+    for rest, found in per_block.items():
+        if len(found) == blocks and len(set(found.values())) == 1:
+            shapes[f"blk.*.{rest}"] = next(iter(found.values()))
+        else:
+            shapes.update({f"blk.{block}.{rest}": shape for block, shape in found.items()})
+    if blocks:
+        shapes[ALL_BLOCKS] = (blocks,)
+    return shapes
+
+
+def shape_of(shapes: dict[str, tuple[int, ...]], name: str) -> tuple[int, ...] | None:
+    """A tensor's shape from matrix_shapes(), by its full name ("blk.3.attn_q.weight") or pattern."""
+    if name in shapes:
+        return shapes[name]
+    match = BLOCK_RE.match(name)
+    if match and int(match.group(1)) < (shapes.get(ALL_BLOCKS) or (0,))[0]:
+        return shapes.get(f"blk.*.{name[match.end() :]}")
+    return None
 
 
 def _int_or_max(value: Any) -> int | None:
@@ -319,6 +364,7 @@ def _model_info(first: RawHeader, parts: tuple[Path, ...], tensors: list[RawTens
         non_layer_bytes=non_layer_bytes,
         metadata=_jsonable(kv),
         tensors=tuple(infos),
+        matrix_shapes=matrix_shapes(infos),
     )
 
 

@@ -56,6 +56,7 @@ class ArraySummary:
     item_type: str
     length: int
     offset: int
+    end: int = 0  # the byte after its last element (a vocabulary's bytes can be hashed without decoding)
 
 
 @dataclass(frozen=True)
@@ -279,7 +280,7 @@ def _read_array(cur: _Cursor, walker: _StringArrayWalker, key: str, header: dict
         cur.pos, offsets = walker.walk(cur.pos, count, repr(key), keep_offsets=keep)
         if keep:
             header["_token_offsets"] = offsets
-        return ArraySummary("STRING", count, start)
+        return ArraySummary("STRING", count, start, cur.pos)
     size = _SCALAR_SIZES[item_type]
     _check_count(count, size, cur, f"array {key!r}")
     if count <= SMALL_ARRAY_LIMIT:
@@ -288,7 +289,7 @@ def _read_array(cur: _Cursor, walker: _StringArrayWalker, key: str, header: dict
         cur.pos += size * count
         return values
     cur.pos += size * count
-    return ArraySummary(item_type.name, count, start)
+    return ArraySummary(item_type.name, count, start, cur.pos)
 
 
 def _read_value(cur: _Cursor, walker: _StringArrayWalker, key: str, vtype: GGUFValueType, extra: dict) -> Any:

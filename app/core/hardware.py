@@ -80,6 +80,8 @@ def llama_devices() -> tuple[list[GpuInfo], str | None]:
         from app.core.native import library_dir
 
         lib_dir = library_dir()
+        if lib_dir is None:
+            return [], "llama-cpp-python is not installed"
         candidates = sorted(lib_dir.glob("libggml.*")) + sorted(lib_dir.glob("ggml.dll"))
         base = sorted(lib_dir.glob("libggml-base.*")) + sorted(lib_dir.glob("ggml-base.dll"))
         if not candidates or not base:

@@ -21,12 +21,13 @@ from typing import Any
 
 from app.core.errors import GGUFError, LibraryError
 from app.core.gguf_info import SPLIT_RE, ModelInfo, inspect, split_parts
+from app.core.lora import PeftAdapter, find_peft_adapters, peft_adapter
 from app.core.paths import AppPaths
 from app.core.settings import Settings
 
 log = logging.getLogger("hearth.library")
 
-INDEX_VERSION = 1
+INDEX_VERSION = 2  # 2: infos carry matrix_shapes (to match LoRA adapters with their bases)
 PARTIAL_SUFFIXES = (".incomplete", ".part", ".partial", ".download")
 
 
@@ -263,8 +264,11 @@ class Library:
         """
         mode = ImportMode(mode)
         src = Path(source).expanduser()
+        peft = peft_adapter(src) if src.exists() else None
+        if peft is not None and not src.name.lower().endswith(".gguf"):
+            raise LibraryError(peft.advice(self.paths.models_dir))
         if not src.is_file():
-            raise LibraryError(f"{src}: no such file")
+            raise LibraryError(f"{src}: no such file" if not src.exists() else f"{src} is a folder, not a GGUF file")
         info = inspect(src)  # GGUFError explains what is wrong with the file
         dest_dir = self.paths.models_dir
         dest_dir.mkdir(parents=True, exist_ok=True)
@@ -357,6 +361,11 @@ class Library:
             except OSError as exc:
                 raise LibraryError(f"cannot delete {part.name}: {exc.strerror or exc}") from exc
         self._index = None
+
+    def peft_adapters(self) -> list[PeftAdapter]:
+        """PEFT LoRA adapter folders (Hugging Face format) in the library's folders: llama.cpp cannot load them,
+        so the Models page lists them with the command that converts each to GGUF (PeftAdapter.advice)."""
+        return find_peft_adapters(folder for _, folder in self.folders())
 
     def find(self, path: str | os.PathLike[str], entries: Iterable[LibraryEntry] | None = None) -> LibraryEntry | None:
         """The entry for a path (any part of a split model), or None."""

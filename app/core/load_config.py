@@ -5,12 +5,14 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psutil
 
 from app.core.errors import ConfigError, GGUFError
-from app.core.gguf_info import ModelInfo, inspect
+
+if TYPE_CHECKING:
+    from app.core.gguf_info import ModelInfo
 
 # KV cache element types as llama.cpp's GGML_TYPE_* ids (stable across releases).
 KV_CACHE_TYPES: dict[str, int] = {"f16": 1, "q8_0": 8, "q4_0": 2}
@@ -18,6 +20,9 @@ AUTO_LAYERS = -2  # n_gpu_layers: as many as the fit estimate says fit in free V
 CTX_GRANULARITY = 256  # llama.cpp pads n_ctx to a multiple of 256; asking for
 # another value leaves its token buffers and llama-cpp-python's (sized from the request) out of step
 MAX_CTX = 1 << 20
+MAX_PARALLEL = 64
+MAX_GPU_LAYERS = 10_000  # more than any model has; llama.cpp clamps to the model's layers
+MAX_LORA_SCALE = 10.0
 
 
 def physical_cores() -> int:
@@ -47,6 +52,12 @@ class LoraAdapter:
                 pass
         return cls(Path(text).expanduser())
 
+    def check_scale(self) -> LoraAdapter:
+        """Return self, or raise ConfigError when the scale is outside -10..10."""
+        if not -MAX_LORA_SCALE <= self.scale <= MAX_LORA_SCALE:
+            raise ConfigError(f"LoRA scale for {self.path.name} must be between -10 and 10")
+        return self
+
 
 @dataclass(frozen=True)
 class LoadConfig:
@@ -63,6 +74,14 @@ class LoadConfig:
     use_mlock: bool = False
     loras: tuple[LoraAdapter, ...] = field(default_factory=tuple)
     seed: int | None = None  # default seed for replies whose sampling settings fix none
+    # Sequences decoded together (the local server's parallel streams; conversations whose caches stay).
+    # They share the n_ctx cells of one KV cache, so more of them costs no memory.
+    n_parallel: int = 4
+    # Speculative decoding: "auto" drafts from the conversation itself (prompt lookup) where measurements say
+    # it pays; "off" never drafts.
+    speculative: str = "auto"
+    # A small model with the same vocabulary that drafts for this one (a path; "" = none: prompt lookup only).
+    draft_model: str = ""
 
     @property
     def threads(self) -> int:
@@ -80,7 +99,7 @@ class LoadConfig:
 
     def validate(self, info: ModelInfo | None = None) -> LoadConfig:
         """Return self, or raise ConfigError with what to change. info enables model-specific checks."""
-        if not isinstance(self.n_gpu_layers, int) or self.n_gpu_layers < AUTO_LAYERS:
+        if not isinstance(self.n_gpu_layers, int) or not AUTO_LAYERS <= self.n_gpu_layers <= MAX_GPU_LAYERS:
             raise ConfigError(f"GPU layers must be -2 (auto), -1 (all) or 0 or more; got {self.n_gpu_layers!r}")
         if not isinstance(self.n_ctx, int) or not 0 <= self.n_ctx <= MAX_CTX:
             raise ConfigError(f"context size must be 0 (the model's own) to {MAX_CTX}; got {self.n_ctx!r}")
@@ -94,6 +113,10 @@ class LoadConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or not 0 <= value <= 1024:
                 raise ConfigError(f"{name.replace('n_', '').replace('_', ' ')} must be 0 (auto) to 1024")
+        if not isinstance(self.n_parallel, int) or not 1 <= self.n_parallel <= MAX_PARALLEL:
+            raise ConfigError(f"parallel sequences must be 1 to {MAX_PARALLEL}; got {self.n_parallel!r}")
+        if self.speculative not in ("auto", "off"):
+            raise ConfigError(f"speculative decoding must be auto or off; got {self.speculative!r}")
         if not isinstance(self.n_batch, int) or not 1 <= self.n_batch <= 65536:
             raise ConfigError(f"batch size must be 1 to 65536; got {self.n_batch!r}")
         if self.kv_cache_type not in KV_CACHE_TYPES:
@@ -134,16 +157,22 @@ class LoadConfig:
 
     @staticmethod
     def _check_lora(adapter: LoraAdapter, info: ModelInfo | None) -> None:
-        if not -10.0 <= adapter.scale <= 10.0:
-            raise ConfigError(f"LoRA scale for {adapter.path.name} must be between -10 and 10")
+        adapter.check_scale()
+        # The GGUF reader (and the LoRA rules over it) pull in numpy: imported only when checking a LoRA.
+        from app.core.gguf_info import inspect
+        from app.core.lora import lora_mismatch
+
         try:
             lora = inspect(adapter.path)
         except GGUFError as exc:
             raise ConfigError(f"LoRA adapter unusable: {exc}") from None
         if not lora.is_adapter:
             raise ConfigError(f"{adapter.path.name} is not a LoRA adapter (general.type is {lora.model_type!r})")
-        if info is not None and lora.architecture != info.architecture:
-            raise ConfigError(f"LoRA {adapter.path.name} is for {lora.architecture} models, not {info.architecture}")
+        if info is not None:
+            # Architecture and every adapted tensor's shape, as llama.cpp checks them when applying it.
+            problem = lora_mismatch(lora, info)
+            if problem:
+                raise ConfigError(f"LoRA adapter refused: {problem}")
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

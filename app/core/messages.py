@@ -12,6 +12,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from app.core.errors import ConfigError
+
 Role = Literal["system", "user", "assistant", "tool"]
 ROLES: tuple[str, ...] = ("system", "user", "assistant", "tool")
 
@@ -85,3 +87,50 @@ class ChatMessage:
         if self.name is not None:
             data["name"] = self.name
         return data
+
+
+def messages_from_openai(data: Any) -> list[ChatMessage]:
+    """A JSON list of messages in OpenAI's chat shapes (content may be null beside tool_calls, or a list of
+    text parts; "developer" is read as "system"); ConfigError naming the first message that is wrong."""
+    if not isinstance(data, list) or not data:
+        raise ConfigError("the messages must be a non-empty JSON list")
+    messages = []
+    for index, item in enumerate(data):
+        where = f"message {index}"
+        if not isinstance(item, dict) or not isinstance(item.get("role"), str):
+            raise ConfigError(f"{where} needs a string 'role'")
+        role = "system" if item["role"] == "developer" else item["role"]
+        if role not in ROLES:
+            raise ConfigError(f"{where} has role {role!r}; use system, user, assistant or tool")
+        content = _content_text(item.get("content"), where, optional=role == "assistant" and "tool_calls" in item)
+        raw_calls = item.get("tool_calls") or []
+        if role != "assistant" and raw_calls:
+            raise ConfigError(f"{where}: only assistant messages have tool_calls")
+        if not isinstance(raw_calls, list) or not all(
+            isinstance(c, dict) and isinstance(c.get("function"), dict) and c["function"].get("name") for c in raw_calls
+        ):
+            raise ConfigError(f"{where}: tool_calls must be a list of {{'id', 'function': {{'name', 'arguments'}}}}")
+        call_id = item.get("tool_call_id")
+        if role == "tool" and not isinstance(call_id, str):
+            raise ConfigError(f"{where}: a tool result needs the 'tool_call_id' of the call it answers")
+        name = item.get("name")
+        messages.append(
+            ChatMessage(
+                role,
+                content,
+                tuple(ToolCall.from_openai(c) for c in raw_calls),
+                call_id if role == "tool" else None,
+                name if isinstance(name, str) and role == "tool" else None,
+            )
+        )
+    return messages
+
+
+def _content_text(content: Any, where: str, *, optional: bool) -> str:
+    if content is None and optional:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list) and all(isinstance(p, dict) and p.get("type") == "text" for p in content):
+        return "".join(str(p.get("text", "")) for p in content)
+    raise ConfigError(f"{where} needs string 'content' (or a list of text parts)")

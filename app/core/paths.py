@@ -31,6 +31,21 @@ class AppPaths:
         return self.data_dir / "history.sqlite3"
 
     @property
+    def documents_db(self) -> Path:
+        """Document collections, their chunks, the full-text index and the embedding vectors."""
+        return self.data_dir / "documents.sqlite3"
+
+    @property
+    def assistants_dir(self) -> Path:
+        """One JSON file per assistant the user made (the built-in ones live in the code)."""
+        return self.data_dir / "assistants"
+
+    @property
+    def prompts_dir(self) -> Path:
+        """One JSON file per prompt the user saved in the prompt library."""
+        return self.data_dir / "prompts"
+
+    @property
     def library_index(self) -> Path:
         return self.cache_dir / "library-index.json"
 

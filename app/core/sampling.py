@@ -40,7 +40,8 @@ RANGES: dict[str, Range] = {
 
 @dataclass(frozen=True)
 class SamplingSettings:
-    """How the next token is chosen. Defaults follow llama.cpp's own defaults."""
+    """How the next token is chosen. Defaults follow llama.cpp's own, but for a light repetition penalty
+    (1.1; llama.cpp's is 1.0 = off) and a finite reply length."""
 
     temperature: float = 0.8
     top_k: int = 40
@@ -95,30 +96,82 @@ class SamplingSettings:
         return self.seed if self.seed is not None else secrets.randbelow(MAX_SEED + 1)
 
 
+# Hearth's own starting points, then the published configurations they copy, each named after its source.
+# A model card's generation_config.json is applied by Hugging Face Transformers on top of its own defaults
+# (top_k 50, top_p 1.0, temperature 1.0, repetition_penalty 1.0, no min-p), so a card preset sets those
+# defaults for the fields its card leaves out, and min_p 0 (Transformers has no min-p by default).
 PRESETS: dict[str, SamplingSettings] = {
     "balanced": SamplingSettings(),
     "precise": SamplingSettings(temperature=0.2, top_k=40, top_p=0.9, min_p=0.05, repeat_penalty=1.05),
     "creative": SamplingSettings(temperature=1.1, top_k=0, top_p=0.98, min_p=0.02, repeat_penalty=1.05),
     "deterministic": SamplingSettings(temperature=0.0, top_k=1, repeat_penalty=1.0, seed=0),
-    # The values a popular Mistral-7B-Instruct tutorial recommends (temperature 0.9, top-k 55, top-p 0.93,
-    # repetition penalty 1.2, up to 2048 new tokens).
-    "mistral-tutorial": SamplingSettings(
+    # llama.cpp's common/common.h (vendored in llama-cpp-python 0.3.36): temp 0.80, top_k 40, top_p 0.95,
+    # min_p 0.05, typ_p 1.00, penalty_last_n 64, penalty_repeat 1.00 (off).
+    "llama-cpp-defaults": SamplingSettings(repeat_penalty=1.0),
+    # meta-llama/Meta-Llama-3-8B-Instruct (and Llama-3.1-8B-Instruct) generation_config.json:
+    # do_sample true, temperature 0.6, top_p 0.9.
+    "llama-3-instruct-card": SamplingSettings(temperature=0.6, top_k=50, top_p=0.9, min_p=0.0, repeat_penalty=1.0),
+    # Qwen/Qwen2.5-7B-Instruct generation_config.json: temperature 0.7, top_p 0.8, top_k 20,
+    # repetition_penalty 1.05.
+    "qwen2.5-instruct-card": SamplingSettings(temperature=0.7, top_k=20, top_p=0.8, min_p=0.0, repeat_penalty=1.05),
+    # google/gemma-3-4b-it generation_config.json: do_sample true, top_k 64, top_p 0.95 (temperature unset:
+    # Transformers' 1.0).
+    "gemma-3-card": SamplingSettings(temperature=1.0, top_k=64, top_p=0.95, min_p=0.0, repeat_penalty=1.0),
+    # mistralai/Mistral-Nemo-Instruct-2407 model card: "Mistral Nemo requires smaller temperatures. We
+    # recommend to use a temperature of 0.3."
+    "mistral-nemo-card": SamplingSettings(temperature=0.3, top_k=50, top_p=1.0, min_p=0.0, repeat_penalty=1.0),
+    # The setup widely passed around for Mistral-7B-Instruct (temperature 0.9, top_k 55, top_p 0.93,
+    # repetition_penalty 1.2, max_new_tokens 2048). Not Mistral's own: the v0.1 card samples with
+    # Transformers' defaults (max_new_tokens 1000) and the v0.2 card's widget sets only temperature 0.7.
+    "mistral-7b-instruct-community": SamplingSettings(
         temperature=0.9, top_k=55, top_p=0.93, min_p=0.0, repeat_penalty=1.2, max_tokens=2048
     ),
 }
 PRESET_HELP: dict[str, str] = {
-    "balanced": "llama.cpp's defaults: a good start for chat.",
+    "balanced": "Hearth's default: llama.cpp's defaults with a light repetition penalty (1.1).",
     "precise": "Low temperature: factual answers, code, extraction.",
     "creative": "High temperature: stories, brainstorming.",
     "deterministic": "Always the most likely token: the same reply every time.",
-    "mistral-tutorial": "Temperature 0.9, top-k 55, top-p 0.93, repetition penalty 1.2, up to 2048 tokens.",
+    "llama-cpp-defaults": "llama.cpp's own defaults: temperature 0.8, top-k 40, top-p 0.95, min-p 0.05.",
+    "llama-3-instruct-card": "Meta's Llama 3 Instruct generation config: temperature 0.6, top-p 0.9.",
+    "qwen2.5-instruct-card": "Qwen2.5 Instruct generation config: temperature 0.7, top-p 0.8, top-k 20, "
+    "repetition penalty 1.05.",
+    "gemma-3-card": "Google's Gemma 3 generation config: temperature 1.0, top-k 64, top-p 0.95.",
+    "mistral-nemo-card": "Mistral Nemo's model card: temperature 0.3.",
+    "mistral-7b-instruct-community": "A widely shared Mistral-7B-Instruct setup: temperature 0.9, top-k 55, "
+    "top-p 0.93, repetition penalty 1.2, up to 2,048 tokens (not from Mistral's own card).",
 }
+PRESET_LABELS: dict[str, str] = {
+    "balanced": "Balanced",
+    "precise": "Precise",
+    "creative": "Creative",
+    "deterministic": "Deterministic",
+    "llama-cpp-defaults": "llama.cpp defaults",
+    "llama-3-instruct-card": "Llama 3 Instruct (model card)",
+    "qwen2.5-instruct-card": "Qwen2.5 Instruct (model card)",
+    "gemma-3-card": "Gemma 3 (model card)",
+    "mistral-nemo-card": "Mistral Nemo (model card)",
+    "mistral-7b-instruct-community": "Mistral 7B Instruct (community)",
+}
+# Names presets had before (stored conversations and settings still carry them) -> their names now.
+PRESET_ALIASES: dict[str, str] = {"mistral-tutorial": "mistral-7b-instruct-community"}
+
+
+def canonical_preset_name(name: str) -> str:
+    """The current name of a preset named as an older Hearth stored it (unknown names come back unchanged)."""
+    return PRESET_ALIASES.get(name, name)
+
+
+def preset_label(name: str) -> str:
+    """The name a person reads in a menu ("Qwen2.5 Instruct (model card)")."""
+    name = canonical_preset_name(name)
+    return PRESET_LABELS.get(name, name.replace("-", " ").capitalize())
 
 
 def preset(name: str, **changes: Any) -> SamplingSettings:
     """A named preset, optionally with some fields changed; validated."""
     try:
-        base = PRESETS[name]
+        base = PRESETS[canonical_preset_name(name)]
     except KeyError:
         raise ConfigError(f"unknown sampling preset {name!r}; choose from {', '.join(PRESETS)}") from None
     return replace(base, **changes).validate() if changes else base

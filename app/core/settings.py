@@ -19,7 +19,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from app.core.errors import SettingsError
+from app.core.errors import ConfigError, SettingsError
+from app.core.fields import DEFAULT_SETTING, LOAD_FIELDS, Field
+from app.core.remote_servers import servers_problem
 
 log = logging.getLogger("hearth.settings")
 
@@ -172,22 +174,12 @@ def _model_override(model_key: Any, entry: Any, strict: bool) -> dict[str, Any]:
     return cleaned
 
 
-# How a model loads, per model: each key is checked like the default it overrides.
-LOAD_OVERRIDES = {
-    "n_ctx": "default_n_ctx",
-    "n_gpu_layers": "default_n_gpu_layers",
-    "n_threads": "default_threads",
-    "flash_attention": "default_flash_attention",
-    "kv_cache_type": "default_kv_cache_type",
-}
-
-
 def _load_overrides(model_key: str, load: Any, strict: bool) -> dict[str, Any]:
     if not isinstance(load, dict):
         raise SettingsError(f"{model_key[:80]!r}: load must be an object")
     cleaned: dict[str, Any] = {}
     for key, value in load.items():
-        option = OPTIONS_BY_NAME.get(LOAD_OVERRIDES.get(key, ""))
+        option = OPTIONS_BY_NAME.get(DEFAULT_SETTING.get(key, ""))  # checked like the default it overrides
         if option is not None:
             try:
                 value = option.validate(value)
@@ -203,6 +195,19 @@ def _load_overrides(model_key: str, load: Any, strict: bool) -> dict[str, Any]:
             continue
         cleaned[key] = value
     return cleaned
+
+
+def _from_field(name: str, declared: Field) -> Option:
+    """A "default_*" option for a declared load field: same type, default, rules and help."""
+
+    def problem(value: Any) -> str | None:
+        try:
+            declared.validate(value)
+        except ConfigError as exc:
+            return str(exc)
+        return None
+
+    return Option(name, declared.kind, declared.default, f"Default for new loads. {declared.help}", check=problem)
 
 
 OPTIONS: tuple[Option, ...] = (
@@ -221,24 +226,15 @@ OPTIONS: tuple[Option, ...] = (
         "Hugging Face Hub endpoint for mirrors; empty means HF_ENDPOINT or the Hub.",
         check=lambda url: _http_url_problem(url),
     ),
-    Option("default_n_ctx", int, 4096, "Context size for new loads (0 = the model's own).", 0, 1 << 20),
+    *(_from_field(DEFAULT_SETTING[field.name], field) for field in LOAD_FIELDS),
     Option(
-        "default_n_gpu_layers",
+        "conversation_cache_mib",
         int,
-        -2,
-        "Layers offloaded to the GPU: -2 = auto (as many as fit), -1 = all, 0 = CPU only.",
-        -2,
-        10_000,
+        2048,
+        "Disk space for conversations' saved KV caches, so they reopen without re-reading (0 = off).",
+        0,
+        1 << 20,
     ),
-    Option("default_threads", int, 0, "Generation threads (0 = the number of physical cores).", 0, 1024),
-    Option(
-        "default_flash_attention",
-        str,
-        "auto",
-        "Flash attention: auto lets llama.cpp use it where the backend supports it.",
-        choices=("auto", "on", "off"),
-    ),
-    Option("default_kv_cache_type", str, "f16", "KV cache precision.", choices=("f16", "q8_0", "q4_0")),
     Option("default_sampling_preset", str, "balanced", "Sampling preset for new conversations."),
     Option("default_system_prompt", str, "", "System prompt for new conversations."),
     Option(
@@ -247,6 +243,12 @@ OPTIONS: tuple[Option, ...] = (
         "",
         "The model loaded last time (path).",
         check=lambda path: _path_problem(path) if path else None,
+    ),
+    Option(
+        "embedding_model",
+        str,
+        "",
+        "GGUF embedding model for document search (path); empty means keyword (BM25) search only.",
     ),
     Option("last_conversation", int, 0, "The conversation open last time (id).", 0, MAX_INT),
     Option("window_geometry", str, "", "Main window geometry (base64 of Qt's saveGeometry)."),
@@ -257,6 +259,13 @@ OPTIONS: tuple[Option, ...] = (
         {},
         "Per-model settings keyed by model file name: template, load settings.",
         items=_model_override,
+    ),
+    Option(
+        "remote_servers",
+        dict,
+        {},
+        "OpenAI-compatible servers by name: base URL and key policy (keys live in the OS keyring).",
+        check=servers_problem,
     ),
 )
 OPTIONS_BY_NAME = {option.name: option for option in OPTIONS}

@@ -187,6 +187,12 @@ def _message(row: sqlite3.Row, index: int = 1, count: int = 1) -> StoredMessage:
     return StoredMessage(**values, sibling_index=index, sibling_count=count)
 
 
+def _rowid(cursor: sqlite3.Cursor) -> int:
+    """The id of the row an INSERT just added."""
+    assert cursor.lastrowid is not None
+    return cursor.lastrowid
+
+
 def _json(text: str) -> dict[str, Any]:
     try:
         value = json.loads(text or "{}")
@@ -290,7 +296,7 @@ class Store:
                     json.dumps(meta or {}),
                 ),
             )
-        return self.conversation(int(cursor.lastrowid))
+        return self.conversation(_rowid(cursor))
 
     def conversation(self, conversation_id: int) -> Conversation:
         found = self.rows(f"SELECT {_CONV_COLUMNS} FROM conversations WHERE id = ?", (conversation_id,))
@@ -389,8 +395,8 @@ class Store:
                 f"INSERT INTO messages ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
                 (str(uuid.uuid4()), conversation_id, parent_id, role, content, now, *extra.values()),
             )
-            message_id = int(cursor.lastrowid)
-            self._activate(db, conversation_id, parent_id, message_id)
+            message_id = _rowid(cursor)
+            self._activate(db, conversation_id, parent_id if isinstance(parent_id, int) else None, message_id)
             title = db.execute("SELECT title FROM conversations WHERE id = ?", (conversation_id,)).fetchone()
             if title is not None and not title[0] and role == "user":
                 db.execute("UPDATE conversations SET title = ? WHERE id = ?", (make_title(content), conversation_id))
@@ -454,7 +460,7 @@ class Store:
             rows[row["id"]] = row
             active[row["id"]] = row["active_child_id"]
             children.setdefault(row["parent_id"], []).append(row["id"])
-        result = []
+        result: list[StoredMessage] = []
         current = root[0] if root else None
         while current is not None and current in rows and len(result) <= len(rows):
             group = children[rows[current]["parent_id"]]
@@ -576,10 +582,15 @@ class ReplyWriter:
         self._dirty = False
         self._last_flush = time.monotonic()
 
-    def finish(self, stats: ReplyStats, meta: dict[str, Any] | None = None) -> StoredMessage:
+    def finish(
+        self, stats: ReplyStats, meta: dict[str, Any] | None = None, *, content: str | None = None
+    ) -> StoredMessage:
         """Write the whole reply and its statistics and mark it complete (also for stopped replies).
 
-        meta: extras learned while generating (the seed used, tool calls, sources), merged into the stored ones."""
+        meta: extras learned while generating (the seed used, tool calls, sources), merged into the stored ones.
+        content: the reply's final text when it differs from what was streamed (a tool call taken out of it)."""
+        if content is not None:
+            self._parts = [content]
         with self.store._write() as db:
             if meta:
                 row = db.execute("SELECT meta_json FROM messages WHERE id = ?", (self.message_id,)).fetchone()

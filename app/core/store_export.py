@@ -130,14 +130,18 @@ def export_markdown(store: Store, conversation_ids: Iterable[int]) -> str:
         if conv.system_prompt:
             lines += ["> **System:** " + conv.system_prompt.replace("\n", "\n> "), ""]
         for message in store.messages(cid):
-            who = {"user": "You", "assistant": "Assistant", "system": "System", "tool": "Tool"}.get(
-                message.role, message.role.capitalize()
-            )
+            who = {"user": "You", "assistant": "Assistant", "system": "System"}.get(message.role, "Tool")
+            if message.role == "tool":
+                who = f"Tool result ({message.meta.get('name') or 'tool'})"
             note = "" if message.complete else " *(unfinished)*"
             branch = (
                 f" *(version {message.sibling_index} of {message.sibling_count})*" if message.sibling_count > 1 else ""
             )
-            lines += [f"**{who}:**{branch}{note}", "", message.content.rstrip(), ""]
+            lines += [f"**{who}:**{branch}{note}", ""]
+            if message.content.strip():
+                lines += [message.content.rstrip(), ""]
+            for call in message.to_chat().tool_calls:  # an assistant turn's tool calls
+                lines += [f"*Called `{call.name}` with `{call.arguments}`*", ""]
         parts.append("\n".join(lines).rstrip() + "\n")
     return "\n---\n\n".join(parts)
 

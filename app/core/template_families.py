@@ -6,13 +6,18 @@ optional leading system message — whitespace, BOS text and quirks included. Wh
 has no system role (Gemma 2, the 2023 Mistral template), the system prompt is folded into the first user
 turn the way the family's newer template does. Alpaca and Vicuna have no official template; their formats
 here follow Stanford Alpaca's prompt and FastChat's vicuna_v1.1 conversation template (documented below).
+The families with native tool use (llama-3.1, qwen2.5, mistral-v0.3) render tools, tool calls and tool
+results too; their renderers live in app.core.tool_families.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
+
+from app.core.messages import ChatMessage
+from app.core.tool_families import render_llama31, render_mistral_v3, render_qwen25
 
 
 class Turn(Protocol):
@@ -31,6 +36,13 @@ class Specials:
 
 
 Renderer = Callable[[Sequence[Turn], bool, Specials], str]
+# A family with native tool use also renders tools, assistant tool calls and tool results (app.core.tool_families).
+ToolRenderer = Callable[[Sequence[ChatMessage], bool, Specials, Sequence[dict[str, Any]] | None], str]
+
+# How a model writes its tool calls (app.core.tool_calls parses each): "hermes" = <tool_call>{json}</tool_call>
+# (Qwen2.5, Hermes, and Hearth's generic tool prompt for families without tool use), "llama-3.1" = a bare
+# {"name", "parameters"} object (after <|python_tag|>), "mistral" = [TOOL_CALLS] [{"name", "arguments"}].
+GENERIC_TOOL_SYNTAX = "hermes"
 
 
 @dataclass(frozen=True)
@@ -44,6 +56,19 @@ class Family:
     stops: tuple[str, ...]
     defaults: Specials  # BOS/EOS text of the family's reference models
     render: Renderer
+    tool_render: ToolRenderer | None = None  # None: tools go through the generic tool prompt (tool_prompt.py)
+    tool_syntax: str = GENERIC_TOOL_SYNTAX
+
+    @property
+    def native_tools(self) -> bool:
+        return self.tool_render is not None
+
+
+def _without_tools(render: ToolRenderer) -> Renderer:
+    def plain(messages: Sequence[Turn], generation: bool, sp: Specials) -> str:
+        return render(messages, generation, sp, None)  # type: ignore[arg-type]  # ChatMessages in practice
+
+    return plain
 
 
 def _split_system(messages: Sequence[Turn]) -> tuple[str | None, list[Turn]]:
@@ -221,6 +246,17 @@ FAMILIES: dict[str, Family] = {
             _mistral,
         ),
         Family(
+            "mistral-v0.3",
+            "Mistral v0.3 ([INST], [TOOL_CALLS])",
+            "mistralai/Mistral-7B-Instruct-v0.3",
+            "folded",
+            ("[INST]", "</s>"),
+            _LLAMA_SPECIALS,
+            _without_tools(render_mistral_v3),
+            render_mistral_v3,
+            "mistral",
+        ),
+        Family(
             "llama-3",
             "Llama 3 instruct (header tokens)",
             "meta-llama/Meta-Llama-3-8B-Instruct",
@@ -230,6 +266,17 @@ FAMILIES: dict[str, Family] = {
             _llama3,
         ),
         Family(
+            "llama-3.1",
+            "Llama 3.1 instruct (header tokens, tools)",
+            "meta-llama/Llama-3.1-8B-Instruct",
+            "native",
+            ("<|eot_id|>", "<|eom_id|>", "<|end_of_text|>", "<|start_header_id|>"),
+            Specials("<|begin_of_text|>", "<|eot_id|>"),
+            _without_tools(render_llama31),
+            render_llama31,
+            "llama-3.1",
+        ),
+        Family(
             "chatml",
             "ChatML (<|im_start|>)",
             "teknium/OpenHermes-2.5-Mistral-7B",
@@ -237,6 +284,17 @@ FAMILIES: dict[str, Family] = {
             ("<|im_end|>", "<|im_start|>"),
             Specials("<s>", "<|im_end|>"),
             _chatml,
+        ),
+        Family(
+            "qwen2.5",
+            "Qwen2.5 (ChatML with <tool_call>)",
+            "Qwen/Qwen2.5-7B-Instruct",
+            "native",
+            ("<|im_end|>", "<|im_start|>", "<|endoftext|>"),
+            Specials("", "<|im_end|>"),
+            _without_tools(render_qwen25),
+            render_qwen25,
+            "hermes",
         ),
         Family(
             "gemma",

@@ -15,12 +15,16 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from app.core.errors import TemplateError
 from app.core.gguf_info import ModelInfo
-from app.core.messages import ChatMessage
-from app.core.template_families import FAMILIES, Family, Specials
+from app.core.messages import ROLES, ChatMessage
+from app.core.template_families import FAMILIES, GENERIC_TOOL_SYNTAX, Family, Specials
 from app.core.template_sandbox import compile_template, render_jinja
+from app.core.tool_prompt import TOOL_STOPS, embedded_tool_syntax, fold_tools, uses_tools
+
+Tools = Sequence[dict[str, Any]] | None
 
 EMBEDDED = "embedded"
 DEFAULT_FAMILY = "chatml"
@@ -63,6 +67,7 @@ class RenderedPrompt:
     text: str  # exactly what the template produced (may begin with the BOS text)
     stop: tuple[str, ...]  # never shown to the user
     choice: TemplateChoice
+    tool_syntax: str = GENERIC_TOOL_SYNTAX  # how the model will write tool calls (app.core.tool_calls parses it)
 
 
 def families() -> list[Family]:
@@ -79,14 +84,17 @@ def family(name: str) -> Family:
 # ---- detection ------------------------------------------------------------------------------------------
 
 _NAME_RULES: tuple[tuple[str, str], ...] = (
+    (r"llama[-_ ]?3[._][123]", "llama-3.1"),  # 3.2 and 3.3 write tool calls the same way
     (r"llama[-_ ]?3", "llama-3"),
     (r"llama[-_ ]?2.*chat|chat.*llama[-_ ]?2", "llama-2"),
+    (r"mistral.*v0[._]3", "mistral-v0.3"),
     (r"mi[sx]tral.*instruct|instruct.*mi[sx]tral", "mistral-instruct"),
     (r"zephyr|tinyllama.*chat", "zephyr"),
     (r"solar", "solar"),
     (r"phi[-_ ]?3", "phi-3"),
     (r"vicuna", "vicuna"),
     (r"alpaca", "alpaca"),
+    (r"qwen[-_ ]?2[._]5", "qwen2.5"),
     (r"qwen|hermes|dolphin|chatml|yi[-_ ].*chat|internlm", "chatml"),
     (r"gemma", "gemma"),
 )
@@ -197,31 +205,44 @@ def _with_warning(choice: TemplateChoice, warning: str) -> TemplateChoice:
 # ---- rendering ------------------------------------------------------------------------------------------
 
 
-def normalize(messages: Sequence[ChatMessage]) -> list[ChatMessage]:
+def normalize(messages: Sequence[ChatMessage], *, keep_tools: bool = False) -> list[ChatMessage]:
     """What every family can render: one optional leading system message, then alternating turns.
 
     Later system messages become user messages, and consecutive messages of the same role are joined
     with a blank line (templates that insist on alternation would otherwise refuse the conversation).
+    keep_tools (templates with tool use): assistant tool calls and "tool" results stay as they are and are
+    never joined; otherwise any left (see tool_prompt.fold_tools) become plain user text.
     """
     result: list[ChatMessage] = []
     for index, message in enumerate(messages):
-        role = message.role if message.role in ("system", "user", "assistant") else "user"
+        role = message.role if message.role in ROLES else "user"
+        if role == "tool" and not keep_tools:
+            role = "user"
         if role == "system" and index > 0:
             role = "user"
-        if result and result[-1].role == role and role != "system":
-            result[-1] = ChatMessage(role, f"{result[-1].content}\n\n{message.content}")
+        if keep_tools and (role == "tool" or message.tool_calls):
+            calls = message.tool_calls if role == "assistant" else ()
+            ids = (message.tool_call_id, message.name) if role == "tool" else (None, None)
+            result.append(ChatMessage(role, message.content, calls, *ids))
+            continue
+        previous = result[-1] if result else None
+        if previous and previous.role == role and role != "system" and not previous.tool_calls:
+            result[-1] = ChatMessage(role, f"{previous.content}\n\n{message.content}")
         else:
             result.append(ChatMessage(role, message.content))
     return result
 
 
-def _render_embedded(source: str, info: ModelInfo, messages: Sequence[ChatMessage], generation: bool) -> str:
+def _render_embedded(
+    source: str, info: ModelInfo, messages: Sequence[ChatMessage], generation: bool, tools: Tools = None
+) -> str:
     return render_jinja(
         source,
-        [{"role": m.role, "content": m.content} for m in messages],
+        [m.to_template() for m in messages],
         bos_token=info.bos_token or "",
         eos_token=info.eos_token or "",
         add_generation_prompt=generation,
+        extra={"tools": list(tools)} if tools else None,
     )
 
 
@@ -244,20 +265,61 @@ def render_prompt(
     override: str | None = None,
     add_generation_prompt: bool = True,
     choice: TemplateChoice | None = None,
+    tools: Tools = None,
 ) -> RenderedPrompt:
-    """Render a conversation for a model. The chosen template (and any fallback warning) is in .choice."""
+    """Render a conversation for a model. The chosen template (and any fallback warning) is in .choice.
+
+    tools: OpenAI-shaped tool definitions ({"type": "function", "function": {...}}). Tool calls and results in
+    the messages are rendered in the template's own syntax where it has one (the family's, or an embedded
+    template that uses `tools`: given the tools and OpenAI-shaped messages, and its "tool_use" variant when the
+    model has one); elsewhere through Hearth's generic tool prompt. .tool_syntax says how to parse the reply.
+    """
+    tools = list(tools) if tools else None
     choice = choice or choose_template(info, override)
-    turns = normalize(messages)
     if choice.is_embedded and info is not None:
         source = _embedded_source(info, choice.name) or ""
+        if tools and choice.name == EMBEDDED and info.chat_templates.get("tool_use"):
+            source = info.chat_templates["tool_use"]
         try:
-            text = _render_embedded(source, info, turns, add_generation_prompt)
-            return RenderedPrompt(text, _embedded_stops(source, info, choice.matches), choice)
+            return _render_embedded_prompt(source, info, messages, add_generation_prompt, choice, tools)
         except TemplateError as exc:  # the probe rendered, this conversation does not: fall back, say so
             choice = _with_warning(_fallback(info), f"the model's template failed on this conversation ({exc})")
     fam = family(choice.name)
-    text = fam.render(turns, add_generation_prompt, _specials(info, fam))
-    return RenderedPrompt(text, _with_model_ends(list(fam.stops), info), choice)
+    text, syntax = _render_with_family(fam, messages, add_generation_prompt, _specials(info, fam), tools)
+    return RenderedPrompt(text, _with_model_ends(list(_tool_stops(fam.stops, syntax, tools)), info), choice, syntax)
+
+
+def _render_embedded_prompt(
+    source: str,
+    info: ModelInfo,
+    messages: Sequence[ChatMessage],
+    generation: bool,
+    choice: TemplateChoice,
+    tools: Tools,
+) -> RenderedPrompt:
+    if uses_tools(source):
+        syntax = embedded_tool_syntax(source, FAMILIES[choice.matches].tool_syntax if choice.matches else None)
+        text = _render_embedded(source, info, normalize(messages, keep_tools=True), generation, tools)
+    else:
+        syntax = GENERIC_TOOL_SYNTAX
+        text = _render_embedded(source, info, normalize(fold_tools(messages, tools)), generation)
+    stops = _tool_stops(_embedded_stops(source, info, choice.matches), syntax, tools)
+    return RenderedPrompt(text, stops, choice, syntax)
+
+
+def _render_with_family(
+    fam: Family, messages: Sequence[ChatMessage], generation: bool, specials: Specials, tools: Tools
+) -> tuple[str, str]:
+    """(prompt text, tool syntax) for a built-in family; families without tool use get the generic prompt."""
+    if fam.tool_render is not None:
+        return fam.tool_render(normalize(messages, keep_tools=True), generation, specials, tools), fam.tool_syntax
+    return fam.render(normalize(fold_tools(messages, tools)), generation, specials), GENERIC_TOOL_SYNTAX
+
+
+def _tool_stops(stops: Sequence[str], syntax: str, tools: Tools) -> tuple[str, ...]:
+    """With tools on, also stop where a model starts to invent the tool's answer itself."""
+    extra = TOOL_STOPS.get(syntax, ()) if tools else ()
+    return tuple(dict.fromkeys([*stops, *extra]))
 
 
 def render_family(
@@ -267,12 +329,15 @@ def render_family(
     add_generation_prompt: bool = True,
     bos: str | None = None,
     eos: str | None = None,
+    tools: Tools = None,
 ) -> RenderedPrompt:
     """Render with a built-in family and explicit BOS/EOS text (default: the family's reference models')."""
     fam = family(name)
+    tools = list(tools) if tools else None
     specials = Specials(fam.defaults.bos if bos is None else bos, fam.defaults.eos if eos is None else eos)
-    text = fam.render(normalize(messages), add_generation_prompt, specials)
-    return RenderedPrompt(text, fam.stops, TemplateChoice(fam.name, "override", f"you chose the {fam.name} template"))
+    text, syntax = _render_with_family(fam, messages, add_generation_prompt, specials, tools)
+    choice = TemplateChoice(fam.name, "override", f"you chose the {fam.name} template")
+    return RenderedPrompt(text, _tool_stops(fam.stops, syntax, tools), choice, syntax)
 
 
 def render_with_jinja_file(
@@ -282,14 +347,24 @@ def render_with_jinja_file(
     add_generation_prompt: bool = True,
     bos_token: str = "",
     eos_token: str = "",
+    tools: Tools = None,
 ) -> RenderedPrompt:
     """Render a conversation with a template given as text (`hearth render-prompt --jinja FILE`)."""
+    tools = list(tools) if tools else None
+    if uses_tools(source):
+        syntax = embedded_tool_syntax(source, None)
+        turns = [m.to_template() for m in normalize(messages, keep_tools=True)]
+    else:
+        syntax = GENERIC_TOOL_SYNTAX
+        turns = [m.to_template() for m in normalize(fold_tools(messages, tools))]
     text = render_jinja(
         source,
-        [{"role": m.role, "content": m.content} for m in normalize(messages)],
+        turns,
         bos_token=bos_token,
         eos_token=eos_token,
         add_generation_prompt=add_generation_prompt,
+        extra={"tools": tools} if tools and uses_tools(source) else None,
     )
     stops = tuple(m for m in _KNOWN_END_MARKERS if m in source) + tuple(t for t in (eos_token,) if t)
-    return RenderedPrompt(text, tuple(dict.fromkeys(stops)), TemplateChoice("file", "override", "a template file"))
+    choice = TemplateChoice("file", "override", "a template file")
+    return RenderedPrompt(text, _tool_stops(tuple(dict.fromkeys(stops)), syntax, tools), choice, syntax)

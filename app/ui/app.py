@@ -18,9 +18,15 @@ from PySide6.QtNetwork import QLocalServer, QLocalSocket
 from PySide6.QtWidgets import QApplication, QFileDialog, QMessageBox
 
 from app import APP_NAME, __version__
+from app.core.errors import HearthError
+from app.core.host import EngineHost
 from app.core.instance import InstanceLock
+from app.core.kv_state import StateCache
 from app.core.logs import setup_logging
 from app.core.paths import AppPaths
+from app.core.remote_catalog import RemoteCatalog
+from app.core.remote_servers import RemoteModel, ServerRegistry
+from app.core.reply import ReplyDone, ReplyStarted
 from app.core.settings import Settings
 from app.core.store_recover import open_store
 from app.resources import icon_path
@@ -31,17 +37,19 @@ from app.ui.hub_controller import HubController
 from app.ui.library_controller import LibraryController, LibrarySnapshot
 from app.ui.main_window import MainWindow
 from app.ui.prompt_dialog import PromptDialog
+from app.ui.servers_tab import ServerEdit
 from app.ui.settings_dialog import SettingsDialog
-from app.ui.settings_panel import DEFAULT_LOAD
 from app.ui.untrusted import confirm, warn
 from app.ui.welcome import RECOMMENDED_QUANT, RECOMMENDED_REPO
-from app.ui.workers import EngineClient, ReplyDone, ReplyStarted, TaskRunner, _default_engine
+from app.ui.workers import EngineBridge, TaskRunner
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from app.core.downloads import DownloadStatus
-    from app.core.engine import Engine, LoadedModel
+    from app.core.engine import LoadedModel
+    from app.core.hardware import HardwareInfo
+    from app.core.host import EngineFactory
 
 log = logging.getLogger("hearth.ui")
 
@@ -53,9 +61,11 @@ class HearthApp(QObject):
         self,
         paths: AppPaths,
         *,
-        engine_factory: Callable[[], Engine] = _default_engine,
+        engine_factory: EngineFactory | None = None,
         hub_factory: Callable[[Settings], Any] | None = None,
+        hardware: Callable[[], HardwareInfo] | None = None,
     ) -> None:
+        """hardware: what loads are planned for (default: this machine; tests inject a simulated GPU)."""
         super().__init__()
         self.paths = paths
         self.settings = Settings(paths.settings_file)
@@ -63,10 +73,21 @@ class HearthApp(QObject):
         self.store = opened.store
         self.store_message = opened.message
         self.tasks = TaskRunner(self)
-        self.engine = EngineClient(engine_factory, self)
+        self.state_cache = StateCache(
+            paths.cache_dir / "kv-states", self.settings.get("conversation_cache_mib") * 1024 * 1024
+        )
+        self.host = EngineHost(
+            engine_factory, store_path=paths.history_db, hardware=hardware, state_cache=self.state_cache
+        )
+        self.engine = EngineBridge(self.host, self)
+        # Remote servers: one backend each, registered with the host (nothing is asked over the network here).
+        self.servers = ServerRegistry(self.settings)
+        self.remote = RemoteCatalog(self.host)
+        self.remote.sync(self.servers.all())
+        self._server_reset: tuple[str, ...] = ()  # a server whose key just changed (its backend is renewed)
         self.chat_model = ChatModel(self)
         self.session = ChatSession(self.store, self.engine, self.chat_model, self.settings)
-        self.library = LibraryController(paths, self.settings, self.tasks)
+        self.library = LibraryController(paths, self.settings, self.tasks, hardware)
         hub_args = {"client_factory": hub_factory} if hub_factory is not None else {}
         self.hub = HubController(paths, self.settings, self.tasks, **hub_args)
         self.window = MainWindow(self.chat_model)
@@ -111,11 +132,13 @@ class HearthApp(QObject):
         s.state_changed.connect(self._update_chat_state)
         s.edit_started.connect(w.composer.begin_edit)
         s.template_used.connect(self._on_template_used)
+        s.target_changed.connect(self._on_target_changed)
         self.chat_model.rowsInserted.connect(self._update_chat_state)
         self.chat_model.modelReset.connect(self._update_chat_state)
         # model loading
         w.picker.load_requested.connect(self.load_model)
         w.picker.eject_requested.connect(self.eject)
+        w.picker.remote_requested.connect(self._on_remote_requested)
         w.picker.combo.currentIndexChanged.connect(self._on_picker_selection)
         self.engine.load_progress.connect(w.picker.set_progress)
         self.engine.loaded.connect(self._on_loaded)
@@ -171,8 +194,24 @@ class HearthApp(QObject):
         self._update_chat_state()
         self.window.settings_panel.set_load_settings(self._load_options(""))
         self.library.scan()
+        self.refresh_remote_models()
+        self._on_target_changed()
+        self.tasks.run(self._purge_job, None, self._on_purge_failed)
         if self.store_message:
             QTimer.singleShot(0, self._show_store_problem)
+
+    def _purge_job(self) -> int:  # pool thread: its own connection
+        """Conversations deleted more than 30 days ago are removed for good (the undo window is over)."""
+        from app.core.store import Store
+
+        with Store.open(self.paths.history_db) as store:
+            purged = store.purge_deleted()
+        if purged:
+            log.info("purged %d conversations deleted more than 30 days ago", purged)
+        return purged
+
+    def _on_purge_failed(self, error: BaseException) -> None:
+        log.warning("could not purge old deleted conversations: %s", error)
 
     def _show_store_problem(self) -> None:
         warn(self.window, APP_NAME, self.store_message or "")
@@ -190,7 +229,9 @@ class HearthApp(QObject):
         except Exception as exc:  # a read-only settings file must not stop the app from closing
             log.warning("could not save the window state: %s", exc)
         self._unsubscribe()
+        self.library.stop_watching()
         self.engine.shutdown()
+        self.remote.close()
         self.hub.close()
         self.tasks.close(10_000)
         self.store.close()
@@ -270,6 +311,8 @@ class HearthApp(QObject):
             last = self._last_model()
             if snapshot is not None and not snapshot.usable:
                 w.welcome.show_state("first-run", "")
+            elif s.remote is not None:
+                w.welcome.show_state("start", f"{s.remote.id} on {s.remote.server}")
             elif self.engine.model is None:
                 known = snapshot is not None and snapshot.find(last) is not None and not self.engine.loading
                 w.welcome.show_state("no-model", "", Path(last).name if known else "")
@@ -279,7 +322,8 @@ class HearthApp(QObject):
     def _on_reply_done(self, done: ReplyDone) -> None:
         if done.stats is not None:
             self.window.status.set_speed(done.stats.gen_tps)
-            self.window.status.set_context(done.context_used)
+            if done.context_used:  # a remote reply uses no local context
+                self.window.status.set_context(done.context_used)
 
     def _on_notice(self, text: str) -> None:
         self.window.status.showMessage(text, 3000)
@@ -293,25 +337,19 @@ class HearthApp(QObject):
         return str(self.settings.get("last_model"))
 
     def _load_options(self, path: str) -> dict[str, Any]:
-        """Default load settings, overridden by what the user chose for this model."""
-        s = self.settings
-        options = {
-            **DEFAULT_LOAD,
-            "n_ctx": s.get("default_n_ctx"),
-            "n_gpu_layers": s.get("default_n_gpu_layers"),
-            "n_threads": s.get("default_threads"),
-            "flash_attention": s.get("default_flash_attention"),
-            "kv_cache_type": s.get("default_kv_cache_type"),
-        }
-        if path:
-            options.update(s.model_override(Path(path).name).get("load", {}))
-        return options
+        """The load settings shown for a model (stored form): the defaults, overridden for this model."""
+        from app.core.load_policy import model_load_values
+
+        return model_load_values(self.settings, Path(path).name if path else "")
 
     def load_model(self, path: str) -> None:
+        from app.core.load_policy import configured_load
+
         self.window.show_page("chat")
+        self.session.use_remote(None)  # loading a model means chatting with it
         self.window.picker.select(path)
         self.window.picker.set_loading(path)
-        self.engine.load(path, self._load_options(path))
+        self.engine.load(path, configured_load(self.settings, Path(path).name))
         self._update_chat_state()
 
     def eject(self) -> None:
@@ -326,6 +364,8 @@ class HearthApp(QObject):
         summary = f"{info.file_type} · context {model.n_ctx:,} · loaded in {model.load_ms / 1000:.1f} s"
         self.window.picker.set_loaded(str(model.path), summary)
         self.window.status.set_model(model)
+        for note in self.engine.notes:
+            self._on_notice(note)
         self.settings.set("last_model", str(model.path))
         self._refresh_template_info()
         self._update_reload_button()
@@ -351,6 +391,7 @@ class HearthApp(QObject):
         path = self.window.picker.selected_path() or (str(self.engine.model.path) if self.engine.model else "")
         if path:
             self.settings.set_model_override(Path(path).name, "load", values)
+            self.library.scan()  # the fit shown depends on the context, KV type and GPU layers
         self._update_reload_button()
 
     def _update_reload_button(self) -> None:
@@ -365,6 +406,84 @@ class HearthApp(QObject):
     def _on_load_last(self) -> None:
         if self._last_model():
             self.load_model(self._last_model())
+
+    # ---- remote servers ----------------------------------------------------------------------------------------------
+    def refresh_remote_models(self) -> None:
+        """Ask every server for its models (off the GUI thread); the picker lists them under each server."""
+        names = [config.name for config in self.servers.all()]
+        self.window.picker.set_servers(names)
+        for name in names:
+            self.tasks.run(_remote_models_job(self.remote, name), self._on_remote_models)
+
+    def _on_remote_models(self, result: tuple[str, list[str], str]) -> None:
+        name, models, error = result
+        if self.servers.find(name) is not None:  # not removed meanwhile
+            self.window.picker.set_remote(name, models, error)
+
+    def _on_remote_requested(self, server: str, model: str) -> None:
+        self.window.show_page("chat")
+        self.session.use_remote(RemoteModel(server, model))
+        self.window.composer.focus()
+
+    def _on_target_changed(self) -> None:
+        remote = self.session.remote
+        self.window.picker.set_remote_in_use((remote.server, remote.id) if remote else None)
+        self._update_chat_state()
+
+    def _on_servers_changed(self) -> None:
+        reset, self._server_reset = self._server_reset, ()
+        self.remote.sync(self.servers.all(), reset=reset)
+        self.refresh_remote_models()
+        dialog = self._settings_dialog
+        if dialog is not None:
+            dialog.servers.reload()
+
+    def _on_server_save(self, edit: ServerEdit) -> None:
+        self.tasks.run(_server_key_job(edit), self._on_server_key_saved, self._on_server_failed)
+
+    def _on_server_key_saved(self, edit: ServerEdit) -> None:
+        self._server_reset = (edit.config.name,)
+        try:
+            config = self.servers.put(edit.config, replacing=edit.replacing)
+        except HearthError as exc:
+            self._server_reset = ()
+            self._on_server_failed(exc)
+            return
+        dialog = self._settings_dialog
+        if dialog is not None:
+            dialog.servers.reload(select=config.name)
+            dialog.servers.set_status(f"Saved {config.name}. Its models are listed in the model picker.")
+
+    def _on_server_failed(self, error: BaseException) -> None:
+        dialog = self._settings_dialog
+        if dialog is not None:
+            dialog.servers.set_status(str(error), error=True)
+
+    def _on_server_remove(self, name: str) -> None:
+        config = self.servers.find(name)
+        try:
+            removed = self.servers.remove(name)
+        except HearthError as exc:
+            self._on_server_failed(exc)
+            return
+        if config is not None and config.has_key:
+            from app.core.remote_keys import clear_key
+
+            self.tasks.run(lambda: clear_key(removed), None, self._on_server_failed)
+        dialog = self._settings_dialog
+        if dialog is not None:
+            dialog.servers.set_status(f"Removed {removed}.")
+
+    def _on_server_test(self, config: Any, key: str) -> None:
+        remote = self.remote
+        self.tasks.run(
+            lambda: remote.check(config, key or None).message, self._on_server_tested, self._on_server_failed
+        )
+
+    def _on_server_tested(self, message: str) -> None:
+        dialog = self._settings_dialog
+        if dialog is not None:
+            dialog.servers.set_status(message)
 
     # ---- templates ---------------------------------------------------------------------------------------------------
     def _template_override(self) -> str:
@@ -519,6 +638,9 @@ class HearthApp(QObject):
         dialog = SettingsDialog(self.settings, self.window)
         dialog.token_save_requested.connect(self._on_token_save)
         dialog.token_clear_requested.connect(self._on_token_clear)
+        dialog.servers.save_requested.connect(self._on_server_save)
+        dialog.servers.remove_requested.connect(self._on_server_remove)
+        dialog.servers.test_requested.connect(self._on_server_test)
         self._settings_dialog = dialog
         self.tasks.run(_token_status, self._on_token_status, self._on_token_error)
         dialog.open()
@@ -553,8 +675,12 @@ class HearthApp(QObject):
     def _on_setting_changed(self, name: str) -> None:
         if name == "theme":
             self.apply_theme()
-        elif name in ("model_folders", "scan_external_libraries"):
+        elif name == "conversation_cache_mib":
+            self.state_cache.cap_bytes = self.settings.get(name) * 1024 * 1024
+        elif name in ("model_folders", "scan_external_libraries") or name.startswith("default_n"):
             self.library.scan()
+        elif name == "remote_servers":
+            self._on_servers_changed()
 
     def apply_theme(self) -> None:
         app = QApplication.instance()
@@ -563,6 +689,35 @@ class HearthApp(QObject):
             self.window.chat_view.refresh_style()
             if self.library.snapshot is not None:
                 self._on_scanned(self.library.snapshot)
+
+
+def _remote_models_job(catalog: RemoteCatalog, name: str) -> Callable[[], tuple[str, list[str], str]]:
+    def job() -> tuple[str, list[str], str]:  # pool thread: network only
+        try:
+            return name, [model.id for model in catalog.models(name, refresh=True)], ""
+        except HearthError as exc:
+            return name, [], str(exc)
+
+    return job
+
+
+def _server_key_job(edit: ServerEdit) -> Callable[[], ServerEdit]:
+    def job() -> ServerEdit:  # pool thread: the keyring may block (a locked keyring asks to be unlocked)
+        from app.core import remote_keys
+
+        name, old = edit.config.name, edit.replacing
+        if edit.key is not None:
+            remote_keys.save_key(name, edit.key)
+        elif edit.forget_key and old:
+            remote_keys.clear_key(old)
+        elif old and old.lower() != name.lower() and edit.config.has_key:
+            key = remote_keys.load_key(old)  # renamed: the key moves with it
+            if key:
+                remote_keys.save_key(name, key)
+                remote_keys.clear_key(old)
+        return edit
+
+    return job
 
 
 def _token_status() -> str:

@@ -15,13 +15,15 @@ from PySide6.QtCore import QObject, Signal
 from PySide6.QtGui import QGuiApplication
 
 from app.core.errors import HearthError
+from app.core.remote_servers import RemoteModel
+from app.core.reply import ReplyDone, ReplyRequest, ReplyStarted, create_conversation
 from app.core.sampling import PRESETS, SamplingSettings
 from app.ui.chat_model import ChatModel, MessageItem
-from app.ui.workers import EngineClient, ReplyDone, ReplyJob, ReplyStarted
+from app.ui.workers import EngineBridge
 
 if TYPE_CHECKING:
     from app.core.settings import Settings
-    from app.core.store import Conversation, SearchHit, Store
+    from app.core.store import Conversation, SearchHit, Store, StoredMessage
 
 log = logging.getLogger("hearth.ui.session")
 
@@ -30,7 +32,8 @@ log = logging.getLogger("hearth.ui.session")
 class _Active:
     """The reply being written, wherever it belongs (the user may look at another chat meanwhile)."""
 
-    job: ReplyJob
+    job_id: int
+    conversation_id: int
     row_key: int  # the MessageItem key of its row while its conversation is shown
     message_id: int | None = None
     text: str = ""
@@ -54,6 +57,7 @@ class ChatSession(QObject):
     state_changed(): generating / can-send changed.
     edit_started(str): the composer should edit this text.
     template_used(object ReplyStarted): the template and prompt of the reply just started.
+    target_changed(): replies now go to another place (a remote model, or back to the loaded one).
     """
 
     conversation_changed = Signal(int)
@@ -63,8 +67,9 @@ class ChatSession(QObject):
     state_changed = Signal()
     edit_started = Signal(str)
     template_used = Signal(object)
+    target_changed = Signal()
 
-    def __init__(self, store: Store, engine: EngineClient, model: ChatModel, settings: Settings) -> None:
+    def __init__(self, store: Store, engine: EngineBridge, model: ChatModel, settings: Settings) -> None:
         super().__init__()
         self.store = store
         self.engine = engine
@@ -75,6 +80,7 @@ class ChatSession(QObject):
         self.preset = settings.get("default_sampling_preset")
         self.sampling = PRESETS.get(self.preset, SamplingSettings())
         self.template_override = ""
+        self.remote: RemoteModel | None = None  # replies go to this server's model instead of the loaded one
         self._active: _Active | None = None
         self._editing_row = -1
         self._templates: dict[int, ReplyStarted] = {}
@@ -94,7 +100,7 @@ class ChatSession(QObject):
 
     @property
     def generating_here(self) -> bool:
-        return self._active is not None and self._active.job.conversation_id == self.conversation_id
+        return self._active is not None and self._active.conversation_id == self.conversation_id
 
     @property
     def store_path(self) -> Path:
@@ -104,7 +110,13 @@ class ChatSession(QObject):
         return self.store.list_conversations(500)
 
     # ---- opening ------------------------------------------------------------------------------------------
+    def _leave(self) -> None:
+        """The open conversation is being left: its KV cache goes to disk, so it reopens instantly."""
+        if self.conversation is not None and self.engine.model is not None:
+            self.engine.save_conversation(self.conversation.id)
+
     def new_chat(self) -> None:
+        self._leave()
         self.conversation = None
         self.system_prompt = self.settings.get("default_system_prompt")
         self.preset = self.settings.get("default_sampling_preset")
@@ -124,13 +136,16 @@ class ChatSession(QObject):
             return False
         if conversation.deleted_at is not None:
             return False
+        if self.conversation is not None and self.conversation.id != conversation_id:
+            self._leave()
         self.conversation = conversation
         self.system_prompt = conversation.system_prompt
         self.preset, self.sampling = _sampling_from(conversation.sampling, self.settings)
         self._editing_row = -1
-        items = [MessageItem.from_message(m) for m in messages if m.role != "system"]
+        self._set_remote(RemoteModel.from_meta(conversation.meta.get("remote")))
+        items = [_item(m) for m in messages if m.role != "system"]
         active = self._active
-        if active is not None and active.job.conversation_id == conversation_id:
+        if active is not None and active.conversation_id == conversation_id:
             self._reattach(items, active)
         self.model.reset(items)
         self.notice.emit("")
@@ -152,21 +167,45 @@ class ChatSession(QObject):
 
     def _ensure_conversation(self) -> Conversation:
         if self.conversation is None:
-            model = self.engine.model
-            self.conversation = self.store.create_conversation(
-                model_path=str(model.path) if model else "",
-                template=self.template_override,
+            model = None if self.remote is not None else self.engine.model
+            conversation_id = create_conversation(
+                self.store,
+                model_path=self.remote.id if self.remote else str(model.path) if model else "",
+                load_settings=model.config.to_dict() if model else {},
                 system_prompt=self.system_prompt,
-                sampling={"preset": self.preset, **self.sampling.to_dict()},
+                template_override=self.template_override,
+                preset=self.preset,
+                sampling=self.sampling,
+                meta={"remote": self.remote.to_meta()} if self.remote else None,
             )
+            self.conversation = self.store.conversation(conversation_id)
             self.settings.set("last_conversation", self.conversation.id)
             self.conversation_changed.emit(self.conversation.id)
         return self.conversation
 
     # ---- sending --------------------------------------------------------------------------------------------
+    def use_remote(self, target: RemoteModel | None) -> None:
+        """Send this chat's replies to a server's model (None: to the loaded model); the conversation
+        remembers it."""
+        if target == self.remote:
+            return
+        self._set_remote(target)
+        if self.conversation is not None:
+            meta = {k: v for k, v in self.conversation.meta.items() if k != "remote"}
+            if target is not None:
+                meta["remote"] = target.to_meta()
+            self._update(meta=meta)
+        self.state_changed.emit()
+
+    def _set_remote(self, target: RemoteModel | None) -> None:
+        changed = target != self.remote
+        self.remote = target
+        if changed:
+            self.target_changed.emit()
+
     def can_send(self) -> str:
         """'' when a message can be sent now, else why not (shown under the composer)."""
-        if self.engine.model is None:
+        if self.remote is None and self.engine.model is None:
             return "Load a model above to start chatting." if not self.engine.loading else "The model is loading…"
         if self._active is not None:
             return "" if self.generating_here else "A reply is being written in another chat; stop it first."
@@ -204,19 +243,20 @@ class ChatSession(QObject):
         assert self.conversation is not None
         user_row = self.model.rowCount() - 1
         placeholder = MessageItem(role="assistant", content="", streaming=True, parent_id=parent_id)
-        job = ReplyJob(
-            job_id=self.engine.next_job_id(),
+        remote = self.remote
+        request = ReplyRequest(
+            tuple(self._history(user_row)),
+            self.sampling,
+            template_override=self.template_override or None,
             conversation_id=self.conversation.id,
             parent_id=parent_id,
-            messages=tuple(self._history(user_row)),
-            sampling=self.sampling,
-            template_override=self.template_override or None,
-            store_path=self.store_path,
+            backend=remote.server if remote else None,
+            meta={"model": remote.id} if remote else {},
         )
         self.model.append(placeholder)
-        self._active = _Active(job, placeholder.key)
+        job_id = self.engine.reply(request)
+        self._active = _Active(job_id, self.conversation.id, placeholder.key)
         self.notice.emit("")
-        self.engine.generate(job)
         self.state_changed.emit()
 
     def stop(self) -> None:
@@ -224,13 +264,13 @@ class ChatSession(QObject):
 
     # ---- replies from the engine thread (plain methods: they run on the GUI thread) ---------------------------
     def _row(self, active: _Active) -> int:
-        if active.job.conversation_id != self.conversation_id:
+        if active.conversation_id != self.conversation_id:
             return -1
         return self.model.row_of_key(active.row_key)
 
     def _on_reply_started(self, started: ReplyStarted) -> None:
         active = self._active
-        if active is None or active.job.job_id != started.job_id:
+        if active is None or active.job_id != started.job_id:
             return
         active.message_id = started.message_id
         self._templates[started.message_id] = started
@@ -245,13 +285,13 @@ class ChatSession(QObject):
             )
         if started.template_warning:
             notices.append(started.template_warning)
-        if notices and active.job.conversation_id == self.conversation_id:
+        if notices and active.conversation_id == self.conversation_id:
             self.notice.emit(" ".join(notices))
         self.template_used.emit(started)
 
     def _on_reply_chunk(self, job_id: int, text: str) -> None:
         active = self._active
-        if active is None or active.job.job_id != job_id:
+        if active is None or active.job_id != job_id:
             return
         active.text += text
         row = self._row(active)
@@ -260,7 +300,7 @@ class ChatSession(QObject):
 
     def _on_reply_done(self, done: ReplyDone) -> None:
         active = self._active
-        if active is None or active.job.job_id != done.job_id:
+        if active is None or active.job_id != done.job_id:
             return
         self._active = None
         self.model.flush()
@@ -343,7 +383,7 @@ class ChatSession(QObject):
             return False
         self.model.truncate(row)
         for message in messages[row:]:
-            self.model.append(MessageItem.from_message(message))
+            self.model.append(_item(message))
         return True
 
     def copy(self, row: int) -> None:
@@ -400,7 +440,7 @@ class ChatSession(QObject):
         """Move a chat to the trash (restorable); returns its title for the undo bar (None: it failed)."""
         try:
             title = self.store.conversation(conversation_id).title
-            if self._active is not None and self._active.job.conversation_id == conversation_id:
+            if self._active is not None and self._active.conversation_id == conversation_id:
                 self.stop()
             self.store.delete(conversation_id)
         except HearthError as exc:
@@ -441,6 +481,15 @@ _STORED_FIELDS = (
     "ttft_ms",
     "finish_reason",
 )
+
+
+def _item(message: StoredMessage) -> MessageItem:
+    """A stored message as a row; a reply that failed shows why (its text so far stays)."""
+    item = MessageItem.from_message(message)
+    error = message.meta.get("error")
+    if message.finish_reason == "error" and isinstance(error, str) and error:
+        item.error = f"The reply failed: {error}"
+    return item
 
 
 def _error_text(done: ReplyDone) -> str | None:

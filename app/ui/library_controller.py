@@ -2,30 +2,34 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from PySide6.QtCore import QObject, Signal
+from PySide6.QtCore import QObject, QTimer, Signal
 
 from app.core.errors import HearthError
 from app.ui.workers import TaskRunner
 
 if TYPE_CHECKING:
+    from app.core.hardware import HardwareInfo
     from app.core.library import Library, LibraryEntry
+    from app.core.load_policy import FitSummary
     from app.core.paths import AppPaths
     from app.core.settings import Settings
 
-FitRule = Callable[["LibraryEntry"], str]
+log = logging.getLogger("hearth.ui.library")
+WATCH_INTERVAL_MS = 2000  # how often the model folders are looked at for files added or removed outside Hearth
 
 
 @dataclass(frozen=True)
 class LibrarySnapshot:
-    """One scan: the entries, a fit label per path, and per path None (deletable) or why not."""
+    """One scan: the entries, their fit on this machine per path, and per path None (deletable) or why not."""
 
     entries: list[LibraryEntry]
-    fits: dict[str, str] = field(default_factory=dict)
+    fits: dict[str, FitSummary] = field(default_factory=dict)
     deletable: dict[str, str | None] = field(default_factory=dict)
     folder: str = ""
 
@@ -36,19 +40,20 @@ class LibrarySnapshot:
     def find(self, path: str) -> LibraryEntry | None:
         return next((e for e in self.entries if str(e.path) == path), None)
 
-
-def size_fit(entry: LibraryEntry) -> str:
-    """Fit from the file size and this machine's memory (the Hub's rule until the hardware module's
-    estimate, which knows the GPU and the context, is wired in)."""
-    from app.core.hub_files import quant_fit
-
-    return {"fits": "Fits", "tight": "Tight", "too_big": "Too big"}.get(str(quant_fit(entry.size_bytes)), "")
+    def signature(self) -> tuple:
+        """What a change would show: files, sizes, times, and each fit."""
+        return tuple((str(e.path), e.size_bytes, e.mtime_ns, e.ok) for e in self.entries) + tuple(
+            sorted((path, fit.label) for path, fit in self.fits.items())
+        )
 
 
 class LibraryController(QObject):
-    """Signals:
-    scanned(object LibrarySnapshot), import_progress(str name, object fraction or None),
-    imported(str path), failed(str).
+    """The library for the window. It follows the model folders: a GGUF copied in or deleted from outside
+    (or imported with `hearth models import` while the app runs) shows up or goes within seconds.
+
+    Signals:
+        scanned(object LibrarySnapshot): after a scan that found a change (or was asked for),
+        import_progress(str name, object fraction or None), imported(str path), failed(str).
     """
 
     scanned = Signal(object)
@@ -56,17 +61,28 @@ class LibraryController(QObject):
     imported = Signal(str)
     failed = Signal(str)
 
-    def __init__(self, paths: AppPaths, settings: Settings, tasks: TaskRunner, fit: FitRule = size_fit) -> None:
+    def __init__(
+        self,
+        paths: AppPaths,
+        settings: Settings,
+        tasks: TaskRunner,
+        hardware: Callable[[], HardwareInfo] | None = None,
+        watch_interval_ms: int = WATCH_INTERVAL_MS,
+    ) -> None:
         super().__init__()
         self.paths = paths
         self.settings = settings
         self.tasks = tasks
-        self.fit = fit
+        self.hardware = hardware
         self.snapshot: LibrarySnapshot | None = None
         self._library: Library | None = None
         self._scanning = False
         self._rescan = False
+        self._announce = False  # the next scan result is emitted even when nothing changed
         self._imports: list[str] = []
+        self._watch = QTimer(self)
+        self._watch.setInterval(watch_interval_ms)
+        self._watch.timeout.connect(self._on_watch)
 
     def _get_library(self) -> Library:
         """The Library, created on first use on a pool thread (its import pulls in numpy)."""
@@ -78,6 +94,15 @@ class LibraryController(QObject):
 
     # ---- scan -------------------------------------------------------------------------------------------------
     def scan(self) -> None:
+        """Scan now and report the result (also when nothing changed); keeps watching afterwards."""
+        self._announce = True
+        self._start_scan()
+
+    def _on_watch(self) -> None:
+        if not self._scanning and not self._imports:
+            self._start_scan()
+
+    def _start_scan(self) -> None:
         if self._scanning:
             self._rescan = True
             return
@@ -85,29 +110,41 @@ class LibraryController(QObject):
         self.tasks.run(self._scan_job, self._on_scanned, self._on_scan_failed)
 
     def _scan_job(self) -> LibrarySnapshot:  # pool thread
+        from app.core.load_policy import configured_load, fit_summary
+
         library = self._get_library()
         entries = library.scan()
+        hardware = self.hardware() if self.hardware is not None else _detected()
         fits = {}
         for entry in entries:
-            if entry.ok:
+            if entry.ok and entry.info is not None and not entry.info.is_adapter:
                 try:
-                    fits[str(entry.path)] = self.fit(entry)
+                    config = configured_load(self.settings, entry.path.name)
+                    fits[str(entry.path)] = fit_summary(entry.info, hardware, config)
                 except Exception:  # a fit estimate must never hide a model
-                    fits[str(entry.path)] = ""
+                    log.exception("fit estimate failed for %s", entry.path.name)
         deletable = {str(e.path): library.can_delete(e) for e in entries}
         return LibrarySnapshot(entries, fits, deletable, str(self.paths.models_dir))
 
     def _on_scanned(self, snapshot: LibrarySnapshot) -> None:
         self._scanning = False
+        changed = self.snapshot is None or snapshot.signature() != self.snapshot.signature()
         self.snapshot = snapshot
-        self.scanned.emit(snapshot)
+        if changed or self._announce:
+            self._announce = False
+            self.scanned.emit(snapshot)
+        if not self._watch.isActive() and self._watch.interval() > 0:
+            self._watch.start()
         if self._rescan:
             self._rescan = False
-            self.scan()
+            self._start_scan()
 
     def _on_scan_failed(self, error: BaseException) -> None:
         self._scanning = False
         self.failed.emit(f"Scanning the model folders failed: {error}")
+
+    def stop_watching(self) -> None:
+        self._watch.stop()
 
     # ---- import ------------------------------------------------------------------------------------------------
     def import_files(self, paths: list[str]) -> None:
@@ -164,3 +201,9 @@ class LibraryController(QObject):
 
     def _on_delete_failed(self, error: BaseException) -> None:
         self.failed.emit(f"Could not delete the model: {error}")
+
+
+def _detected() -> HardwareInfo:
+    from app.core.hardware import current_hardware
+
+    return current_hardware()

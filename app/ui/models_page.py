@@ -1,5 +1,6 @@
-"""The Models page: every GGUF in the library (broken ones with their reason), import by dialog or by
-dropping .gguf files, open the folder, load, delete."""
+"""The Models page: every GGUF in the library (broken ones with their reason; LoRA adapters listed under the
+bases they fit), import by dialog or by dropping .gguf files (a dropped PEFT adapter folder gets the command
+that converts it), open the folder, load, delete."""
 
 from __future__ import annotations
 
@@ -22,23 +23,31 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.core.lora import peft_adapter, place_adapters
 from app.ui import theme
 from app.ui.formatting import format_bytes, format_context, format_params
 from app.ui.untrusted import plain, tooltip
 
 if TYPE_CHECKING:
     from app.core.library import LibraryEntry
+    from app.core.load_policy import FitSummary
+    from app.core.lora import PeftAdapter
 
 PathRole = Qt.ItemDataRole.UserRole + 1
+SortRole = Qt.ItemDataRole.UserRole + 2  # the Model column sorts adapters right under their base
+AdviceRole = Qt.ItemDataRole.UserRole + 3  # what to tell the user when the row is selected
 COLUMNS = ("Model", "Params", "Quant", "Size", "Context", "Fit", "Source", "Status")
 
 
 def gguf_paths(urls: Sequence[object]) -> list[str]:
-    """The local .gguf files among dropped URLs."""
+    """The local .gguf files among dropped URLs, and PEFT adapter folders (or files in one): the import
+    refuses those with the command that converts them, which is what the user needs to hear."""
     paths = []
     for url in urls:
         local = url.toLocalFile() if hasattr(url, "toLocalFile") else str(url)
-        if local and local.lower().endswith(".gguf") and Path(local).is_file():
+        if not local:
+            continue
+        if (local.lower().endswith(".gguf") and Path(local).is_file()) or peft_adapter(local) is not None:
             paths.append(local)
     return paths
 
@@ -58,6 +67,9 @@ class ModelsPage(QWidget):
         self.setAcceptDrops(True)
         self._entries: dict[str, LibraryEntry] = {}
         self._deletable: dict[str, str | None] = {}
+        self._peft: list[PeftAdapter] = []
+        self._advice_shown = False
+        self._peft_dir = Path()
         layout = QVBoxLayout(self)
         layout.setContentsMargins(28, 20, 28, 16)
         layout.setSpacing(10)
@@ -88,8 +100,12 @@ class ModelsPage(QWidget):
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.verticalHeader().hide()
+        # Headers aligned as their cells are (left), so each title stands over its values.
+        self.table.horizontalHeader().setDefaultAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
         self.table.setShowGrid(False)
         self.table.setWordWrap(False)
+        # Qt's default indicator is descending: start with names A to Z (each base's adapters under it).
+        self.table.horizontalHeader().setSortIndicator(0, Qt.SortOrder.AscendingOrder)
         self.table.setSortingEnabled(True)
         self.table.doubleClicked.connect(self._on_load)
         self.table.selectionModel().selectionChanged.connect(self._update_buttons)
@@ -105,6 +121,7 @@ class ModelsPage(QWidget):
             layout.addWidget(widget)
         self.message = plain(QLabel(self))  # file names and errors
         self.message.setWordWrap(True)
+        self.message.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)  # commands to copy
         self.message.hide()
         layout.addWidget(self.message)
 
@@ -123,45 +140,43 @@ class ModelsPage(QWidget):
 
     # ---- content -------------------------------------------------------------------------------------------
     def set_entries(
-        self, entries: Sequence[LibraryEntry], fits: dict[str, str], deletable: dict[str, str | None], folder: str
+        self,
+        entries: Sequence[LibraryEntry],
+        fits: dict[str, FitSummary],
+        deletable: dict[str, str | None],
+        folder: str,
     ) -> None:
-        """Show the library. deletable: path -> None when Hearth may delete it, else the reason it will not."""
+        """Show the library. deletable: path -> None when Hearth may delete it, else the reason it will not.
+        LoRA adapters are listed under each base they fit (architecture and tensor shapes checked); one that
+        fits none comes last, with the reason."""
         self._entries = {str(e.path): e for e in entries}
         self._deletable = dict(deletable)
         self.table.setSortingEnabled(False)
         self.model.removeRows(0, self.model.rowCount())
-        error_color = QColor(theme.current().error)
+        placements = place_adapters(entries)
+        under: dict[str, list[LibraryEntry]] = {}
+        for placement in placements:
+            for base in placement.bases:
+                under.setdefault(str(base.path), []).append(placement.adapter)
         for entry in entries:
-            path = str(entry.path)
-            if entry.ok and entry.info is not None:
-                info = entry.info
-                cells = [
-                    entry.display_name,
-                    info.size_label or format_params(info.parameters),
-                    info.file_type,
-                    format_bytes(entry.size_bytes),
-                    format_context(info.context_length),
-                    fits.get(path, ""),
-                    entry.source.value,
-                    "LoRA adapter" if info.is_adapter else "Ready",
-                ]
-            else:
-                cells = [entry.path.name, "", "", format_bytes(entry.size_bytes), "", "", entry.source.value]
-                cells.append(f"Unusable: {entry.error}")
-            row = [QStandardItem(text) for text in cells]
-            for cell in row:
-                cell.setData(path, PathRole)
-                cell.setToolTip(tooltip(path if cell is row[0] else cell.text()))
-                if not entry.ok:
-                    cell.setForeground(error_color)
-            self.model.appendRow(row)
-        self.table.setSortingEnabled(True)
+            if entry.info is not None and entry.info.is_adapter:
+                continue
+            group = f"{entry.display_name.lower()}\x00{entry.path}"
+            self._append(entry, fits, group)
+            for adapter in under.get(str(entry.path), []):
+                self._append(adapter, fits, f"{group}\x01{adapter.display_name.lower()}", base=entry)
+        for placement in placements:
+            if not placement.bases:
+                self._append(
+                    placement.adapter, fits, "\uffff" + placement.adapter.display_name.lower(), reason=placement.reason
+                )
+        self._append_peft()
+        self.model.setSortRole(SortRole)  # by name: each base's adapters right under it
+        self.table.setSortingEnabled(True)  # re-sorts by the column the user chose
         header = self.table.horizontalHeader()
         header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
-        for column in range(1, len(COLUMNS) - 1):
+        for column in range(1, len(COLUMNS)):
             header.setSectionResizeMode(column, QHeaderView.ResizeMode.ResizeToContents)
-        header.setSectionResizeMode(len(COLUMNS) - 1, QHeaderView.ResizeMode.Interactive)
-        self.table.setColumnWidth(len(COLUMNS) - 1, 220)
         broken = sum(1 for e in entries if not e.ok)
         usable = len(entries) - broken
         text = f"{usable} model{'s' if usable != 1 else ''}"
@@ -169,6 +184,81 @@ class ModelsPage(QWidget):
             text += f" · {broken} unusable file{'s' if broken != 1 else ''}"
         self.summary.setText(f"{text} · models folder: {folder}")
         self._update_buttons()
+
+    def _append(
+        self,
+        entry: LibraryEntry,
+        fits: dict[str, FitSummary],
+        group: str,
+        *,
+        base: LibraryEntry | None = None,
+        reason: str = "",
+    ) -> None:
+        path = str(entry.path)
+        fit = fits.get(path)
+        advice = ""
+        if entry.ok and entry.info is not None:
+            info = entry.info
+            if base is not None:
+                status = f"LoRA adapter for {base.display_name}"
+                advice = f"{entry.path.name} fits {base.display_name}: add it under Model in an assistant's settings."
+            elif info.is_adapter:
+                status = "LoRA adapter: fits no model here" if reason else "LoRA adapter"
+                advice = f"{entry.path.name} fits no model in your library: {reason}" if reason else ""
+            else:
+                status = "Ready"
+            name = f"    ↳ {entry.display_name}" if base is not None else entry.display_name
+            cells = [
+                name,
+                info.size_label or format_params(info.parameters),
+                info.file_type,
+                format_bytes(entry.size_bytes),
+                "" if info.is_adapter else format_context(info.context_length),
+                fit.label if fit is not None and not info.is_adapter else "",
+                entry.source.value,
+                status,
+            ]
+        else:
+            cells = [entry.path.name, "", "", format_bytes(entry.size_bytes), "", "", entry.source.value]
+            cells.append(f"Unusable: {entry.error}")
+        row = [QStandardItem(text) for text in cells]
+        colour = QColor(theme.current().error if not entry.ok else theme.current().muted)
+        for index, cell in enumerate(row):
+            cell.setData(path, PathRole)
+            cell.setData(group if index == 0 else cell.text().lower(), SortRole)
+            cell.setData(advice, AdviceRole)
+            cell.setToolTip(tooltip(path if index == 0 else (advice or cell.text())))
+            if not entry.ok or (entry.info is not None and entry.info.is_adapter and base is None):
+                cell.setForeground(colour)
+        if fit is not None and entry.info is not None and not entry.info.is_adapter:
+            row[COLUMNS.index("Fit")].setToolTip(fit.tooltip)
+        self.model.appendRow(row)
+
+    def set_peft_adapters(self, adapters: Sequence[PeftAdapter], models_dir: Path) -> None:
+        """PEFT adapter folders found in the library's folders (Library.peft_adapters(), read off the GUI
+        thread): listed as needing conversion; selecting one shows the exact command."""
+        self._peft = list(adapters)
+        self._peft_dir = Path(models_dir)
+        for row in reversed(range(self.model.rowCount())):
+            if self.model.item(row, 0).data(PathRole).startswith("peft:"):
+                self.model.removeRow(row)
+        self._append_peft()
+        header = self.table.horizontalHeader()
+        self.table.sortByColumn(header.sortIndicatorSection(), header.sortIndicatorOrder())
+
+    def _append_peft(self) -> None:
+        muted = QColor(theme.current().muted)
+        for adapter in self._peft:
+            cells = [adapter.name, "", "PEFT", "", "", "", "folder", "LoRA adapter to convert to GGUF"]
+            row = [QStandardItem(text) for text in cells]
+            advice = adapter.advice(self._peft_dir)
+            for index, cell in enumerate(row):
+                cell.setData(f"peft:{adapter.folder}", PathRole)
+                cell.setData("\uffff\uffff" + adapter.name.lower() if index == 0 else cell.text().lower(), SortRole)
+                cell.setData(advice, AdviceRole)
+                cell.setToolTip(tooltip(str(adapter.folder) if index == 0 else advice))
+                cell.setForeground(muted)
+            self.model.appendRow(row)
 
     def selected_path(self) -> str:
         rows = self.table.selectionModel().selectedRows()
@@ -201,11 +291,18 @@ class ModelsPage(QWidget):
     # ---- events --------------------------------------------------------------------------------------------
     def _update_buttons(self) -> None:
         path = self.selected_path()
+        rows = self.table.selectionModel().selectedRows()
+        advice = str(rows[0].data(AdviceRole) or "") if rows else ""
+        if advice:
+            self.show_message(advice, error=path.startswith("peft:") or "fits no model" in advice)
+        elif self._advice_shown:
+            self.show_message("")
+        self._advice_shown = bool(advice)
         entry = self._entries.get(path)
         usable = entry is not None and entry.ok and not (entry.info is not None and entry.info.is_adapter)
         self.load_button.setEnabled(usable)
-        reason = self._deletable.get(path) if path else "Select a model first"
-        self.delete_button.setEnabled(bool(path) and reason is None)
+        reason = self._deletable.get(path) if entry is not None else "Select a model first"
+        self.delete_button.setEnabled(entry is not None and reason is None)
         self.delete_button.setToolTip(reason or "Delete the model's files from disk")
 
     def _on_load(self) -> None:

@@ -1,5 +1,5 @@
 """The Settings dialog over app.core.settings: theme, model folders, defaults for new chats and loads,
-the Hugging Face token (kept in the OS keyring) and endpoint."""
+the Hugging Face token (kept in the OS keyring) and endpoint, remote servers (app/ui/servers_tab.py)."""
 
 from __future__ import annotations
 
@@ -19,15 +19,16 @@ from PySide6.QtWidgets import (
     QListWidget,
     QPlainTextEdit,
     QPushButton,
-    QSpinBox,
     QTabWidget,
     QVBoxLayout,
     QWidget,
 )
 
 from app.core.errors import SettingsError
-from app.core.sampling import PRESETS
-from app.ui.settings_panel import AUTO_LAYERS, CTX_STEP
+from app.core.fields import DEFAULT_SETTING, LOAD_FIELDS
+from app.core.sampling import PRESETS, canonical_preset_name, preset_label
+from app.ui.field_editors import add_rows
+from app.ui.servers_tab import ServersTab
 from app.ui.untrusted import plain
 
 if TYPE_CHECKING:
@@ -55,6 +56,9 @@ class SettingsDialog(QDialog):
         tabs.addTab(self._models_tab(), "Models")
         tabs.addTab(self._defaults_tab(), "Defaults")
         tabs.addTab(self._hub_tab(), "Hugging Face")
+        self.servers = ServersTab(settings, self)  # saved at once, not by OK (keys go to the keyring)
+        tabs.addTab(self.servers, "Servers")
+        self.tabs = tabs
         layout.addWidget(tabs, 1)
         self.error = plain(QLabel(self))
         self.error.setObjectName("Error")
@@ -107,37 +111,14 @@ class SettingsDialog(QDialog):
         form.addRow("System prompt", self.default_prompt)
         self.default_preset = QComboBox(page)
         for name in PRESETS:
-            self.default_preset.addItem(name.replace("-", " ").capitalize(), name)
+            self.default_preset.addItem(preset_label(name), name)
         self.default_preset.setCurrentIndex(
-            max(0, self.default_preset.findData(self.settings.get("default_sampling_preset")))
+            max(0, self.default_preset.findData(canonical_preset_name(self.settings.get("default_sampling_preset"))))
         )
         form.addRow("Sampling preset", self.default_preset)
-        self.n_ctx = QSpinBox(page)
-        self.n_ctx.setRange(0, 1 << 20)
-        self.n_ctx.setSingleStep(CTX_STEP)
-        self.n_ctx.setSpecialValueText("Model's own")
-        self.n_ctx.setValue(self.settings.get("default_n_ctx"))
-        form.addRow("Context size", self.n_ctx)
-        self.gpu_layers = QSpinBox(page)
-        self.gpu_layers.setRange(AUTO_LAYERS, 10_000)
-        self.gpu_layers.setSpecialValueText("Auto")
-        self.gpu_layers.setValue(self.settings.get("default_n_gpu_layers"))
-        form.addRow("GPU layers", self.gpu_layers)
-        self.threads = QSpinBox(page)
-        self.threads.setRange(0, 1024)
-        self.threads.setSpecialValueText("Auto")
-        self.threads.setValue(self.settings.get("default_threads"))
-        form.addRow("CPU threads", self.threads)
-        self.flash = QComboBox(page)
-        for label, value in (("Auto", "auto"), ("On", "on"), ("Off", "off")):
-            self.flash.addItem(label, value)
-        self.flash.setCurrentIndex(max(0, self.flash.findData(self.settings.get("default_flash_attention"))))
-        form.addRow("Flash attention", self.flash)
-        self.kv_type = QComboBox(page)
-        for value in ("f16", "q8_0", "q4_0"):
-            self.kv_type.addItem(value, value)
-        self.kv_type.setCurrentIndex(max(0, self.kv_type.findData(self.settings.get("default_kv_cache_type"))))
-        form.addRow("KV cache", self.kv_type)
+        self.load_defaults = add_rows(form, LOAD_FIELDS, page)
+        for field in LOAD_FIELDS:
+            self.load_defaults[field.name].set_value(self.settings.get(DEFAULT_SETTING[field.name]))
         return page
 
     def _hub_tab(self) -> QWidget:
@@ -189,20 +170,13 @@ class SettingsDialog(QDialog):
             self.folders.takeItem(self.folders.row(item))
 
     def values(self) -> dict[str, Any]:
-        n_ctx = self.n_ctx.value()
-        if n_ctx % CTX_STEP:
-            n_ctx = max(CTX_STEP, round(n_ctx / CTX_STEP) * CTX_STEP)
         return {
             "theme": self.theme.currentData(),
             "model_folders": [self.folders.item(i).text() for i in range(self.folders.count())],
             "scan_external_libraries": self.external.isChecked(),
             "default_system_prompt": self.default_prompt.toPlainText(),
             "default_sampling_preset": self.default_preset.currentData(),
-            "default_n_ctx": n_ctx,
-            "default_n_gpu_layers": self.gpu_layers.value(),
-            "default_threads": self.threads.value(),
-            "default_flash_attention": self.flash.currentData(),
-            "default_kv_cache_type": self.kv_type.currentData(),
+            **{DEFAULT_SETTING[name]: editor.value() for name, editor in self.load_defaults.items()},
             "hub_endpoint": self.endpoint.text().strip(),
         }
 

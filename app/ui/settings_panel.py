@@ -2,48 +2,28 @@
 
 from __future__ import annotations
 
-from dataclasses import fields, replace
+from dataclasses import replace
 from typing import Any
 
 from PySide6.QtCore import Qt, QTimer, Signal
-from PySide6.QtGui import QIntValidator
 from PySide6.QtWidgets import (
-    QAbstractSpinBox,
     QComboBox,
-    QDoubleSpinBox,
     QFormLayout,
     QLabel,
-    QLineEdit,
     QPlainTextEdit,
     QPushButton,
     QScrollArea,
-    QSpinBox,
     QVBoxLayout,
     QWidget,
 )
 
-from app.core.sampling import PRESET_HELP, PRESETS, RANGES, SamplingSettings
+from app.core.errors import HearthError
+from app.core.fields import LOAD_FIELDS, SAMPLING_FIELDS
+from app.core.sampling import PRESET_HELP, PRESETS, SamplingSettings, canonical_preset_name, preset_label
+from app.ui.field_editors import add_rows
 from app.ui.untrusted import plain
 
 CUSTOM = "custom"
-AUTO_LAYERS = -2
-CTX_STEP = 256
-# The sampling fields the panel offers (the rest keep their preset values).
-SAMPLING_FIELDS: dict[str, tuple[float, int]] = {  # name -> (step, decimals; 0 decimals = integer)
-    "temperature": (0.05, 2),
-    "top_k": (1, 0),
-    "top_p": (0.01, 2),
-    "min_p": (0.01, 2),
-    "repeat_penalty": (0.01, 2),
-    "max_tokens": (64, 0),
-}
-DEFAULT_LOAD: dict[str, Any] = {
-    "n_ctx": 4096,
-    "n_gpu_layers": AUTO_LAYERS,
-    "n_threads": 0,
-    "flash_attention": "auto",
-    "kv_cache_type": "f16",
-}
 
 
 def _title(text: str, parent: QWidget) -> QLabel:
@@ -128,35 +108,14 @@ class SettingsPanel(QWidget):
         form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
         self.preset = QComboBox(body)
         for name in PRESETS:
-            self.preset.addItem(name.replace("-", " ").capitalize(), name)
+            self.preset.addItem(preset_label(name), name)
             self.preset.setItemData(self.preset.count() - 1, PRESET_HELP.get(name, ""), Qt.ItemDataRole.ToolTipRole)
         self.preset.addItem("Custom", CUSTOM)
         self.preset.currentIndexChanged.connect(self._on_preset)
         form.addRow("Preset", self.preset)
-        self.sampling_fields: dict[str, QAbstractSpinBox] = {}
-        for name, (step, decimals) in SAMPLING_FIELDS.items():
-            limits = RANGES[name]
-            box: QAbstractSpinBox
-            if decimals:
-                box = QDoubleSpinBox(body)
-                box.setDecimals(decimals)
-                box.setRange(limits.low, limits.high)
-                box.setSingleStep(step)
-                box.valueChanged.connect(self._on_sampling_field)
-            else:
-                box = QSpinBox(body)
-                box.setRange(int(limits.low), min(int(limits.high), 1 << 30))
-                box.setSingleStep(int(step))
-                box.valueChanged.connect(self._on_sampling_field)
-            box.setToolTip(limits.help)
-            self.sampling_fields[name] = box
-            form.addRow(name.replace("_", " ").capitalize(), box)
-        self.seed = QLineEdit(body)
-        self.seed.setPlaceholderText("random")
-        self.seed.setValidator(QIntValidator(0, 2_147_483_647, self.seed))
-        self.seed.setToolTip(RANGES["seed"].help)
-        self.seed.editingFinished.connect(self._on_sampling_field)
-        form.addRow("Seed", self.seed)
+        self.sampling_fields = add_rows(form, tuple(f for f in SAMPLING_FIELDS if f.panel), body)
+        for editor in self.sampling_fields.values():
+            editor.changed.connect(self._on_sampling_field)
         self.layout_.addLayout(form)
 
     def _build_load(self, body: QWidget) -> None:
@@ -164,36 +123,10 @@ class SettingsPanel(QWidget):
         self.layout_.addWidget(_title("Model loading", body))
         form = QFormLayout()
         form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
-        self.n_ctx = QSpinBox(body)
-        self.n_ctx.setRange(0, 1 << 20)
-        self.n_ctx.setSingleStep(CTX_STEP)
-        self.n_ctx.setSpecialValueText("Model's own")
-        self.n_ctx.setToolTip("Context size in tokens (a multiple of 256); bigger needs more memory.")
-        self.n_ctx.editingFinished.connect(self._round_ctx)
-        form.addRow("Context", self.n_ctx)
-        self.gpu_layers = QSpinBox(body)
-        self.gpu_layers.setRange(AUTO_LAYERS, 999)
-        self.gpu_layers.setSpecialValueText("Auto")
-        self.gpu_layers.setToolTip("Layers offloaded to the GPU: Auto = as many as fit, -1 = all, 0 = CPU only.")
-        form.addRow("GPU layers", self.gpu_layers)
-        self.threads = QSpinBox(body)
-        self.threads.setRange(0, 1024)
-        self.threads.setSpecialValueText("Auto")
-        form.addRow("CPU threads", self.threads)
-        self.flash = QComboBox(body)
-        for label, value in (("Auto", "auto"), ("On", "on"), ("Off", "off")):
-            self.flash.addItem(label, value)
-        form.addRow("Flash attention", self.flash)
-        self.kv_type = QComboBox(body)
-        for value in ("f16", "q8_0", "q4_0"):
-            self.kv_type.addItem(value, value)
-        self.kv_type.setToolTip("Quantized KV caches save memory and need flash attention.")
-        form.addRow("KV cache", self.kv_type)
+        self.load_fields = add_rows(form, tuple(f for f in LOAD_FIELDS if f.panel), body)
+        for editor in self.load_fields.values():
+            editor.changed.connect(self._on_load_field)
         self.layout_.addLayout(form)
-        for widget in (self.n_ctx, self.gpu_layers, self.threads):
-            widget.valueChanged.connect(self._on_load_field)
-        for combo in (self.flash, self.kv_type):
-            combo.currentIndexChanged.connect(self._on_load_field)
         self.reload = QPushButton("Reload model with these settings", body)
         self.reload.setEnabled(False)
         self.reload.clicked.connect(self.reload_requested)
@@ -223,34 +156,23 @@ class SettingsPanel(QWidget):
     def set_sampling(self, preset: str, settings: SamplingSettings) -> None:
         self._quiet = True
         self._sampling = settings
+        preset = canonical_preset_name(preset)  # conversations saved by an older Hearth use older names
         index = self.preset.findData(preset if preset in PRESETS else CUSTOM)
         self.preset.setCurrentIndex(index)
-        for name, box in self.sampling_fields.items():
-            box.setValue(getattr(settings, name))  # type: ignore[attr-defined]
-        self.seed.setText("" if settings.seed is None else str(settings.seed))
+        for name, editor in self.sampling_fields.items():
+            editor.set_value(getattr(settings, name))
         self._quiet = False
 
     def set_load_settings(self, values: dict[str, Any]) -> None:
-        self._quiet = True
-        merged = {**DEFAULT_LOAD, **values}
-        self.n_ctx.setValue(int(merged["n_ctx"]))
-        self.gpu_layers.setValue(int(merged["n_gpu_layers"]))
-        self.threads.setValue(int(merged["n_threads"]))
-        self.flash.setCurrentIndex(max(0, self.flash.findData(merged["flash_attention"])))
-        self.kv_type.setCurrentIndex(max(0, self.kv_type.findData(merged["kv_cache_type"])))
-        self._quiet = False
+        """Show a model's load settings (stored form, as app.core.load_policy.model_load_values gives them)."""
+        for name, editor in self.load_fields.items():
+            editor.set_value(values.get(name, editor.field.default))
 
     def set_reload_enabled(self, enabled: bool) -> None:
         self.reload.setEnabled(enabled)
 
     def load_settings(self) -> dict[str, Any]:
-        return {
-            "n_ctx": self.n_ctx.value(),
-            "n_gpu_layers": self.gpu_layers.value(),
-            "n_threads": self.threads.value(),
-            "flash_attention": self.flash.currentData(),
-            "kv_cache_type": self.kv_type.currentData(),
-        }
+        return {name: editor.value() for name, editor in self.load_fields.items()}
 
     def sampling(self) -> tuple[str, SamplingSettings]:
         return str(self.preset.currentData()), self._sampling
@@ -283,11 +205,11 @@ class SettingsPanel(QWidget):
     def _on_sampling_field(self) -> None:
         if self._quiet:
             return
-        values = {name: box.value() for name, box in self.sampling_fields.items()}  # type: ignore[attr-defined]
-        seed_text = self.seed.text().strip()
-        values["seed"] = int(seed_text) if seed_text else None
-        known = {f.name for f in fields(SamplingSettings)}
-        settings = replace(self._sampling, **{k: v for k, v in values.items() if k in known})
+        values = {name: editor.value() for name, editor in self.sampling_fields.items()}
+        try:
+            settings = replace(self._sampling, **values).validate()
+        except HearthError:
+            return  # the editors keep values in range; a value being typed is not one yet
         if settings == self._sampling:
             return
         self._sampling = settings
@@ -296,11 +218,6 @@ class SettingsPanel(QWidget):
         self.preset.setCurrentIndex(self.preset.findData(preset))
         self._quiet = False
         self.sampling_changed.emit(preset, settings)
-
-    def _round_ctx(self) -> None:
-        value = self.n_ctx.value()
-        if value % CTX_STEP:
-            self.n_ctx.setValue(max(CTX_STEP, round(value / CTX_STEP) * CTX_STEP))
 
     def _on_load_field(self) -> None:
         if not self._quiet:

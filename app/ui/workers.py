@@ -1,5 +1,5 @@
-"""Every thread the GUI uses: the engine thread (load, generate, unload in order), a small pool for one-off
-tasks (scans, Hub requests, imports), and the bridge that brings download events to the GUI thread.
+"""Every thread the GUI uses: the engine host's (through EngineBridge), a small pool for one-off tasks
+(scans, Hub requests, imports), and the bridge that brings download events to the GUI thread.
 
 Rules: signals emitted on a worker thread are connected only to plain, non-overridden methods of QObjects
 living in the GUI thread (PySide6 delivered a signal connected to a lambda, or to a slot a subclass overrides, on
@@ -9,30 +9,29 @@ Stop never waits in a queue: it sets a threading.Event and the engine's cancel f
 
 from __future__ import annotations
 
-import itertools
 import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QCoreApplication, QObject, QRunnable, QThread, QThreadPool, QTimer, Signal
 
 from app.core.errors import HearthError
+from app.core.host import LoadDone, LoadProgress, Unloaded
+from app.core.reply import ReplyChunk, ReplyDone, ReplyStarted
 
 if TYPE_CHECKING:
-    from app.core.conversation import ChatRunner
     from app.core.downloads import DownloadEvent, DownloadManager, DownloadStatus
-    from app.core.engine import Engine, GenerationStats, LoadedModel
+    from app.core.engine import LoadedModel
+    from app.core.host import EngineHost, HostState, Job
     from app.core.load_config import LoadConfig
-    from app.core.messages import ChatMessage
-    from app.core.sampling import SamplingSettings
+    from app.core.reply import ReplyRequest
 
 log = logging.getLogger("hearth.ui.workers")
 
-CHUNK_INTERVAL_S = 0.016  # the engine thread batches tokens into one signal per ~frame
+CHUNK_INTERVAL_S = 0.016  # reply text reaches the GUI in one signal per ~frame
 PROGRESS_STEP = 0.01  # load progress is reported in 1 % steps
 
 
@@ -171,226 +170,25 @@ class TaskRunner(QObject):
         return self.wait(timeout_ms)
 
 
-# ---- the engine thread ------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class ReplyJob:
-    """A reply to generate: the conversation (rendered by the engine thread) and where to save it."""
+# ---- the engine host ------------------------------------------------------------------------------------------
+class _HostEvents(QObject):
+    """Carries host events (raised on the host's threads) to the bridge in the GUI thread."""
 
-    job_id: int
-    conversation_id: int
-    parent_id: int  # the user message being answered
-    messages: tuple[ChatMessage, ...]
-    sampling: SamplingSettings
-    template_override: str | None
-    store_path: Path
-    cancel: threading.Event = field(default_factory=threading.Event, compare=False)
+    event = Signal(object)
+    state = Signal(object)
 
 
-@dataclass(frozen=True)
-class ReplyStarted:
-    job_id: int
-    conversation_id: int
-    message_id: int
-    template: str
-    template_label: str
-    template_reason: str
-    template_warning: str | None
-    dropped: int
-    prompt_tokens: int
+class EngineBridge(QObject):
+    """The window's client of the engine host (app/core/host.py): requests go to the host from the GUI
+    thread; its events come back to plain methods here, on the GUI thread, which keep the state and re-emit.
 
-
-@dataclass(frozen=True)
-class ReplyDone:
-    job_id: int
-    conversation_id: int
-    message_id: int | None  # None when the reply never started (no model, prompt too long ...)
-    stats: GenerationStats | None
-    error: str | None
-    context_used: int = 0
-
-
-AUTO_LAYERS = -2  # the settings' "auto": as many GPU layers as fit
-
-
-def build_load_config(path: Path, options: dict[str, Any]) -> LoadConfig:
-    """Settings-style load options (n_ctx, n_gpu_layers with -2 = auto, n_threads, flash_attention
-    'auto'/'on'/'off', kv_cache_type) -> a LoadConfig. Runs on the engine thread (imports are heavy)."""
-    from app.core.load_config import CTX_GRANULARITY, LoadConfig
-
-    n_ctx = int(options.get("n_ctx", 4096))
-    if n_ctx % CTX_GRANULARITY:
-        n_ctx = max(CTX_GRANULARITY, round(n_ctx / CTX_GRANULARITY) * CTX_GRANULARITY)
-    kv_type = str(options.get("kv_cache_type", "f16"))
-    layers = int(options.get("n_gpu_layers", AUTO_LAYERS))
-    if layers == AUTO_LAYERS:
-        layers = auto_gpu_layers(path, n_ctx, kv_type)
-    flash = {"auto": None, "on": True, "off": False}.get(str(options.get("flash_attention", "auto")))
-    return LoadConfig(
-        n_gpu_layers=layers,
-        n_ctx=n_ctx,
-        n_threads=int(options.get("n_threads", 0)),
-        flash_attention=flash,
-        kv_cache_type=kv_type,
-    )
-
-
-def auto_gpu_layers(path: Path, n_ctx: int, kv_type: str) -> int:
-    """How many layers to offload when the user left it on Auto."""
-    import llama_cpp
-
-    return -1 if llama_cpp.llama_supports_gpu_offload() else 0
-
-
-def _default_engine() -> Engine:
-    from app.core.llama_engine import LlamaCppEngine  # imported on the engine thread: llama_cpp is heavy
-
-    return LlamaCppEngine()
-
-
-class EngineWorker(QObject):
-    """Owns the engine; lives on the engine thread, where every method below runs.
+    Reply text is batched on the host's side into one signal per ~frame (a fast model streams thousands of
+    tokens a second; one queued signal each would flood the event loop).
 
     Signals:
         load_progress(float), loaded(object LoadedModel), load_failed(str), unloaded(),
-        reply_started(object ReplyStarted), reply_chunk(int job_id, str text), reply_done(object ReplyDone).
-    """
-
-    load_progress = Signal(float)
-    loaded = Signal(object)
-    load_failed = Signal(str)
-    unloaded = Signal()
-    reply_started = Signal(object)
-    reply_chunk = Signal(int, str)
-    reply_done = Signal(object)
-
-    def __init__(self, engine_factory: Callable[[], Engine]) -> None:
-        super().__init__()
-        self._factory = engine_factory
-        self.engine: Engine | None = None  # read by EngineClient.stop() from the GUI thread (cancel only)
-        self._runner: ChatRunner | None = None
-        self._last_progress = -1.0
-
-    def _ensure_engine(self) -> Engine:
-        if self.engine is None:
-            self.engine = self._factory()
-        return self.engine
-
-    def load(self, path: str, options: dict[str, Any]) -> None:
-        try:
-            engine = self._ensure_engine()
-            self._last_progress = -1.0
-            config = build_load_config(Path(path), options)
-            loaded = engine.load(Path(path), config, progress=self._report_progress)
-        except HearthError as exc:
-            self.load_failed.emit(str(exc))
-            return
-        except Exception as exc:  # a crash-free report of anything llama.cpp throws
-            log.exception("loading %s failed", path)
-            self.load_failed.emit(f"{Path(path).name} could not be loaded: {exc}")
-            return
-        self.loaded.emit(loaded)
-
-    def _report_progress(self, fraction: float) -> None:
-        if fraction - self._last_progress >= PROGRESS_STEP or fraction >= 1.0:
-            self._last_progress = fraction
-            self.load_progress.emit(fraction)
-
-    def unload(self) -> None:
-        if self.engine is not None:
-            try:
-                self.engine.unload()
-            except HearthError as exc:
-                log.warning("unload refused: %s", exc)
-        self.unloaded.emit()
-
-    def generate(self, job: ReplyJob) -> None:
-        from app.core.conversation import ChatRunner
-        from app.core.engine import TextChunk
-        from app.core.store import ReplyStats, Store
-
-        engine = self._ensure_engine()
-        if self._runner is None or self._runner.engine is not engine:
-            self._runner = ChatRunner(engine)
-        if job.cancel.is_set():
-            self.reply_done.emit(ReplyDone(job.job_id, job.conversation_id, None, None, None))
-            return
-        try:
-            prepared = self._runner.prepare(
-                job.messages, job.sampling, override=job.template_override, conversation=job.conversation_id
-            )
-            store = Store.open(job.store_path)
-        except HearthError as exc:
-            self.reply_done.emit(ReplyDone(job.job_id, job.conversation_id, None, None, str(exc)))
-            return
-        message_id: int | None = None
-        try:
-            model = engine.model
-            assert model is not None
-            choice = prepared.rendered.choice
-            writer = store.start_reply(
-                job.conversation_id,
-                parent_id=job.parent_id,
-                model=model.path.name,
-                template=choice.name,
-                prompt_text=prepared.rendered.text,
-            )
-            message_id = writer.message_id
-            self.reply_started.emit(
-                ReplyStarted(
-                    job.job_id,
-                    job.conversation_id,
-                    message_id,
-                    choice.name,
-                    choice.label,
-                    choice.reason,
-                    choice.warning,
-                    prepared.dropped,
-                    prepared.prompt_tokens,
-                )
-            )
-            stats: GenerationStats | None = None
-            buffer: list[str] = []
-            last_emit = time.monotonic()
-            for event in self._runner.stream(
-                job.messages, job.sampling, override=job.template_override, prepared=prepared
-            ):
-                if job.cancel.is_set():
-                    engine.cancel()  # again: the engine clears its flag when a generation starts
-                if isinstance(event, TextChunk):
-                    writer.append(event.text)
-                    buffer.append(event.text)
-                    now = time.monotonic()
-                    if now - last_emit >= CHUNK_INTERVAL_S:
-                        self.reply_chunk.emit(job.job_id, "".join(buffer))
-                        buffer, last_emit = [], now
-                else:
-                    stats = event
-            if buffer:
-                self.reply_chunk.emit(job.job_id, "".join(buffer))
-            assert stats is not None
-            writer.finish(
-                ReplyStats(
-                    stats.finish_reason, stats.prompt_tokens, stats.generated_tokens, stats.gen_tps, stats.ttft_ms
-                )
-            )
-            used = int(getattr(engine, "context_used", 0))
-            self.reply_done.emit(ReplyDone(job.job_id, job.conversation_id, message_id, stats, stats.error, used))
-        except Exception as exc:
-            log.exception("reply failed")
-            error = str(exc) if isinstance(exc, HearthError) else f"{type(exc).__name__}: {exc}"
-            self.reply_done.emit(ReplyDone(job.job_id, job.conversation_id, message_id, None, error))
-        finally:
-            store.close()
-
-
-class EngineClient(QObject):
-    """The GUI's handle on the engine thread: requests go out as queued signals, answers come back to
-    plain methods here (GUI thread), which keep the state and re-emit.
-
-    Signals:
-        load_progress(float), loaded(object LoadedModel), load_failed(str), unloaded(),
-        reply_started(object ReplyStarted), reply_chunk(int, str), reply_done(object ReplyDone),
-        state_changed(): loading / generating / model changed.
+        reply_started(object ReplyStarted), reply_chunk(int job_id, str text), reply_done(object ReplyDone),
+        state_changed(): loading / generating / model changed (also by another client, e.g. the local server).
     """
 
     load_progress = Signal(float)
@@ -402,32 +200,23 @@ class EngineClient(QObject):
     reply_done = Signal(object)
     state_changed = Signal()
 
-    _load_requested = Signal(str, object)
-    _unload_requested = Signal()
-    _generate_requested = Signal(object)
-
-    def __init__(self, engine_factory: Callable[[], Engine] = _default_engine, parent: QObject | None = None) -> None:
+    def __init__(self, host: EngineHost, parent: QObject | None = None) -> None:
         super().__init__(parent)
+        self.host = host
         self.model: LoadedModel | None = None
         self.loading_path: str | None = None
-        self.job: ReplyJob | None = None
+        self.notes: tuple[str, ...] = ()  # what the last load wants the user to know
         self.violations = 0  # answers handled off the GUI thread (must stay 0; tests check)
-        self._ids = itertools.count(1)
-        self._thread = QThread()
-        self._thread.setObjectName("hearth-engine")
-        self.worker = EngineWorker(engine_factory)
-        self.worker.moveToThread(self._thread)
-        self._load_requested.connect(self.worker.load)
-        self._unload_requested.connect(self.worker.unload)
-        self._generate_requested.connect(self.worker.generate)
-        self.worker.load_progress.connect(self._on_load_progress)
-        self.worker.loaded.connect(self._on_loaded)
-        self.worker.load_failed.connect(self._on_load_failed)
-        self.worker.unloaded.connect(self._on_unloaded)
-        self.worker.reply_started.connect(self._on_reply_started)
-        self.worker.reply_chunk.connect(self._on_reply_chunk)
-        self.worker.reply_done.connect(self._on_reply_done)
-        self._thread.start()
+        self._load_job: Job | None = None
+        self._jobs: dict[int, Job] = {}  # this window's replies in progress
+        self._buffers: dict[int, list[str]] = {}  # reply text not yet sent to the GUI, per job (host side)
+        self._last_emit: dict[int, float] = {}
+        self._buffer_lock = threading.Lock()
+        self._events = _HostEvents()
+        self._events.event.connect(self._on_event)
+        self._events.state.connect(self._on_state)
+        self.client = host.client("window", on_event=self._relay)
+        self._unsubscribe = host.subscribe(self._events.state.emit)
         self._closed = False
 
     # ---- state ------------------------------------------------------------------------------------------
@@ -437,60 +226,68 @@ class EngineClient(QObject):
 
     @property
     def generating(self) -> bool:
-        return self.job is not None
-
-    @property
-    def engine_thread(self) -> QThread:
-        return self._thread
+        return bool(self._jobs)
 
     # ---- requests (GUI thread) -------------------------------------------------------------------------------
-    def load(self, path: str | Path, options: dict[str, Any]) -> None:
-        """Load a model with settings-style options (see build_load_config)."""
-        if self.generating:
-            self.stop()
+    def load(self, path: str | Path, config: LoadConfig) -> None:
+        """Load a model (after the window's reply in progress, if any, is stopped)."""
+        self.stop()
         self.loading_path = str(path)
         self.state_changed.emit()
-        self._load_requested.emit(str(path), dict(options))
+        self._load_job = self.client.load(path, config)
 
     def eject(self) -> None:
-        if self.loading:
-            self.stop()  # aborts the load through the engine's progress callback
-        if self.generating:
-            self.stop()
-        self._unload_requested.emit()
+        self.stop()
+        self.client.unload()
 
-    def next_job_id(self) -> int:
-        return next(self._ids)
-
-    def generate(self, job: ReplyJob) -> None:
-        self.job = job
+    def reply(self, request: ReplyRequest) -> int:
+        """Start a reply; returns its job id (the id in its reply_* signals)."""
+        job = self.client.reply(request)
+        self._jobs[job.id] = job
         self.state_changed.emit()
-        self._generate_requested.emit(job)
+        return job.id
+
+    def save_conversation(self, conversation_id: int) -> None:
+        """Save a conversation's KV cache to the state cache (it is being left); runs when the engine is idle."""
+        self.client.save_conversation(conversation_id)
 
     def stop(self) -> None:
-        """Stop the reply (or load) now: a flag and the engine's cancel, never a queued call."""
-        if self.job is not None:
-            self.job.cancel.set()
-        engine = self.worker.engine
-        if engine is not None:
-            engine.cancel()
+        """Stop the window's replies and any load it started, now (never a queued call)."""
+        for job in list(self._jobs.values()):
+            job.cancel()
+        if self._load_job is not None:
+            self._load_job.cancel()
 
-    def shutdown(self, timeout_ms: int = 30_000) -> None:
-        """Cancel, quit, wait; only then free the model (using a llama.cpp context after it was freed segfaults)."""
+    def shutdown(self, timeout_s: float = 30.0) -> None:
+        """Stop, then stop the host (which frees the model after its thread ended)."""
         if self._closed:
             return
         self._closed = True
         self.stop()
-        self._thread.quit()
-        if not self._thread.wait(timeout_ms):
-            log.error("the engine thread did not stop within %d ms", timeout_ms)
-            return
-        engine = self.worker.engine
-        if engine is not None:
-            try:
-                engine.unload()
-            except HearthError as exc:
-                log.warning("could not free the model at exit: %s", exc)
+        self._unsubscribe()
+        if not self.host.shutdown(timeout_s):
+            log.error("the engine host did not stop within %.0f s", timeout_s)
+
+    # ---- from the host (its threads) ----------------------------------------------------------------------
+    def _relay(self, event: object) -> None:
+        """On a host thread: pass the event on, batching reply text per job into ~frame-sized pieces."""
+        if isinstance(event, ReplyChunk):
+            with self._buffer_lock:
+                parts = self._buffers.setdefault(event.job_id, [])
+                parts.append(event.text)
+                now = time.monotonic()
+                if now - self._last_emit.get(event.job_id, 0.0) < CHUNK_INTERVAL_S:
+                    return
+                self._last_emit[event.job_id] = now
+                event = ReplyChunk(event.job_id, "".join(parts))
+                parts.clear()
+        elif isinstance(event, ReplyDone):
+            with self._buffer_lock:
+                parts = self._buffers.pop(event.job_id, [])
+                self._last_emit.pop(event.job_id, None)
+            if parts:
+                self._events.event.emit(ReplyChunk(event.job_id, "".join(parts)))
+        self._events.event.emit(event)
 
     # ---- answers (GUI thread) ---------------------------------------------------------------------------------
     def _check_thread(self) -> None:
@@ -498,42 +295,50 @@ class EngineClient(QObject):
             self.violations += 1
             log.error("engine answer handled off the GUI thread")
 
-    def _on_load_progress(self, fraction: float) -> None:
+    def _on_event(self, event: object) -> None:
         self._check_thread()
-        self.load_progress.emit(fraction)
+        if self._closed:
+            return
+        if isinstance(event, ReplyChunk):
+            self.reply_chunk.emit(event.job_id, event.text)
+        elif isinstance(event, ReplyStarted):
+            self.reply_started.emit(event)
+        elif isinstance(event, ReplyDone):
+            self._jobs.pop(event.job_id, None)
+            self.reply_done.emit(event)
+            self.state_changed.emit()
+        elif isinstance(event, LoadProgress):
+            self.load_progress.emit(event.fraction)
+        elif isinstance(event, LoadDone):
+            self._on_load_done(event)
+        elif isinstance(event, Unloaded):
+            self.model = None
+            self.unloaded.emit()
+            self.state_changed.emit()
 
-    def _on_loaded(self, model: LoadedModel) -> None:
-        self._check_thread()
-        self.model, self.loading_path = model, None
-        self.loaded.emit(model)
-        self.state_changed.emit()
-
-    def _on_load_failed(self, message: str) -> None:
-        self._check_thread()
+    def _on_load_done(self, done: LoadDone) -> None:
+        if self._load_job is not None and self._load_job.id == done.job_id:
+            self._load_job = None
         self.loading_path = None
-        self.model = self.worker.engine.model if self.worker.engine is not None else None
-        self.load_failed.emit(message)
+        self.model = done.model
+        self.notes = done.notes
+        if done.error is None and done.model is not None:
+            self.loaded.emit(done.model)
+        else:
+            self.load_failed.emit(done.error or "the model could not be loaded")
         self.state_changed.emit()
 
-    def _on_unloaded(self) -> None:
+    def _on_state(self, state: HostState) -> None:
+        """The host changed (possibly for another client): follow its model."""
         self._check_thread()
-        self.model = None
-        self.unloaded.emit()
-        self.state_changed.emit()
-
-    def _on_reply_started(self, started: ReplyStarted) -> None:
-        self._check_thread()
-        self.reply_started.emit(started)
-
-    def _on_reply_chunk(self, job_id: int, text: str) -> None:
-        self._check_thread()
-        self.reply_chunk.emit(job_id, text)
-
-    def _on_reply_done(self, done: ReplyDone) -> None:
-        self._check_thread()
-        if self.job is not None and self.job.job_id == done.job_id:
-            self.job = None
-        self.reply_done.emit(done)
+        if self._closed or self._load_job is not None:
+            return
+        if state.model is not self.model:
+            self.model = state.model
+            if state.model is not None:
+                self.loaded.emit(state.model)
+            else:
+                self.unloaded.emit()
         self.state_changed.emit()
 
 

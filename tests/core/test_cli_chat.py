@@ -115,6 +115,24 @@ def test_bench_json(tiny_model: Path):
     assert later["evaluated_tokens"] < later["prompt_tokens"]  # the KV cache was reused
 
 
+def test_bench_resume_and_spec_json(make_tiny_model):
+    model = make_tiny_model("bench-wide.gguf", n_embd=128, n_head=4, n_head_kv=2)
+    result = hearth(
+        "bench", str(model), "--prompt", "32", "--gen", "24", "--ctx", "2048", "--resume", "600", "--spec", "lookup",
+        "--json",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    resume = data["resume"]
+    assert {"reeval_ttft_ms", "restored_ttft_ms", "state_bytes"} <= resume.keys()
+    assert resume["state_bytes"] > 0 and resume["identical"] and resume["conversation_tokens"] >= 500
+    assert resume["restored_evaluated_tokens"] < resume["reeval_evaluated_tokens"] // 4
+    tasks = {row["task"]: row for row in data["spec"]}
+    assert set(tasks) == {"rewrite", "extract-json", "free-writing"}
+    assert all(row["identical"] for row in tasks.values())
+    assert all({"plain_tps", "spec_tps", "acceptance"} <= row.keys() for row in tasks.values())
+
+
 def test_bad_model_and_bad_settings_exit_2(tmp_path: Path, tiny_model: Path):
     for args in (
         ["chat", str(tmp_path / "nope.gguf"), "-m", "x"],
@@ -143,6 +161,7 @@ def test_render_prompt_is_exact(tmp_path: Path, gemma_path: Path):
         "reason": "no template in the file; architecture gemma3 uses the gemma format",
         "prompt": "<bos><start_of_turn>user\nBe brief.\n\nHi<end_of_turn>\n<start_of_turn>model\n",
         "stop": ["<end_of_turn>", "<start_of_turn>", "<eos>"],
+        "tool_syntax": "hermes",
     }
     jinja = tmp_path / "t.jinja"
     jinja.write_text("{% for m in messages %}[{{ m.role }}]{{ m.content }}{% endfor %}")
@@ -158,7 +177,8 @@ def test_render_prompt_is_exact(tmp_path: Path, gemma_path: Path):
         ("not json", "not valid JSON"),
         ("{}", "non-empty JSON list"),
         ('[{"role": "bot", "content": "x"}]', "role"),
-        ('[{"role": "user"}]', "string 'role' and 'content'"),
+        ('[{"role": "user"}]', "needs string 'content'"),
+        ('[{"content": "x"}]', "needs a string 'role'"),
     ],
 )
 def test_render_prompt_refuses_bad_message_files(tmp_path: Path, content: str, pattern: str):
@@ -174,8 +194,11 @@ def test_templates_lists_every_family():
     assert names == [
         "llama-2",
         "mistral-instruct",
+        "mistral-v0.3",
         "llama-3",
+        "llama-3.1",
         "chatml",
+        "qwen2.5",
         "gemma",
         "phi-3",
         "solar",

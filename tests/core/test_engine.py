@@ -33,10 +33,10 @@ from app.core.tiny_model import TinyModelSpec, write_tiny_lora, write_tiny_model
 GREEDY = SamplingSettings(temperature=0.0, max_tokens=16, repeat_penalty=1.0)
 
 
-def run(engine: LlamaCppEngine, text: str, **kwargs) -> tuple[str, GenerationStats, list[str]]:
+def run(engine: LlamaCppEngine, text: str, key=None, **kwargs) -> tuple[str, GenerationStats, list[str]]:
     chunks: list[str] = []
     stats = None
-    for event in engine.generate(PromptRequest(text, **kwargs)):
+    for event in engine.generate(PromptRequest(text, **kwargs), key=key):
         if isinstance(event, TextChunk):
             chunks.append(event.text)
         else:
@@ -481,3 +481,101 @@ def run_chat(runner, history, sampling):
         else:
             stats = event
     return reply, stats
+
+
+# ---- several sequences at once ------------------------------------------------------------------------------
+
+
+def drive(engine: LlamaCppEngine, runs: list) -> dict[int, tuple[str, GenerationStats]]:
+    """Step the runs together until all are done; text and stats per run index."""
+    texts = {i: "" for i in range(len(runs))}
+    stats: dict[int, GenerationStats] = {}
+    while not all(r.done for r in runs):
+        engine.step(runs)
+        for i, r in enumerate(runs):
+            for event in r.take_events():
+                if isinstance(event, TextChunk):
+                    texts[i] += event.text
+                else:
+                    stats[i] = event
+    for i, r in enumerate(runs):
+        for event in r.take_events():
+            if isinstance(event, GenerationStats):
+                stats[i] = event
+    return {i: (texts[i], stats[i]) for i in texts}
+
+
+def test_parallel_runs_give_each_its_own_text_identical_to_running_alone(tiny_model: Path):
+    engine = LlamaCppEngine()
+    engine.load(tiny_model, LoadConfig(n_ctx=1024, n_parallel=4))
+    prompts = ["alpha beta gamma", "the quick brown fox", "one two three four five", "hello"]
+    sampling = replace(GREEDY, max_tokens=20)
+    alone = []
+    for prompt in prompts:
+        alone.append(run(engine, prompt, sampling=sampling)[0])
+        engine.forget(None)
+    runs = [engine.begin(PromptRequest(p, sampling=sampling), key=f"client-{i}") for i, p in enumerate(prompts)]
+    assert engine.free_slots == 0
+    with pytest.raises(EngineBusyError):
+        engine.begin(PromptRequest("one more", sampling=sampling))
+    together = drive(engine, runs)
+    assert [together[i][0] for i in range(4)] == alone
+    assert all(together[i][1].finish_reason == "length" for i in range(4))
+    assert engine.free_slots == 4
+    engine.unload()
+
+
+def test_cancelling_one_run_leaves_the_others_going(tiny_model: Path):
+    engine = LlamaCppEngine()
+    engine.load(tiny_model, LoadConfig(n_ctx=1024, n_parallel=2))
+    sampling = replace(GREEDY, max_tokens=40)
+    a = engine.begin(PromptRequest("first client", sampling=sampling), key="a")
+    b = engine.begin(PromptRequest("second client", sampling=sampling), key="b")
+    for _ in range(5):
+        engine.step([a, b])
+    a.cancel.set()
+    result = drive(engine, [a, b])
+    assert result[0][1].finish_reason == "cancelled" and result[0][1].generated_tokens <= 6
+    assert result[1][1].finish_reason == "length" and result[1][1].generated_tokens == 40
+    engine.unload()
+
+
+def test_a_conversation_keeps_its_sequence_and_cache_while_another_runs(tiny_model: Path):
+    engine = LlamaCppEngine()
+    engine.load(tiny_model, LoadConfig(n_ctx=1024, n_parallel=2))
+    sampling = replace(GREEDY, max_tokens=8)
+    first = "a long shared system prompt about rivers and towns " * 4
+    text, stats, _ = run(engine, first, sampling=sampling, key="chat")
+    run(engine, "something else entirely", sampling=sampling, key="other")
+    _, again, _ = run(engine, first + text + " and more", sampling=sampling, key="chat")
+    assert again.evaluated_tokens < again.prompt_tokens // 3  # only the new words were evaluated
+    assert engine.context_used_by("chat") > stats.prompt_tokens
+    engine.unload()
+
+
+def test_a_long_prompt_is_evaluated_in_chunks_between_other_streams(tiny_model: Path):
+    engine = LlamaCppEngine()
+    engine.load(tiny_model, LoadConfig(n_ctx=2048, n_parallel=2, n_batch=512))
+    streaming = engine.begin(PromptRequest("stream", sampling=replace(GREEDY, max_tokens=200)), key="s")
+    engine.step([streaming])  # its prompt is in; it streams from now on
+    long_prompt = " ".join(f"w{i}" for i in range(250))
+    late = engine.begin(PromptRequest(long_prompt, sampling=replace(GREEDY, max_tokens=4)), key="l")
+    tokens_per_step = []
+    while late.state == "prompt":
+        before, sampled = late.next_prompt, streaming.generated
+        engine.step([streaming, late])
+        tokens_per_step.append(late.next_prompt - before)
+        assert streaming.generated == sampled + 1  # the stream got its token in every step
+    assert len(tokens_per_step) > 1 and max(tokens_per_step) < 512
+    engine.release(streaming)
+    engine.release(late)
+    engine.unload()
+
+
+def test_closing_a_stream_early_frees_its_sequence(engine: LlamaCppEngine):
+    stream = engine.generate(PromptRequest("tell me more", sampling=replace(GREEDY, max_tokens=200)))
+    next(stream)
+    stream.close()  # the caller stopped reading (a tool loop's Stop, a dropped client)
+    assert not engine.busy and engine.free_slots == engine.model.config.n_parallel
+    text, stats, _ = run(engine, "again", sampling=GREEDY)
+    assert stats.finish_reason == "length" and text

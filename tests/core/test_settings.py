@@ -26,7 +26,7 @@ def test_defaults_and_persistence(tmp_path):
     ("name", "value", "pattern"),
     [
         ("theme", "purple", "one of system, light, dark"),
-        ("default_n_ctx", -1, "at least 0"),
+        ("default_n_ctx", -1, "must be 0 .model's own., 256 to 1048576; got -1"),
         ("default_n_ctx", "4096", "must be int"),
         ("default_flash_attention", True, "must be str"),
         ("default_kv_cache_type", "q5", "one of f16, q8_0, q4_0"),

@@ -109,6 +109,18 @@ GOLDEN = {
     "assistant gives helpful, detailed, and polite answers to the user's questions. USER: U1 ASSISTANT:",
     ("vicuna", (S, U1, A1, U2), True): "S USER: U1 ASSISTANT: A1</s>USER: U2 ASSISTANT:",
     ("vicuna", (S, U1), False): "S USER: U1 ",
+    ("llama-3.1", (U1,), True): "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge "
+    "Date: December 2023\nToday Date: 26 Jul 2024\n\n<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nU1"
+    "<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n",
+    ("llama-3.1", (S, U1), False): "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nCutting "
+    "Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\nS<|eot_id|><|start_header_id|>user"
+    "<|end_header_id|>\n\nU1<|eot_id|>",
+    ("qwen2.5", (U1,), True): "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful "
+    "assistant.<|im_end|>\n<|im_start|>user\nU1<|im_end|>\n<|im_start|>assistant\n",
+    ("qwen2.5", (S, U1), False): "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nU1<|im_end|>\n",
+    ("mistral-v0.3", (U1,), True): "<s>[INST] U1[/INST]",
+    ("mistral-v0.3", (S, U1), False): "<s>[INST] S\n\nU1[/INST]",
+    ("mistral-v0.3", (S, U1, A1, U2), True): "<s>[INST] U1[/INST] A1</s>[INST] S\n\nU2[/INST]",
 }
 
 
@@ -134,6 +146,10 @@ def _oracle_env() -> jinja2.Environment:
         raise jinja2.TemplateError(message)
 
     env.globals["raise_exception"] = fail
+    # transformers' tojson (what every published template is rendered with): no HTML escaping, keys in order.
+    env.filters["tojson"] = lambda value, ensure_ascii=False, indent=None, separators=None, sort_keys=False: json.dumps(
+        value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys
+    )
     return env
 
 
@@ -155,9 +171,9 @@ def conversations(draw: st.DrawFn) -> list[ChatMessage]:
 @given(conversation=conversations(), generation=st.booleans())
 def test_family_matches_its_published_template(oracle, conversation, generation):
     meta = ORACLES[oracle]
-    template = _oracle_env().from_string((DATA / f"{oracle}.jinja").read_text(encoding="utf-8"))
+    template = _oracle_env().from_string((DATA / meta.get("file", f"{oracle}.jinja")).read_text(encoding="utf-8"))
     expected = template.render(
-        messages=[m.__dict__ for m in conversation],
+        messages=[m.to_template() for m in conversation],
         bos_token=meta["bos"],
         eos_token=meta["eos"],
         add_generation_prompt=generation,
@@ -173,7 +189,7 @@ def test_gemma_2_template_agrees_where_it_accepts_the_conversation(conversation,
     conversation = [m for m in conversation if m.role != "system"]
     template = _oracle_env().from_string((DATA / "gemma.jinja").read_text(encoding="utf-8"))
     expected = template.render(
-        messages=[m.__dict__ for m in conversation],
+        messages=[m.to_template() for m in conversation],
         bos_token="<bos>",
         eos_token="<eos>",
         add_generation_prompt=generation,
@@ -215,7 +231,11 @@ def test_real_embedded_templates_render_in_the_sandbox(variant):
         ({"architecture": "gemma3", "name": "Gemma 3 270m"}, "gemma", "family"),
         ({"name": "Meta-Llama-3-8B-Instruct"}, "llama-3", "family"),
         ({"name": "Mistral-7B-Instruct-v0.2"}, "mistral-instruct", "family"),
-        ({"name": "Qwen2.5-7B-Instruct"}, "chatml", "family"),
+        ({"name": "Qwen2.5-7B-Instruct"}, "qwen2.5", "family"),
+        ({"name": "Qwen2-7B-Instruct"}, "chatml", "family"),
+        ({"name": "Llama-3.1-Storm-8B"}, "llama-3.1", "family"),
+        ({"name": "Meta-Llama-3.1-8B-Instruct"}, "llama-3.1", "family"),
+        ({"name": "Mistral-7B-Instruct-v0.3"}, "mistral-v0.3", "family"),
         ({"architecture": "phi3", "name": "Phi 3 Mini"}, "phi-3", "family"),
         ({"name": "SOLAR-10.7B-Instruct-v1.0"}, "solar", "family"),
         ({"name": "zephyr-7b-beta"}, "zephyr", "family"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
@@ -210,7 +211,7 @@ def test_restart_restores_history_model_and_window(qtbot: QtBot, paths: AppPaths
     reply = app.chat_model.item(1).content
     app.window.resize(760, 540)  # within the offscreen screen (800x600): restoreGeometry keeps windows on screen
     app.window.close()
-    assert app.engine.worker.engine is not None and app.engine.worker.engine.model is None  # freed after the thread
+    assert app.host.engine is not None and app.host.engine.model is None  # freed after the thread
 
     again = start_app(qtbot, paths)
     assert again.session.conversation_id == conversation
@@ -272,4 +273,4 @@ def test_engine_thread_answers_arrive_on_the_gui_thread(qtbot: QtBot, hearth: He
     main = QGuiApplication.instance().thread()
     assert len(recorder.threads) >= 3
     assert all(thread is main for thread in recorder.threads)
-    assert hearth.engine.engine_thread is not main and hearth.engine.engine_thread.isRunning()
+    assert hearth.host.thread is not threading.main_thread() and hearth.host.thread.is_alive()

@@ -220,7 +220,7 @@ def test_settings_dialog_saves_applies_and_refuses_bad_values(
     assert dialog.isVisible()
     dialog.theme.setCurrentIndex(dialog.theme.findData("dark"))
     dialog.folders.addItem(str(extra))  # what "Add folder…" does with the folder the user picked
-    dialog.n_ctx.setValue(8192)
+    dialog.load_defaults["n_ctx"].set_value(8192)
     dialog.endpoint.setText("ftp://example.invalid")
     ok = dialog.findChild(QDialogButtonBox).button(QDialogButtonBox.StandardButton.Ok)
     qtbot.mouseClick(ok, Qt.MouseButton.LeftButton)

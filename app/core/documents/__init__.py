@@ -1,0 +1,1 @@
+"""Chat with your documents: extraction, chunking, the SQLite index (BM25 + vectors), indexing, retrieval."""
