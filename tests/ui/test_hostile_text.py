@@ -75,6 +75,8 @@ def test_hostile_names_titles_and_errors_are_plain_text_everywhere(
         w.welcome.set_status(f"Downloading {evil}")
         w.settings_panel.set_templates(["embedded"], "", evil, f"reason {evil}", f"template error: {evil}")
         w.picker.set_error(evil)
+        w.picker.set_remote(f"server {evil}", [f"model {evil}"])  # names a remote server sends back
+        w.picker.set_remote("down", [], f"error {evil}")
         w.models_page.show_message(f"Added {evil}")
         w.models_page.set_import_progress(evil, 0.5)
         w.composer.set_notice(evil)
