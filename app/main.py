@@ -10,6 +10,7 @@ from collections.abc import Sequence
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 
 SELF_TEST_FLAG = "--self-test"
+ENGINE_CHILD_FLAG = "--engine-child"  # internal: serve an engine to a parent Hearth (app/core/isolated_engine.py)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -29,6 +30,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from app.selftest import main as self_test
 
         return self_test()
+    if args == [ENGINE_CHILD_FLAG]:
+        from app.core.isolated_engine import child_main
+
+        return child_main()
     if args:
         from app.cli import run
 

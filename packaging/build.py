@@ -2,9 +2,10 @@
 
 Steps: icons from resources/icons/hearth.svg; llama.cpp libraries built for any CPU of this architecture
 (cached outside the repository, since the build takes long); PyInstaller one-folder bundle
-(packaging/dist/Hearth); CPU variants moved next to the executable, where ggml looks for them; then the
-OS's package: a tarball with an install script (Linux), an Inno Setup installer when ISCC is installed
-(Windows), Hearth.app and a .dmg (macOS). Finally the bundle's own `--self-test` must pass.
+(packaging/dist/Hearth); ggml's backend modules (CPU variants, RPC) moved next to the executable, where
+ggml looks for them; then the OS's package: a tarball with an install script (Linux), an Inno Setup
+installer when ISCC is installed (Windows), Hearth.app and a .dmg (macOS). Finally the bundle's own
+`--self-test` must pass.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ DIST = HERE / "dist"
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(HERE))
 
-from bundle_rules import is_cpu_variant  # noqa: E402
+from bundle_rules import is_backend_module, is_cpu_variant  # noqa: E402
 
 from app import APP_NAME, __version__  # noqa: E402
 
@@ -42,9 +43,11 @@ X86 = platform.machine().lower() in {"x86_64", "amd64", "i686", "x86"}
 # A bundle runs on other people's machines: never -march=native (llama.cpp's default build
 # compiles for the build machine's CPU). On x86 every CPU
 # variant of ggml is built (x64 baseline up to AVX-512/AMX) and the best one is loaded at run time; the
-# multimodal library (mtmd) is left out, since Hearth does not use it.
-PORTABLE_CMAKE_ARGS = ["-DGGML_NATIVE=OFF", "-DLLAVA_BUILD=OFF"]
-if X86 and not MACOS:
+# multimodal library (mtmd) is left out, since Hearth does not use it. The RPC backend is in (RPC workers,
+# `hearth rpc-worker`): llama-cpp-python's default build leaves it out.
+PORTABLE_CMAKE_ARGS = ["-DGGML_NATIVE=OFF", "-DLLAVA_BUILD=OFF", "-DGGML_RPC=ON"]
+DYNAMIC_BACKENDS = X86 and not MACOS  # GGML_BACKEND_DL: backends are modules loaded from the executable's folder
+if DYNAMIC_BACKENDS:
     # No GGML_BACKEND_DIR: CMake makes it absolute (the build's temporary folder, which anyone could create
     # on a shared machine) and compiles it in as a search path. The variants land in the wheel's bin/.
     PORTABLE_CMAKE_ARGS += ["-DGGML_BACKEND_DL=ON", "-DGGML_CPU_ALL_VARIANTS=ON"]
@@ -165,13 +168,15 @@ def run_pyinstaller(engine_dir: Path, icon_dir: Path) -> Path:
     return DIST / APP_NAME
 
 
-def move_cpu_variants(bundle: Path) -> int:
-    """ggml looks for its CPU variants in the executable's folder (and the working directory), not in the
-    package: put them there. Their dependency on libggml-base is already loaded when they are."""
+def move_backend_modules(bundle: Path, dynamic: bool) -> int:
+    """A GGML_BACKEND_DL build of ggml looks for its backends (the CPU variants, RPC) in the executable's
+    folder (and the working directory), not in the package: put them there. Their dependency on
+    libggml-base is already loaded when they are. dynamic: the engine is such a build (the portable one on
+    x86); in any other build these are ordinary libraries that stay where the others link them."""
     lib_dir = bundle / "_internal" / "llama_cpp" / "lib"
     moved = 0
-    for path in sorted(lib_dir.glob("*")) if lib_dir.is_dir() else []:
-        if is_cpu_variant(path.name):
+    for path in sorted(lib_dir.glob("*")) if lib_dir.is_dir() and dynamic else []:
+        if is_backend_module(path.name):
             shutil.move(str(path), bundle / path.name)
             moved += 1
     return moved
@@ -258,9 +263,9 @@ def main(argv: list[str] | None = None) -> int:
     engine_dir = prepare_engine(args.engine, args.rebuild_engine)
     engine_ready = time.monotonic()
     bundle = run_pyinstaller(engine_dir, icon_dir)
-    variants = move_cpu_variants(bundle)
+    variants = move_backend_modules(bundle, args.engine == "portable" and DYNAMIC_BACKENDS)
     bundled = time.monotonic()
-    log(f"bundle: {bundle} ({folder_size(bundle) / 2**20:.0f} MiB, {variants} CPU variants)")
+    log(f"bundle: {bundle} ({folder_size(bundle) / 2**20:.0f} MiB, {variants} backend modules)")
     self_test(bundle)
     if not args.no_package:
         package = None

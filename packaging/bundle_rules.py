@@ -117,3 +117,13 @@ def is_cpu_variant(file_name: str) -> bool:
     ggml loads the best one at run time from the executable's folder, so the bundle puts them there.
     """
     return bool(_CPU_VARIANT.match(file_name))
+
+
+_RPC_MODULE = re.compile(r"^(?:lib)?ggml-rpc\.(?:so|dll)$")
+
+
+def is_backend_module(file_name: str) -> bool:
+    """A backend that a GGML_BACKEND_DL build of ggml loads at run time from the executable's folder: the CPU
+    variants and the RPC backend (libggml-rpc.so, for `hearth rpc-worker` and RPC workers). The bundle puts
+    them next to the executable. (Without GGML_BACKEND_DL the RPC backend is an ordinary linked library.)"""
+    return is_cpu_variant(file_name) or bool(_RPC_MODULE.match(file_name))

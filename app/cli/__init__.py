@@ -34,6 +34,7 @@ COMMAND_MODULES = (
     "app.cli.remote_cmds",
     "app.cli.assistant_cmds",
     "app.cli.prompt_cmds",
+    "app.cli.rpc_cmds",
 )
 
 EXIT_OK = 0

@@ -47,9 +47,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _load(args: argparse.Namespace, ctx: CliContext, err: TextIO, **changes: Any) -> LlamaCppEngine:
     """Load for a benchmark: straight into an engine of our own, the same load policy as the app."""
-    engine = LlamaCppEngine()
+    from app.core.isolated_engine import engine_for
+
     config = flags.load_config(args, ctx, args.model)
-    loaded = engine.load(args.model, replace(config, **changes) if changes else config)
+    config = replace(config, **changes) if changes else config
+    engine = engine_for(config)  # a split over RPC workers runs in a child process
+    loaded = engine.load(args.model, config)
+    for line in getattr(engine, "placement", ()) or ():
+        print(safe(f"  {line}"), file=err)
     print(safe(_describe(loaded)), file=err)  # the model's own name
     return engine
 
@@ -69,7 +74,12 @@ def cmd_bench(args: argparse.Namespace, ctx: CliContext) -> int:
     engine = _load(args, ctx, sys.stderr, **changes)
     model = engine.model
     assert model is not None
-    policy, engine.spec = engine.spec, None  # the speed figures are plain decoding, as llama-bench's
+    if not hasattr(engine, "begin") and (args.spec or args.resume or args.turns):
+        engine.unload()
+        raise ConfigError("--spec, --resume and --turns need the model in this process (not split over RPC)")
+    policy = getattr(engine, "spec", None)
+    if hasattr(engine, "spec"):
+        engine.spec = None  # the speed figures are plain decoding, as llama-bench's
     try:
         info = model.info
         ban_end = tuple((t, -100.0) for t in {info.eos_token_id, info.eot_token_id} if t is not None)

@@ -4,24 +4,29 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import signal
 import sys
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from app.cli import flags
+from app.cli.assistant_cmds import parse_value
 from app.cli.context import CliContext
 from app.cli.terminal import for_stream, warn
+from app.core.chat_setup import ChatSetup
 from app.core.engine import GenerationStats, LoadedModel
 from app.core.errors import ConfigError, HearthError, ModelLoadError
 from app.core.host import EngineHost, HostClient, LoadDone
+from app.core.load_config import LoadConfig, LoraAdapter
 from app.core.messages import ChatMessage
 from app.core.remote_servers import RemoteModel
 from app.core.reply import ReplyChunk, ReplyDone, ReplyRequest, create_conversation
-from app.core.sampling import PRESETS, SamplingSettings, preset
+from app.core.sampling import PRESETS, canonical_preset_name, preset
 from app.core.store import Store
-from app.core.structured import json_grammar
+from app.core.structured import JSON_ANY, JSON_SCHEMA, ReplyFormat
 from app.core.templates import choose_template
 
 HELP = "Commands: /new (start over), /exit (or Ctrl-D). Ctrl-C stops a reply."
@@ -31,11 +36,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     chat = subparsers.add_parser("chat", help="chat with a model in the terminal (or send one message with -m)")
     chat.add_argument("model", help="a GGUF file; with --server, one of the server's model ids")
     chat.add_argument("--server", metavar="NAME", help="chat with MODEL on this server (see `hearth servers`)")
+    chat.add_argument(
+        "--assistant",
+        metavar="NAME",
+        help="chat with an assistant's setup (`hearth assistants list`): its system prompt, template, sampling, "
+        "reply format and load settings; the flags given here override them",
+    )
+    chat.add_argument(
+        "--var",
+        action="append",
+        default=[],
+        type=parse_value,
+        metavar="NAME=VALUE",
+        help="a value for a {{variable}} of the assistant's system prompt (repeatable)",
+    )
     flags.add_load_flags(chat)
     chat.add_argument("--template", help="override the chat template (a family name or 'embedded')")
-    chat.add_argument("--preset", default="balanced", choices=sorted(PRESETS), help="sampling preset")
+    chat.add_argument(
+        "--preset",
+        metavar="NAME",
+        help=f"sampling preset (default: the assistant's, else balanced): {', '.join(PRESETS)}",
+    )
     flags.add_sampling_flags(chat)
-    chat.add_argument("--system", "-s", default="", help="system prompt")
+    chat.add_argument("--system", "-s", help="system prompt (default: the assistant's, else none)")
     chat.add_argument("-m", "--message", help="send this one message, print the reply and exit")
     structured = chat.add_mutually_exclusive_group()
     structured.add_argument("--json", action="store_true", help="constrain the reply to valid JSON")
@@ -63,12 +86,65 @@ def _ctrl_c_cancels(cancel: Callable[[], None]) -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
 
 
+def chat_setup(args: argparse.Namespace, ctx: CliContext) -> ChatSetup:
+    """What this chat runs with: the assistant's setup (with --var values) or the defaults, and every flag given
+    on top of it (--system, --template, --preset and each sampling flag, --json / --json-schema)."""
+    from app.core.assistants import load_assistant
+
+    values = dict(args.var)
+    if args.assistant:
+        base = load_assistant(args.assistant, ctx.paths).setup(values)
+    elif values:
+        raise ConfigError("--var fills in an assistant's variables: give --assistant NAME too")
+    else:
+        base = ChatSetup(preset="balanced", sampling=preset("balanced"))
+    name = canonical_preset_name(args.preset) if args.preset else base.preset
+    sampling = flags.sampling(args, preset(args.preset) if args.preset else base.sampling)
+    return replace(
+        base,
+        system_prompt=base.system_prompt if args.system is None else args.system,
+        template=base.template if args.template is None else args.template,
+        preset=name,
+        sampling=sampling,
+        reply_format=_reply_format(args) or base.reply_format,
+    )
+
+
+def _reply_format(args: argparse.Namespace) -> ReplyFormat | None:
+    """--json / --json-schema FILE as a reply format (None when neither is given)."""
+    if args.json:
+        return ReplyFormat(JSON_ANY)
+    if not args.json_schema:
+        return None
+    try:
+        schema = json.loads(args.json_schema.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read {exc.filename}: {exc.strerror}") from None
+    except ValueError as exc:
+        raise ConfigError(f"--json-schema: {args.json_schema.name} is not JSON ({exc})") from None
+    if not isinstance(schema, dict):
+        raise ConfigError(f"--json-schema: {args.json_schema.name} must hold a JSON object")
+    return ReplyFormat(JSON_SCHEMA, schema).validate()
+
+
+def load_config(args: argparse.Namespace, ctx: CliContext, setup: ChatSetup) -> LoadConfig:
+    """The model's load settings as the app would load it, then the assistant's (context, GPU layers, LoRA
+    adapters), then the flags given (--ctx, --ngl ..., --lora)."""
+    from app.core.fields import apply_load_values
+    from app.core.load_policy import configured_load
+
+    config = setup.load.apply(configured_load(ctx.settings, Path(args.model).name))
+    config = apply_load_values(config, flags.load_values(args))
+    loras = tuple(LoraAdapter.parse(item) for item in args.lora)
+    return replace(config, loras=loras) if loras else config
+
+
 def cmd_chat(args: argparse.Namespace, ctx: CliContext) -> int:
-    sampling = flags.sampling(args, preset(args.preset))
+    setup = chat_setup(args, ctx)
     if args.server:
-        return _remote_chat(args, ctx, sampling)
-    grammar = _grammar(args)
-    config = flags.load_config(args, ctx, args.model)
+        return _remote_chat(args, ctx, setup)
+    grammar = _grammar(args, setup)
+    config = load_config(args, ctx, setup)
     host = EngineHost(store_path=None if args.no_history else ctx.paths.history_db)
     try:
         client = host.client("cli")
@@ -76,20 +152,24 @@ def cmd_chat(args: argparse.Namespace, ctx: CliContext) -> int:
         assert isinstance(done, LoadDone)
         if done.error or done.model is None:
             raise ModelLoadError(done.error or "the model could not be loaded")
-        warn(_describe(done.model))  # the model's own name, from its file
+        warn(_describe(done.model))  # names from the model's file, the template's errors: shown safe
+        for line in done.placement:  # a split over RPC workers: where the layers went
+            warn(f"  {line}")
         for note in done.notes:
             warn(note)
-        choice = choose_template(done.model.info, args.template)
+        choice = choose_template(done.model.info, setup.template or None)
         warn(f"Template: {choice.label} ({choice.reason})")
         if choice.warning:
             warn(f"Warning: {choice.warning}")
-        chat = _TerminalChat(ctx, client, done.model, args, sampling, grammar)
+        if setup.assistant_name:
+            warn(f"Assistant: {setup.assistant_name}")
+        chat = _TerminalChat(ctx, client, done.model, args, setup, grammar)
         return chat.run()
     finally:
         host.shutdown()
 
 
-def _remote_chat(args: argparse.Namespace, ctx: CliContext, sampling: SamplingSettings) -> int:
+def _remote_chat(args: argparse.Namespace, ctx: CliContext, setup: ChatSetup) -> int:
     """The same terminal chat, sent to a model on an OpenAI-compatible server (`--server NAME`)."""
     from app.core.remote_catalog import RemoteCatalog
     from app.core.remote_servers import ServerRegistry
@@ -109,7 +189,7 @@ def _remote_chat(args: argparse.Namespace, ctx: CliContext, sampling: SamplingSe
             )
         target = RemoteModel(config.name, args.model)
         warn(f"Chatting with {target.id} on {config.name} ({config.url}); the server applies its own template")
-        chat = _TerminalChat(ctx, host.client("cli"), None, args, sampling, grammar, remote=target)
+        chat = _TerminalChat(ctx, host.client("cli"), None, args, setup, grammar, remote=target)
         chat.response_format = response_format
         return chat.run()
     finally:
@@ -136,17 +216,14 @@ def _remote_format(args: argparse.Namespace) -> tuple[dict[str, Any] | None, str
     return None, None
 
 
-def _grammar(args: argparse.Namespace) -> str | None:
-    try:
-        if args.json:
-            return json_grammar()
-        if args.json_schema:
-            return json_grammar(args.json_schema.read_text(encoding="utf-8"))
-        if args.grammar:
+def _grammar(args: argparse.Namespace, setup: ChatSetup) -> str | None:
+    """--grammar FILE as it is, else the reply format's grammar (--json, --json-schema or the assistant's)."""
+    if args.grammar:
+        try:
             return args.grammar.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read {exc.filename}: {exc.strerror}") from None
-    return None
+        except OSError as exc:
+            raise ConfigError(f"cannot read {exc.filename}: {exc.strerror}") from None
+    return setup.grammar()
 
 
 class _TerminalChat:
@@ -159,7 +236,7 @@ class _TerminalChat:
         client: HostClient,
         model: LoadedModel | None,
         args: argparse.Namespace,
-        sampling: SamplingSettings,
+        setup: ChatSetup,
         grammar: str | None,
         remote: RemoteModel | None = None,
     ) -> None:
@@ -169,9 +246,10 @@ class _TerminalChat:
         self.remote = remote  # a model on a server instead of the loaded one
         self.response_format: dict[str, Any] | None = None
         self.args = args
-        self.sampling = sampling
+        self.setup = setup
+        self.sampling = setup.sampling
         self.grammar = grammar
-        self.history: list[ChatMessage] = [ChatMessage("system", args.system)] if args.system else []
+        self.history: list[ChatMessage] = setup.system_messages()
         self.store: Store | None = None
         self.conversation_id: int | None = None
         self.session = 0  # a new key after /new, so the engine does not reuse the old conversation's cache
@@ -197,7 +275,7 @@ class _TerminalChat:
             if line.strip() in ("/exit", "/quit"):
                 return 0
             if line.strip() == "/new":
-                self.history = self.history[:1] if self.args.system else []
+                self.history = self.setup.system_messages()
                 self.conversation_id = None
                 self.session += 1
                 continue
@@ -217,13 +295,16 @@ class _TerminalChat:
         request = ReplyRequest(
             messages,
             self.sampling,
-            template_override=self.args.template,
+            template_override=self.setup.template or None,
             grammar=self.grammar,
             conversation_id=self.conversation_id,
             parent_id=parent_id if parent_id is not None else "leaf",
             key=("cli", self.session),
             backend=self.remote.server if self.remote else None,
-            meta={"model": self.remote.id} if self.remote else {},
+            meta={
+                "reply_format": self.setup.reply_format.to_dict(),
+                **({"model": self.remote.id} if self.remote else {}),
+            },
             response_format=self.response_format,
         )
         job = self.client.reply(request)
@@ -274,10 +355,6 @@ class _TerminalChat:
                 self.store,
                 model_path=remote.id if remote else str(self.model.path) if self.model else "",
                 load_settings=self.model.config.to_dict() if self.model and not remote else {},
-                system_prompt=self.args.system,
-                template_override=self.args.template or "",
-                preset=self.args.preset,
-                sampling=self.sampling,
-                meta={"remote": remote.to_meta()} if remote else None,
+                **self.setup.create_args({"remote": remote.to_meta()} if remote else None),
             )
         return self.store.add_message(self.conversation_id, "user", text).id

@@ -25,7 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     compare.add_argument(
         "--embed", type=Path, metavar="EMBEDDING_MODEL", help="a GGUF embedding model for the similarity"
     )
-    compare.add_argument("--preset", default="deterministic", choices=sorted(PRESETS), help="sampling preset")
+    compare.add_argument("--preset", default="deterministic", help=f"sampling preset: {', '.join(PRESETS)}")
     flags.add_load_flags(compare)
     flags.add_sampling_flags(compare)
     output = compare.add_mutually_exclusive_group()

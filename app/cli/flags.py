@@ -39,6 +39,15 @@ def add_load_flags(parser: argparse.ArgumentParser) -> None:
         if field.flag:
             group.add_argument(field.flag, dest=_dest("load", field), metavar=field.name.upper(), help=_help(field))
     group.add_argument("--lora", action="append", default=[], metavar="FILE[:SCALE]", help="apply a LoRA adapter")
+    group.add_argument(
+        "--rpc",
+        default="",
+        metavar="HOST:PORT,...",
+        help="split the model over these `hearth rpc-worker` machines too (in proportion to free memory)",
+    )
+    group.add_argument(
+        "--draft", default="", metavar="FILE|auto", help="a small model with the same vocabulary drafting tokens"
+    )
 
 
 def add_sampling_flags(parser: argparse.ArgumentParser) -> None:
@@ -61,10 +70,32 @@ def load_values(args: argparse.Namespace) -> dict[str, Any]:
 def load_config(args: argparse.Namespace, ctx: CliContext, model: Path) -> LoadConfig:
     """The user's load settings for this model (as the app would load it), with the flags given applied."""
     from app.core.load_policy import configured_load
+    from app.core.rpc import parse_workers
 
     config = configured_load(ctx.settings, Path(model).name, **load_values(args))
     loras = tuple(LoraAdapter.parse(item) for item in getattr(args, "lora", []) or [])
-    return replace(config, loras=loras) if loras else config
+    if loras:
+        config = replace(config, loras=loras)
+    workers = parse_workers(getattr(args, "rpc", "") or "")
+    if workers:
+        config = replace(config, rpc_workers=workers)
+    draft = getattr(args, "draft", "") or ""
+    if draft == "auto":
+        draft = _library_draft(ctx, Path(model))
+    if draft:
+        config = replace(config, draft_model=draft)
+    return config
+
+
+def _library_draft(ctx: CliContext, model: Path) -> str:
+    """--draft auto: the smallest model in the library that can draft for this one."""
+    from app.core.draft_models import find_draft_model
+
+    candidates = [entry.path for entry in ctx.library.scan() if entry.ok]
+    found = find_draft_model(model, candidates)
+    if found is None:
+        raise ConfigError(f"no model in your library can draft for {model.name} (same vocabulary, much smaller)")
+    return str(found)
 
 
 def sampling(args: argparse.Namespace, base: SamplingSettings) -> SamplingSettings:

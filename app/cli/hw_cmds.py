@@ -8,7 +8,7 @@ from pathlib import Path
 from app.cli.context import CliContext
 from app.core.errors import ConfigError
 from app.core.fit import Fit, auto_gpu_layers, estimate, model_fit
-from app.core.gguf_info import format_bytes, inspect
+from app.core.gguf_info import ModelInfo, format_bytes, inspect
 from app.core.hardware import HardwareInfo, detect_hardware
 from app.core.load_config import CTX_GRANULARITY, KV_CACHE_TYPES
 
@@ -21,8 +21,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     fit.add_argument("model", type=Path)
     fit.add_argument("--ctx", type=int, default=4096, help="context size (default 4096; 0 = the model's own)")
     fit.add_argument("--kv", choices=sorted(KV_CACHE_TYPES), default="f16", help="KV cache type")
+    fit.add_argument(
+        "--rpc", default="", metavar="HOST:PORT,...", help="show the split over these RPC workers and this machine"
+    )
     fit.add_argument("--json", action="store_true")
     fit.set_defaults(handler=cmd_fit)
+
+
+def rpc_line(available: bool) -> str:
+    if available:
+        return "RPC       available: `hearth rpc-worker` lends this machine; --rpc HOST:PORT splits a model"
+    from app.core.rpc import REBUILD_COMMAND
+
+    return f"RPC       not in this llama.cpp build; to add it: {REBUILD_COMMAND}"
 
 
 def hardware_lines(hw: HardwareInfo) -> list[str]:
@@ -44,11 +55,18 @@ def hardware_lines(hw: HardwareInfo) -> list[str]:
 
 
 def cmd_hw(args: argparse.Namespace, ctx: CliContext) -> int:
+    from app.core.rpc import REBUILD_COMMAND, rpc_available
+
     hardware = detect_hardware()
+    has_rpc = rpc_available()
     if args.json:
-        ctx.print_json(hardware.to_dict())
+        ctx.print_json(
+            {**hardware.to_dict(), "rpc": has_rpc, "rpc_rebuild_command": None if has_rpc else REBUILD_COMMAND}
+        )
     else:
-        for line in hardware_lines(hardware):
+        lines = hardware_lines(hardware)
+        lines.insert(3, rpc_line(has_rpc))
+        for line in lines:
             ctx.print(line)
     return 0
 
@@ -58,6 +76,8 @@ def cmd_fit(args: argparse.Namespace, ctx: CliContext) -> int:
     if args.ctx < 0 or args.ctx % CTX_GRANULARITY:
         raise ConfigError(f"--ctx must be 0 or a multiple of {CTX_GRANULARITY}")
     n_ctx = args.ctx or info.context_length or 4096
+    if args.rpc:
+        return _fit_rpc(args, ctx, info, n_ctx)
     hardware = detect_hardware()
     verdict, chosen = model_fit(info, hardware, n_ctx, args.kv)
     blocks = info.block_count or 0
@@ -100,4 +120,55 @@ def cmd_fit(args: argparse.Namespace, ctx: CliContext) -> int:
         )
     where = "on the GPU" if verdict is Fit.FITS and hardware.has_gpu else "in RAM"
     ctx.print(f"Verdict: {verdict.label}" + (f" ({where})" if verdict is Fit.FITS else ""))
+    return 0
+
+
+def _fit_rpc(args: argparse.Namespace, ctx: CliContext, info: ModelInfo, n_ctx: int) -> int:
+    """`hearth fit MODEL --rpc ...`: which layers each device gets and the memory they take there."""
+    from app.core import rpc
+
+    workers = [rpc.query_worker(endpoint) for endpoint in rpc.parse_workers(args.rpc)]
+    plan, _ = rpc.plan_split(info, workers, n_ctx, args.kv)
+    n_layers = (info.block_count or len(info.layer_bytes)) + 1
+    if args.json:
+        ctx.print_json(
+            {
+                "model": str(args.model),
+                "n_ctx": n_ctx,
+                "kv_type": args.kv,
+                "fits": plan.fits,
+                "n_gpu_layers": plan.n_gpu_layers,
+                "tensor_split": list(plan.tensor_split),
+                "layers_total": n_layers,
+                "devices": [
+                    {
+                        "device": share.name,
+                        "layers": list(share.layers),
+                        "output_layer": n_layers - 1 in share.layers,
+                        "weights": share.weights,
+                        "kv_bytes": share.kv,
+                        "compute": share.compute,
+                        "total": share.total,
+                        "free_bytes": share.free_bytes,
+                        "fits": share.fits,
+                    }
+                    for share in plan.shares
+                ],
+            }
+        )
+        return 0
+    ctx.print(
+        f"{info.display_name} ({info.file_type}, {format_bytes(info.size_bytes)}), context {n_ctx}, KV cache "
+        f"{args.kv}: {n_layers} layers split over this machine and {len(workers)} RPC worker(s)"
+    )
+    ctx.print(f"{'device':<28} {'layers':<18} {'needs':>10} {'free':>10}  (weights + KV cache + compute buffers)")
+    for share in plan.shares:
+        layers = rpc.describe_layers(share.layers, n_layers - 1) or "none"
+        name = f"{share.name} (this machine)" if not share.name.startswith("RPC ") else share.name
+        ctx.print(
+            f"{name:<28} {layers:<18} {format_bytes(share.total):>10} {format_bytes(share.free_bytes):>10}"
+            + ("" if share.fits else "  <- does not fit")
+        )
+    short = [share.name for share in plan.shares if not share.fits]
+    ctx.print("Verdict: fits" if not short else f"Verdict: does not fit on {', '.join(short)}")
     return 0

@@ -12,7 +12,9 @@ of Q4_0/Q4_K/IQ4_NL weights for its faster kernels.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import struct
+from bisect import bisect_right
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TypeVar
@@ -155,6 +157,114 @@ def estimate(
     gpu = weights_gpu + kv_gpu + compute_gpu + (GPU_OVERHEAD if k else 0)
     cpu = weights_cpu + kv_cpu + compute_cpu
     return Estimate(k, gpu, cpu, weights_gpu, weights_cpu, kv_gpu, kv_cpu, compute_gpu, compute_cpu)
+
+
+@dataclass(frozen=True)
+class DeviceShare:
+    """One device's part of a model split across devices: its layers and the memory they take there."""
+
+    name: str  # "CPU", "CUDA0", "RPC 10.0.0.2:50052" ...
+    free_bytes: int  # the free memory the split was proportioned on
+    layers: tuple[int, ...]  # block indexes; the index block_count stands for the output layer
+    weights: int
+    kv: int
+    compute: int
+
+    @property
+    def total(self) -> int:
+        return self.weights + self.kv + self.compute
+
+    @property
+    def fits(self) -> bool:
+        return self.total <= int(self.free_bytes * SAFETY)
+
+
+@dataclass(frozen=True)
+class SplitPlan:
+    """Where each layer goes when a model is split across the local CPU and offload devices (local GPUs,
+    RPC workers), and what llama.cpp must be told for that: n_gpu_layers and tensor_split."""
+
+    n_gpu_layers: int
+    tensor_split: tuple[float, ...]  # one weight per offload device, in the order of the devices
+    shares: tuple[DeviceShare, ...]  # the CPU first (when it takes part), then every offload device
+
+    @property
+    def fits(self) -> bool:
+        return all(share.fits for share in self.shares)
+
+
+def _f32(value: float) -> float:
+    """value rounded to a C float: the split points must come out exactly as llama.cpp computes them."""
+    return struct.unpack("f", struct.pack("f", value))[0]
+
+
+def _assign_layers(n_layers: int, n_gpu_layers: int, weights: Sequence[float]) -> list[int]:
+    """Device index per layer (-1 = CPU), as llama.cpp's load_tensors assigns them: the first
+    n_layers - n_gpu_layers stay on the CPU, the rest go to the devices by the cumulative, normalised
+    tensor_split (in float arithmetic, as llama.cpp does it)."""
+    cumulative, total = [], 0.0
+    for weight in weights:
+        total = _f32(total + _f32(weight))
+        cumulative.append(total)
+    points = [_f32(value / total) for value in cumulative] if total > 0 else [1.0] * len(weights)
+    start = max(n_layers - n_gpu_layers, 0)
+    active = min(n_gpu_layers, n_layers) if weights else 0
+    devices = []
+    for layer in range(n_layers):
+        if layer < start or layer - start >= active:
+            devices.append(-1)
+        else:
+            devices.append(min(bisect_right(points, _f32(_f32(layer - start) / active)), len(weights) - 1))
+    return devices
+
+
+def split_by_memory(
+    info: ModelInfo,
+    devices: Sequence[tuple[str, int]],
+    n_ctx: int,
+    kv_type: str = "f16",
+    *,
+    cpu_free: int | None = None,
+    n_ubatch: int = 512,
+    flash_attention: bool | None = None,
+) -> SplitPlan:
+    """Split the model's layers (blocks and the output layer) over the offload `devices` ((name, free
+    bytes), in order) and, when cpu_free is given (no local GPU: the CPU is the local device), the local
+    CPU, each in proportion to its free memory. The CPU keeps the first layers, as llama.cpp does."""
+    blocks = info.block_count or len(info.layer_bytes)
+    n_layers = blocks + 1
+    frees = [max(free, 0) for _, free in devices]
+    everyone = sum(frees) + (max(cpu_free, 0) if cpu_free is not None else 0)
+    if not devices:
+        cpu_layers = n_layers
+    elif cpu_free is None or everyone <= 0:
+        cpu_layers = 0
+    else:
+        cpu_layers = min(n_layers, round(n_layers * max(cpu_free, 0) / everyone))
+    n_gpu = n_layers - cpu_layers
+    # tensor_split in MiB: byte counts are beyond a float's exact range and only the proportions matter.
+    weights = tuple(float(free // MIB) if everyone > 0 else 1.0 for free in frees)
+    placed = _assign_layers(n_layers, n_gpu, weights)
+    layer_bytes = list(info.layer_bytes) + [0] * (blocks - len(info.layer_bytes))
+    per_layer_kv = kv_bytes_per_layer(info, n_ctx, kv_type)
+    output_names = ("output.", "output_norm.")
+    rest = sum(size for name, size in info.non_layer_bytes.items() if not name.startswith(output_names))
+    shares = []
+    participants = [("CPU", cpu_free or 0, -1)] if cpu_free is not None or not devices else []
+    participants += [(name, free, index) for index, (name, free) in enumerate(devices)]
+    for name, free, index in participants:
+        layers = tuple(layer for layer, device in enumerate(placed) if device == index)
+        block_set = {layer for layer in layers if layer < blocks}
+        has_output = blocks in layers
+        on_cpu = index == -1
+        weights_here = sum(layer_bytes[i] for i in block_set)
+        weights_here += _output_bytes(info, not on_cpu) if has_output else 0
+        if on_cpu:
+            weights_here += rest + _repacked(info, block_set)
+        flash = (True if flash_attention is None else flash_attention) if not on_cpu else bool(flash_attention)
+        compute = compute_bytes(info, n_ctx, n_ubatch, flash, has_output, bool(block_set)) if layers or on_cpu else 0
+        shares.append(DeviceShare(name, free, layers, weights_here, per_layer_kv * len(block_set), compute))
+    return SplitPlan(n_gpu, weights, tuple(shares))
 
 
 def max_gpu_layers(

@@ -21,8 +21,6 @@ import psutil
 
 log = logging.getLogger("hearth.hardware")
 
-_DEVICE_TYPES = {0: "CPU", 1: "GPU", 2: "IGPU", 3: "ACCEL", 4: "META"}
-
 
 @dataclass(frozen=True)
 class GpuInfo:
@@ -77,17 +75,9 @@ def _cpu_name() -> str:
 def llama_devices() -> tuple[list[GpuInfo], str | None]:
     """GPU devices as llama.cpp's backend registry sees them (no GPU backend built in: an empty list)."""
     try:
-        from app.core.native import library_dir
+        from app.core.native import DEVICE_TYPES, ggml_library
 
-        lib_dir = library_dir()
-        if lib_dir is None:
-            return [], "llama-cpp-python is not installed"
-        candidates = sorted(lib_dir.glob("libggml.*")) + sorted(lib_dir.glob("ggml.dll"))
-        base = sorted(lib_dir.glob("libggml-base.*")) + sorted(lib_dir.glob("ggml-base.dll"))
-        if not candidates or not base:
-            return [], "llama.cpp's ggml libraries were not found"
-        ggml = ctypes.CDLL(str(candidates[0]))
-        ggml_base = ctypes.CDLL(str(base[0]))
+        ggml, ggml_base = ggml_library("ggml"), ggml_library("ggml-base")  # the copies libllama runs on
     except (ImportError, OSError) as exc:
         return [], f"llama.cpp is not usable: {exc}"
     try:
@@ -111,7 +101,7 @@ def llama_devices() -> tuple[list[GpuInfo], str | None]:
         gpus = []
         for index in range(ggml.ggml_backend_dev_count()):
             device = ggml.ggml_backend_dev_get(index)
-            kind = _DEVICE_TYPES.get(api.ggml_backend_dev_type(device), "?")
+            kind = DEVICE_TYPES.get(api.ggml_backend_dev_type(device), "?")
             if kind not in ("GPU", "IGPU"):
                 continue
             free, total = ctypes.c_size_t(0), ctypes.c_size_t(0)
@@ -169,9 +159,9 @@ def apple_unified(total_ram: int, available_ram: int) -> GpuInfo | None:
 def installed_backend() -> tuple[str, bool]:
     """(backend name, can offload) of the installed llama-cpp-python build; ("unavailable", False) if none."""
     try:
-        from app.core.native import backend_name, llama
+        from app.core.native import backend_name, supports_gpu_offload
 
-        return backend_name(), bool(llama().llama_supports_gpu_offload())
+        return backend_name(), supports_gpu_offload()
     except Exception as exc:  # a broken or missing engine must not break hardware detection
         log.warning("llama.cpp backend unknown: %s", exc)
         return "unavailable", False

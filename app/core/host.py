@@ -16,13 +16,14 @@ Threading contract:
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import queue
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -62,6 +63,7 @@ class LoadDone:
     error: str | None = None
     notes: tuple[str, ...] = ()  # e.g. the GPU layers were reduced after running out of memory
     plan_reason: str = ""  # why this many GPU layers
+    placement: tuple[str, ...] = ()  # a model split over RPC workers: which layers went where
 
 
 @dataclass(frozen=True)
@@ -386,9 +388,12 @@ class EngineHost:
                 self._run_exclusive(job)
                 continue
             engine = self._engine
-            if engine is not None and engine.model is not None and engine.free_slots == 0:
+            if engine is not None and engine.model is not None and getattr(engine, "free_slots", 1) == 0:
                 return
             self._pending.popleft()
+            if engine is not None and not hasattr(engine, "begin"):
+                self._run_whole(job)  # an engine of one sequence (in a child process): one reply at a time
+                continue
             self._start_local(job)
 
     def _end_cancelled(self, job: Job) -> None:
@@ -411,10 +416,11 @@ class EngineHost:
             self._end_cancelled(self._pending.popleft())
 
     def _ensure_engine(self) -> LlamaCppEngine:
-        if self._engine is None:
-            from app.core.backends import LocalBackend
+        from app.core.backends import LocalBackend
 
+        if self._engine is None:
             self._engine = self._factory()
+        if self._local is None or self._local.engine is not self._engine:
             self._local = LocalBackend(self._engine)
         return self._engine
 
@@ -444,7 +450,7 @@ class EngineHost:
 
     def _save_all_states(self, engine: LlamaCppEngine) -> None:
         """Before the KV cache goes (another model, quitting): every cached conversation to the state cache."""
-        if self.state_cache is None or engine.model is None:
+        if self.state_cache is None or engine.model is None or not hasattr(engine, "cached_keys"):
             return
         for key in engine.cached_keys():
             if isinstance(key, tuple) and len(key) == 2 and key[0] == "conversation":
@@ -453,7 +459,9 @@ class EngineHost:
     def _restore_state(self, engine: LlamaCppEngine, request: ReplyRequest) -> None:
         """A conversation continued whose tokens are not cached: bring its saved KV cache back first."""
         key = request.cache_key
-        if self.state_cache is None or request.conversation_id is None or key in engine.cached_keys():
+        if self.state_cache is None or request.conversation_id is None or not hasattr(engine, "cached_keys"):
+            return
+        if key in engine.cached_keys():
             return
         from app.core.kv_state import conversation_name
 
@@ -461,11 +469,28 @@ class EngineHost:
         if restored.tokens:
             log.info("conversation %s: %d cached tokens restored", request.conversation_id, restored.tokens)
 
+    def _engine_for(self, config: LoadConfig) -> LlamaCppEngine:
+        """The engine a load needs: this process's, or (a model split over RPC workers) one in a child
+        process, since llama.cpp ends the whole process when a worker drops. Swapping frees the old one."""
+        from app.core.isolated_engine import IsolatedEngine
+
+        engine = self._ensure_engine()
+        isolated = isinstance(engine, IsolatedEngine)
+        if bool(config.rpc_workers) != isolated:
+            self._save_all_states(engine)
+            with contextlib.suppress(HearthError):
+                engine.unload()
+            self._model = None
+            self._engine = IsolatedEngine() if config.rpc_workers else self._factory()  # type: ignore[assignment]
+            self._local = None
+            engine = self._ensure_engine()
+        return engine
+
     def _load(self, job: Job) -> None:
         from app.core.load_policy import load_planned, plan_load
 
         path, config = job.payload
-        engine = self._ensure_engine()
+        engine = self._engine_for(config)
         self._save_all_states(engine)
         self._loading, self._loading_job = path, job
         self._broadcast()
@@ -486,7 +511,8 @@ class EngineHost:
             outcome = load_planned(engine, plan, hardware, progress)
             self._model = outcome.model
             self._forget_conversations()
-            job.publish(LoadDone(job.id, outcome.model, None, outcome.notes, plan.reason))
+            placement = tuple(getattr(engine, "placement", ()) or ())
+            job.publish(LoadDone(job.id, outcome.model, None, outcome.notes, plan.reason, placement))
         except _Cancelled:
             job.publish(LoadDone(job.id, engine.model, "loading cancelled"))
         except HearthError as exc:
@@ -566,6 +592,41 @@ class EngineHost:
             )
         self._active.append(_Active(job, run, recorder))
         self._broadcast()
+
+    def _run_whole(self, job: Job) -> None:
+        """A reply on an engine without steps (the RPC child): streamed here to its end, Stop forwarded."""
+        assert self._local is not None and self._engine is not None
+        engine = self._engine
+        request: ReplyRequest = job.payload if job.kind == "reply" else ReplyRequest((), job.payload[0].sampling)
+        recorder = ReplyRecorder(job.id, request, None, job.publish)
+        try:
+            if job.kind == "reply":
+                prepared = self._local.prepare(request)
+                recorder.store = self._ensure_store() if request.conversation_id is not None else None
+            else:
+                prompt, key = job.payload
+                model = engine.model
+                if model is None:
+                    raise HearthError("no model is loaded; load one first")
+                prepared = PreparedReply(prompt.text, "", "", "raw completion", None, 0, 0, model.path.name, prompt)
+                prepared = replace(prepared, key=key)
+            recorder.start(prepared)
+            stats = None
+            for event in engine.generate(prepared.payload, key=prepared.key):
+                if job.cancelled.is_set():
+                    engine.cancel()
+                if isinstance(event, TextChunk):
+                    recorder.chunk(event.text)
+                elif isinstance(event, GenerationStats):
+                    stats = event
+            recorder.finish(stats, None, engine.context_used)
+        except HearthError as exc:
+            recorder.finish(None, str(exc))
+        except Exception as exc:
+            log.exception("reply failed")
+            recorder.finish(None, f"{type(exc).__name__}: {exc}")
+        finally:
+            self._broadcast()
 
     def _step(self) -> None:
         engine = self._engine

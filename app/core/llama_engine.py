@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from app.core import llama_log
+from app.core import llama_log, rpc
 from app.core.engine import Event, GenerationStats, LoadedModel, ProgressCallback, PromptRequest, TextChunk
 from app.core.errors import (
     ConfigError,
@@ -35,7 +35,7 @@ from app.core.errors import (
 )
 from app.core.gguf_info import inspect
 from app.core.load_config import AUTO_LAYERS, KV_CACHE_TYPES, LoadConfig
-from app.core.native import backend_name, captured_stderr, llama, release_heap
+from app.core.native import backend_name, captured_stderr, llama, release_heap, supports_gpu_offload
 from app.core.sampling import SamplingSettings
 from app.core.speculative import MAX_DRAFT, Drafter, LookupDrafter, SpecPolicy
 from app.core.stops import StopMatcher
@@ -137,7 +137,7 @@ class LlamaCppEngine:
         from app.core.load_policy import load_planned, plan_load
 
         config.validate()  # before "auto"/"all" are resolved: a bad value must not be silently replaced
-        wants_gpu = config.n_gpu_layers != 0 and llama().llama_supports_gpu_offload()
+        wants_gpu = config.n_gpu_layers != 0 and supports_gpu_offload()
         hardware = detect_hardware(probe_gpus=wants_gpu)
         plan = plan_load(Path(path), config, hardware)
         return load_planned(self, plan, hardware, progress, retry=retry_on_oom).model
@@ -149,7 +149,7 @@ class LlamaCppEngine:
             config.validate()
             if config.n_gpu_layers == AUTO_LAYERS:
                 raise ConfigError("resolve auto GPU layers first (app.core.load_policy.plan_load)")
-            if config.n_gpu_layers < 0 and not llama().llama_supports_gpu_offload():
+            if config.n_gpu_layers < 0 and not supports_gpu_offload():
                 config = replace(config, n_gpu_layers=0)
             return self._load(Path(path), config, progress)
         finally:
@@ -182,7 +182,9 @@ class LlamaCppEngine:
         params.n_gpu_layers = _ALL_LAYERS if config.n_gpu_layers < 0 else config.n_gpu_layers
         params.load_mode = self._load_mode(lib, config)
         params.progress_callback = self._progress_cb
+        placement = rpc.place_model(lib, params, config, info)  # RPC workers: devices + layer split, else None
         model = lib.llama_model_load_from_file(str(path).encode("utf-8"), params)
+        del placement  # its arrays only had to outlive the load: llama.cpp copied the devices and split
         if not model:
             raise self._load_failure(info.display_name, info.architecture, "model", config)
         try:
@@ -210,7 +212,7 @@ class LlamaCppEngine:
         self._no_abort = lib.ggml_abort_callback(0)
         n_layer = lib.llama_model_n_layer(model)
         wanted = n_layer + 1 if config.n_gpu_layers < 0 else config.n_gpu_layers
-        offloaded = min(wanted, n_layer + 1) if lib.llama_supports_gpu_offload() else 0
+        offloaded = min(wanted, n_layer + 1) if supports_gpu_offload() else 0
         self._loaded = LoadedModel(
             path=path,
             info=info,
@@ -262,7 +264,7 @@ class LlamaCppEngine:
         Q4_K_M) it roughly halves prompt speed deep into a chat (pp49 @ depth 1325: 37.7 vs 66.8 t/s) and
         slows generation at depth (19.6 vs 24.5 t/s), for a small gain only in a short context."""
         if config.flash_attention is None:
-            on_gpu = config.n_gpu_layers != 0 and lib.llama_supports_gpu_offload()
+            on_gpu = config.n_gpu_layers != 0 and supports_gpu_offload()
             return lib.LLAMA_FLASH_ATTN_TYPE_AUTO if on_gpu else lib.LLAMA_FLASH_ATTN_TYPE_DISABLED
         return lib.LLAMA_FLASH_ATTN_TYPE_ENABLED if config.flash_attention else lib.LLAMA_FLASH_ATTN_TYPE_DISABLED
 
@@ -281,7 +283,7 @@ class LlamaCppEngine:
         if self._spec is None:
             log.info("draft model %s not used: drafts need flash attention to keep the output exact", path.name)
             return
-        layers = _ALL_LAYERS if config.n_gpu_layers != 0 and lib.llama_supports_gpu_offload() else 0
+        layers = _ALL_LAYERS if config.n_gpu_layers != 0 and supports_gpu_offload() else 0
         try:
             self._draft_model = ModelDrafter.load(
                 path, lib.llama_n_ctx(self._ctx), config.threads, layers, self._flash_type
@@ -298,7 +300,7 @@ class LlamaCppEngine:
             return False
         if self._flash_type == lib.LLAMA_FLASH_ATTN_TYPE_ENABLED:
             return True
-        return self._flash_type == lib.LLAMA_FLASH_ATTN_TYPE_AUTO and bool(lib.llama_supports_gpu_offload())
+        return self._flash_type == lib.LLAMA_FLASH_ATTN_TYPE_AUTO and bool(supports_gpu_offload())
 
     def _apply_loras(self, lib: Any, config: LoadConfig) -> None:
         if not config.loras:

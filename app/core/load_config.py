@@ -58,6 +58,19 @@ class LoraAdapter:
             raise ConfigError(f"LoRA scale for {self.path.name} must be between -10 and 10")
         return self
 
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": str(self.path), "scale": self.scale}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> LoraAdapter:
+        """From its stored form {"path": "FILE.gguf", "scale": 1.0}; ConfigError for anything else."""
+        if not isinstance(data, dict) or not isinstance(data.get("path"), str) or not data["path"].strip():
+            raise ConfigError('a LoRA adapter must be stored as {"path": "FILE.gguf", "scale": 1.0}')
+        scale = data.get("scale", 1.0)
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)):
+            raise ConfigError(f"LoRA scale must be a number; got {scale!r}")
+        return cls(Path(data["path"]).expanduser(), float(scale)).check_scale()
+
 
 @dataclass(frozen=True)
 class LoadConfig:
@@ -82,6 +95,8 @@ class LoadConfig:
     speculative: str = "auto"
     # A small model with the same vocabulary that drafts for this one (a path; "" = none: prompt lookup only).
     draft_model: str = ""
+    # llama.cpp RPC workers ("host:port") the layers are split over, with the local device (app/core/rpc.py)
+    rpc_workers: tuple[str, ...] = field(default_factory=tuple)
 
     @property
     def threads(self) -> int:
@@ -133,6 +148,11 @@ class LoadConfig:
             raise ConfigError(f"seed must be 0 to {2**32 - 2}; got {self.seed}")
         for adapter in self.loras:
             self._check_lora(adapter, info)
+        if self.rpc_workers:
+            from app.core.rpc import parse_workers
+
+            if parse_workers(self.rpc_workers) != tuple(self.rpc_workers):
+                raise ConfigError(f"RPC workers must be distinct HOST:PORT values; got {', '.join(self.rpc_workers)}")
         if info is not None:
             self._check_model(info)
         return self
@@ -176,13 +196,14 @@ class LoadConfig:
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        data["loras"] = [{"path": str(a.path), "scale": a.scale} for a in self.loras]
+        data["loras"] = [a.to_dict() for a in self.loras]
         return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> LoadConfig:
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        known["loras"] = tuple(LoraAdapter(Path(a["path"]), float(a.get("scale", 1.0))) for a in data.get("loras", ()))
+        known["loras"] = tuple(LoraAdapter.from_dict(a) for a in data.get("loras") or ())
+        known["rpc_workers"] = tuple(str(worker) for worker in data.get("rpc_workers", ()))
         return cls(**known)
 
     def with_changes(self, **changes: Any) -> LoadConfig:

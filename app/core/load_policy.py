@@ -26,13 +26,15 @@ from app.core.fit import (
 )
 from app.core.gguf_info import ModelInfo, format_bytes, inspect
 from app.core.hardware import HardwareInfo
-from app.core.load_config import AUTO_LAYERS, LoadConfig
+from app.core.load_config import AUTO_LAYERS, LoadConfig, LoraAdapter
 
 if TYPE_CHECKING:
     from app.core.engine import Engine, LoadedModel, ProgressCallback
     from app.core.settings import Settings
 
 log = logging.getLogger("hearth.engine")
+
+LORAS = "loras"  # the key of a model's "load" override that holds its LoRA adapters
 
 
 def default_load_values(settings: Settings) -> dict[str, Any]:
@@ -50,9 +52,46 @@ def model_load_values(settings: Settings, model_name: str) -> dict[str, Any]:
     return values
 
 
+def model_loras(settings: Settings, model_name: str) -> tuple[LoraAdapter, ...]:
+    """The LoRA adapters the user attached to one model file (its "load" override's "loras": a list of
+    {"path", "scale"}). An unusable entry is left out with a warning."""
+    if not model_name:
+        return ()
+    stored = settings.model_override(model_name).get("load", {})
+    items = stored.get(LORAS) if isinstance(stored, dict) else None
+    adapters = []
+    for item in items if isinstance(items, list) else ():
+        try:
+            adapters.append(LoraAdapter.from_dict(item))
+        except ConfigError as exc:
+            log.warning("LoRA adapter ignored for %s: %s", model_name, exc)
+    return tuple(adapters)
+
+
+def save_model_load(
+    settings: Settings,
+    model_name: str,
+    values: dict[str, Any] | None = None,
+    loras: tuple[LoraAdapter, ...] | None = None,
+) -> None:
+    """Store a model's load settings (the declared fields, stored form) and/or its LoRA adapters; what is not
+    given keeps its stored value."""
+    stored = settings.model_override(model_name).get("load", {})
+    merged = dict(stored) if isinstance(stored, dict) else {}
+    if values is not None:
+        merged.update(values)
+    if loras is not None:
+        merged[LORAS] = [adapter.to_dict() for adapter in loras]
+        if not loras:
+            merged.pop(LORAS)
+    settings.set_model_override(model_name, "load", merged or None)
+
+
 def configured_load(settings: Settings, model_name: str = "", **changes: Any) -> LoadConfig:
-    """The LoadConfig the user's settings ask for (GPU layers may still be "auto"). An invalid stored value
+    """The LoadConfig the user's settings ask for (GPU layers may still be "auto"), with the LoRA adapters
+    attached to this model (changes["loras"], a tuple of LoraAdapter, replaces them). An invalid stored value
     falls back to its default with a warning: a hand-edited settings file never stops a load."""
+    loras = changes.pop(LORAS, None)
     values = {**model_load_values(settings, model_name), **changes}
     config = LoadConfig()
     for name, stored in values.items():
@@ -60,7 +99,8 @@ def configured_load(settings: Settings, model_name: str = "", **changes: Any) ->
             config = apply_load_values(config, {name: stored})
         except ConfigError as exc:
             log.warning("load setting %s ignored for %s: %s", name, model_name or "defaults", exc)
-    return config
+    loras = model_loras(settings, model_name) if loras is None else tuple(loras)
+    return replace(config, loras=loras) if loras else config
 
 
 @dataclass(frozen=True)

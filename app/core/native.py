@@ -89,6 +89,32 @@ def llama() -> Any:
     return llama_cpp
 
 
+def ggml_library(stem: str) -> ctypes.CDLL:
+    """The copy of a ggml library ("ggml", "ggml-base") that libllama itself runs on.
+
+    Wheels and bundles hold copies, not symlinks (libggml.so, libggml.so.0, libggml.so.0.25.3): opening
+    another copy by its path would load a second ggml, with its own backend registry (empty of the backends
+    a GGML_BACKEND_DL build loads at start, such as RPC in the portable bundle). So the file already loaded
+    is found with RTLD_NOLOAD; Windows has one DLL per name.
+    """
+    llama()  # libllama loads its ggml first
+    folder = library_dir()
+    if folder is None:
+        raise OSError("llama-cpp-python is not installed")
+    candidates = [*sorted(folder.glob(f"lib{stem}.so*")), *sorted(folder.glob(f"lib{stem}.*dylib"))]
+    candidates += [p for p in (folder / f"{stem}.dll", folder / f"lib{stem}.dll") if p.is_file()]
+    if not candidates:
+        raise OSError(f"llama.cpp's {stem} library is not in {folder}")
+    no_load = getattr(os, "RTLD_NOLOAD", 0)
+    if no_load:
+        for path in candidates:
+            try:
+                return ctypes.CDLL(str(path), mode=no_load | os.RTLD_NOW)
+            except OSError:  # not the copy in use
+                continue
+    return ctypes.CDLL(str(candidates[0]))
+
+
 def backend_name() -> str:
     """Which GPU backend this llama-cpp-python build has, from the shared libraries it ships."""
     lib = library_dir()
@@ -103,7 +129,74 @@ def backend_name() -> str:
     ):
         if marker in names:
             return name
-    return "Metal" if llama().llama_supports_gpu_offload() else "CPU"
+    return "Metal" if sys.platform == "darwin" and supports_gpu_offload() else "CPU"
+
+
+def supports_gpu_offload() -> bool:
+    """Whether layers can go to a GPU of this machine. llama_supports_gpu_offload() alone also says yes for
+    any build with the RPC backend (RPC workers count as offload devices), even on a machine without a GPU."""
+    lib = llama()
+    if not lib.llama_supports_gpu_offload():
+        return False
+    if not lib.llama_supports_rpc():
+        return True
+    return bool(ggml().local_devices(("GPU", "IGPU")))
+
+
+# ---- llama.cpp's backend registry through ctypes ------------------------------------------------------------
+DEVICE_TYPES = {0: "CPU", 1: "GPU", 2: "IGPU", 3: "ACCEL", 4: "META"}  # enum ggml_backend_dev_type
+
+
+class GgmlRegistry:
+    """The few ggml-backend functions this module needs, from the libraries llama_cpp itself loaded."""
+
+    def __init__(self) -> None:
+        try:  # the very copies libllama runs on (another copy would have a registry of its own)
+            ggml, base = ggml_library("ggml"), ggml_library("ggml-base")
+        except OSError as exc:
+            raise OSError(f"llama.cpp's ggml libraries are not usable: {exc}") from None
+
+        def bind(name: str, restype: Any, *argtypes: Any) -> Any:
+            function = getattr(ggml, name, None) or getattr(base, name)
+            function.restype, function.argtypes = restype, list(argtypes)
+            return function
+
+        vp = ctypes.c_void_p
+        self.reg_by_name = bind("ggml_backend_reg_by_name", vp, ctypes.c_char_p)
+        self.reg_get_proc_address = bind("ggml_backend_reg_get_proc_address", vp, vp, ctypes.c_char_p)
+        self.reg_dev_count = bind("ggml_backend_reg_dev_count", ctypes.c_size_t, vp)
+        self.reg_dev_get = bind("ggml_backend_reg_dev_get", vp, vp, ctypes.c_size_t)
+        self.dev_count = bind("ggml_backend_dev_count", ctypes.c_size_t)
+        self.dev_get = bind("ggml_backend_dev_get", vp, ctypes.c_size_t)
+        self.dev_type = bind("ggml_backend_dev_type", ctypes.c_int, vp)
+        self.dev_name = bind("ggml_backend_dev_name", ctypes.c_char_p, vp)
+        self.dev_description = bind("ggml_backend_dev_description", ctypes.c_char_p, vp)
+        size_p = ctypes.POINTER(ctypes.c_size_t)
+        self.dev_memory = bind("ggml_backend_dev_memory", None, vp, size_p, size_p)
+
+    def memory(self, device: int) -> tuple[int, int]:
+        free, total = ctypes.c_size_t(0), ctypes.c_size_t(0)
+        self.dev_memory(device, ctypes.byref(free), ctypes.byref(total))
+        return free.value, total.value
+
+    def local_devices(self, kinds: tuple[str, ...]) -> list[int]:
+        return [
+            device
+            for device in (self.dev_get(i) for i in range(self.dev_count()))
+            if DEVICE_TYPES.get(self.dev_type(device)) in kinds
+        ]
+
+
+_registry: GgmlRegistry | None = None
+_registry_lock = threading.Lock()
+
+
+def ggml() -> GgmlRegistry:
+    global _registry
+    with _registry_lock:
+        if _registry is None:
+            _registry = GgmlRegistry()
+        return _registry
 
 
 class Captured:

@@ -33,6 +33,8 @@ from app.resources import icon_path
 from app.ui import theme
 from app.ui.chat_model import ChatModel
 from app.ui.chat_session import ChatSession
+from app.ui.chat_workflows import ChatWorkflows
+from app.ui.compare_controller import CompareController
 from app.ui.hub_controller import HubController
 from app.ui.library_controller import LibraryController, LibrarySnapshot
 from app.ui.main_window import MainWindow
@@ -90,7 +92,7 @@ class HearthApp(QObject):
         self.library = LibraryController(paths, self.settings, self.tasks, hardware)
         hub_args = {"client_factory": hub_factory} if hub_factory is not None else {}
         self.hub = HubController(paths, self.settings, self.tasks, **hub_args)
-        self.window = MainWindow(self.chat_model)
+        self.window = MainWindow(self.chat_model, self.tasks)
         # The view keeps a raw pointer to its model: the model must die with the window, not with this object
         # (a window deleted later, by deleteLater or at exit, would otherwise disconnect from a freed model).
         self.chat_model.setParent(self.window)
@@ -99,6 +101,8 @@ class HearthApp(QObject):
         self._settings_dialog: SettingsDialog | None = None
         self._closed = False
         self._connect()
+        self.workflows = ChatWorkflows(self)  # assistants, prompt picker, reply format, LoRA adapters
+        self.compare = CompareController(self)
         self._unsubscribe = self.settings.subscribe(self._on_setting_changed)
 
     # ---- wiring -------------------------------------------------------------------------------------------------
@@ -272,6 +276,10 @@ class HearthApp(QObject):
     # ---- chatting ----------------------------------------------------------------------------------------------------
     def _on_send(self, text: str) -> None:
         self.window.settings_panel.flush_prompt()
+        problem = self.workflows.send_problem()
+        if problem:
+            self.window.composer.set_notice(problem)
+            return
         if self.session.send(text):
             self.window.composer.accept_sent()
             self.window.chat_view.follow_bottom()
@@ -302,7 +310,7 @@ class HearthApp(QObject):
 
     def _update_chat_state(self) -> None:
         s, w = self.session, self.window
-        reason = s.can_send()
+        reason = s.can_send() or (self.compare.busy_reason() if not s.generating else "")
         w.composer.set_state(can_send=not reason, generating=s.generating_here, hint=reason)
         empty = self.chat_model.rowCount() == 0
         w.show_chat(empty)
@@ -343,13 +351,11 @@ class HearthApp(QObject):
         return model_load_values(self.settings, Path(path).name if path else "")
 
     def load_model(self, path: str) -> None:
-        from app.core.load_policy import configured_load
-
         self.window.show_page("chat")
         self.session.use_remote(None)  # loading a model means chatting with it
         self.window.picker.select(path)
         self.window.picker.set_loading(path)
-        self.engine.load(path, configured_load(self.settings, Path(path).name))
+        self.engine.load(path, self.workflows.load_config(path))
         self._update_chat_state()
 
     def eject(self) -> None:
@@ -368,7 +374,7 @@ class HearthApp(QObject):
             self._on_notice(note)
         self.settings.set("last_model", str(model.path))
         self._refresh_template_info()
-        self._update_reload_button()
+        self.update_reload_button()
         self._update_chat_state()
 
     def _on_load_failed(self, message: str) -> None:
@@ -385,16 +391,18 @@ class HearthApp(QObject):
     def _on_picker_selection(self) -> None:
         path = self.window.picker.selected_path()
         self.window.settings_panel.set_load_settings(self._load_options(path))
-        self._update_reload_button()
+        self.update_reload_button()
 
     def _on_load_settings_changed(self, values: dict[str, Any]) -> None:
         path = self.window.picker.selected_path() or (str(self.engine.model.path) if self.engine.model else "")
         if path:
-            self.settings.set_model_override(Path(path).name, "load", values)
-            self.library.scan()  # the fit shown depends on the context, KV type and GPU layers
-        self._update_reload_button()
+            from app.core.load_policy import save_model_load
 
-    def _update_reload_button(self) -> None:
+            save_model_load(self.settings, Path(path).name, values=values)  # its LoRA adapters stay
+            self.library.scan()  # the fit shown depends on the context, KV type and GPU layers
+        self.update_reload_button()
+
+    def update_reload_button(self) -> None:
         model = self.engine.model
         selected = self.window.picker.selected_path()
         self.window.settings_panel.set_reload_enabled(model is not None and str(model.path) == selected)

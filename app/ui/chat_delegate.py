@@ -122,7 +122,7 @@ class MessageDelegate(QStyledItemDelegate):
             self._docs.move_to_end(item.key)
             return cached[1]
         font, mono, _ = self.fonts(widget)
-        text = item.content if item.content or not item.streaming else "…"
+        text = item.display_text() or ("…" if item.streaming else "")
         doc = render(text, width=width, theme=theme.current(), font=font, mono=mono, shown_chars=self.shown_chars(item))
         if keep:
             self._docs[item.key] = (signature, doc)
@@ -139,7 +139,7 @@ class MessageDelegate(QStyledItemDelegate):
         if known is not None:
             return known
         # A large message's layout is the expensive part of painting it: keep it for the paint to come.
-        return self.geometry(item, viewport_width, widget, keep=is_large(item.content)).height
+        return self.geometry(item, viewport_width, widget, keep=is_large(item.display_text())).height
 
     def known_height(self, item: MessageItem, viewport_width: float) -> float | None:
         cached = self._heights.get(item.key)
@@ -154,7 +154,7 @@ class MessageDelegate(QStyledItemDelegate):
             return cached[1]
         font, mono, small = self.fonts(widget)
         _, column = self.column(viewport_width)
-        text = item.content or "…"
+        text = item.display_text() or "…"
         if is_large(text):
             text = text[: self.shown_chars(item)]
         body = estimate_height(text, self._text_width(item, column), font, mono)
@@ -172,7 +172,7 @@ class MessageDelegate(QStyledItemDelegate):
             height += line + 6
         if item.error:
             height += line * 2 + 6
-        if is_large(item.content):
+        if is_large(item.display_text()):
             height += line + 4  # the "shown as plain text" note
         return height
 

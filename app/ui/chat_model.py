@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QAbstractListModel, QModelIndex, QObject, QPersistentModelIndex, Qt, QTimer
 
+from app.core.structured import JSON_ANY, JSON_SCHEMA, format_json_reply
+
 if TYPE_CHECKING:
     from app.core.store import StoredMessage
 
@@ -36,6 +38,7 @@ class MessageItem:
     ttft_ms: float | None = None
     finish_reason: str | None = None
     error: str | None = None
+    reply_format: str = ""  # a reply's format kind ("json", "json_schema"; "" or "text": free text)
     key: int = field(default_factory=lambda: next(_keys))
     revision: int = 0
 
@@ -56,7 +59,17 @@ class MessageItem:
             gen_tps=message.gen_tps,
             ttft_ms=message.ttft_ms,
             finish_reason=message.finish_reason,
+            reply_format=_format_kind(message.meta),
         )
+
+    def display_text(self) -> str:
+        """The Markdown the chat renders: the content, except that a finished JSON reply is shown indented in
+        a code block (with its Copy button); the content itself stays exactly as the model sent it."""
+        if self.role == "assistant" and not self.streaming and self.reply_format in (JSON_ANY, JSON_SCHEMA):
+            formatted = format_json_reply(self.content)
+            if formatted is not None:
+                return f"```json\n{formatted}\n```"
+        return self.content
 
     def stats_line(self) -> str:
         """'128 tokens · 23.4 tok/s · 310 ms to first token' (+ how it ended when not naturally)."""
@@ -181,3 +194,10 @@ class ChatModel(QAbstractListModel):
             item.revision += 1
             index = self.index(row)
             self.dataChanged.emit(index, index)
+
+
+def _format_kind(meta: dict[str, Any]) -> str:
+    """The reply format a stored reply was asked for (its meta's "reply_format" kind), or ""."""
+    reply_format = meta.get("reply_format") if isinstance(meta, dict) else None
+    kind = reply_format.get("kind") if isinstance(reply_format, dict) else None
+    return kind if isinstance(kind, str) else ""

@@ -8,16 +8,19 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from dataclasses import replace as _replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 from PySide6.QtCore import QObject, Signal
 from PySide6.QtGui import QGuiApplication
 
+from app.core.chat_setup import ChatSetup
 from app.core.errors import HearthError
 from app.core.remote_servers import RemoteModel
 from app.core.reply import ReplyDone, ReplyRequest, ReplyStarted, create_conversation
 from app.core.sampling import PRESETS, SamplingSettings
+from app.core.structured import ReplyFormat
 from app.ui.chat_model import ChatModel, MessageItem
 from app.ui.workers import EngineBridge
 
@@ -26,6 +29,19 @@ if TYPE_CHECKING:
     from app.core.store import Conversation, SearchHit, Store, StoredMessage
 
 log = logging.getLogger("hearth.ui.session")
+
+
+class ModelLoads(Protocol):
+    """How a chat's load settings (an assistant's context, GPU layers, LoRA adapters) reach the loaded model
+    (app.ui.chat_loads.ChatLoads)."""
+
+    def problem(self, setup: ChatSetup) -> str | None:
+        """Why replies with this setup cannot run on the loaded model (a LoRA adapter that does not fit it)."""
+        ...
+
+    def prepare(self, setup: ChatSetup) -> None:
+        """Queue a reload with this setup's load settings when the loaded model was loaded otherwise."""
+        ...
 
 
 @dataclass
@@ -80,6 +96,10 @@ class ChatSession(QObject):
         self.preset = settings.get("default_sampling_preset")
         self.sampling = PRESETS.get(self.preset, SamplingSettings())
         self.template_override = ""
+        # The rest of the chat's setup (assistant, reply format, load settings); system prompt, preset and
+        # sampling live in the attributes above while the chat is open (current_setup() puts them together).
+        self.setup = ChatSetup()
+        self.loads: ModelLoads | None = None  # set by the app: reloads a chat's load settings need
         self.remote: RemoteModel | None = None  # replies go to this server's model instead of the loaded one
         self._active: _Active | None = None
         self._editing_row = -1
@@ -115,12 +135,16 @@ class ChatSession(QObject):
         if self.conversation is not None and self.engine.model is not None:
             self.engine.save_conversation(self.conversation.id)
 
-    def new_chat(self) -> None:
+    def new_chat(self, setup: ChatSetup | None = None) -> None:
+        """Start a chat (saved with its first message): the defaults, or `setup` (an assistant applied)."""
         self._leave()
         self.conversation = None
-        self.system_prompt = self.settings.get("default_system_prompt")
-        self.preset = self.settings.get("default_sampling_preset")
-        self.sampling = PRESETS.get(self.preset, SamplingSettings())
+        if setup is None:
+            preset = self.settings.get("default_sampling_preset")
+            sampling = PRESETS.get(preset, SamplingSettings())
+            setup = ChatSetup(self.settings.get("default_system_prompt"), preset=preset, sampling=sampling)
+        self.setup = setup
+        self.system_prompt, self.preset, self.sampling = setup.system_prompt, setup.preset, setup.sampling
         self._editing_row = -1
         self.model.reset([])
         self.notice.emit("")
@@ -139,8 +163,12 @@ class ChatSession(QObject):
         if self.conversation is not None and self.conversation.id != conversation_id:
             self._leave()
         self.conversation = conversation
-        self.system_prompt = conversation.system_prompt
-        self.preset, self.sampling = _sampling_from(conversation.sampling, self.settings)
+        self.setup = ChatSetup.from_conversation(conversation, self.settings.get("default_sampling_preset"))
+        self.system_prompt, self.preset, self.sampling = (
+            self.setup.system_prompt,
+            self.setup.preset,
+            self.setup.sampling,
+        )
         self._editing_row = -1
         self._set_remote(RemoteModel.from_meta(conversation.meta.get("remote")))
         items = [_item(m) for m in messages if m.role != "system"]
@@ -168,15 +196,12 @@ class ChatSession(QObject):
     def _ensure_conversation(self) -> Conversation:
         if self.conversation is None:
             model = None if self.remote is not None else self.engine.model
+            args = self.current_setup().create_args({"remote": self.remote.to_meta()} if self.remote else None)
             conversation_id = create_conversation(
                 self.store,
                 model_path=self.remote.id if self.remote else str(model.path) if model else "",
                 load_settings=model.config.to_dict() if model else {},
-                system_prompt=self.system_prompt,
-                template_override=self.template_override,
-                preset=self.preset,
-                sampling=self.sampling,
-                meta={"remote": self.remote.to_meta()} if self.remote else None,
+                **{**args, "template_override": self.template()},
             )
             self.conversation = self.store.conversation(conversation_id)
             self.settings.set("last_conversation", self.conversation.id)
@@ -216,8 +241,11 @@ class ChatSession(QObject):
         text = text.strip()
         if not text or self.can_send() or self._active is not None:
             return False
+        args = self._reply_args()
+        if args is None:
+            return False
         if self._editing_row >= 0:
-            return self._send_edit(text)
+            return self._send_edit(text, args)
         try:
             conversation = self._ensure_conversation()
             user = self.store.add_message(conversation.id, "user", text)
@@ -225,7 +253,7 @@ class ChatSession(QObject):
             self.error.emit(str(exc))
             return False
         self.model.append(MessageItem.from_message(user))
-        self._start_reply(user.id)
+        self._start_reply(user.id, args)
         self.conversations_changed.emit()
         return True
 
@@ -238,7 +266,36 @@ class ChatSession(QObject):
                 history.append(ChatMessage(item.role, item.content))
         return history
 
-    def _start_reply(self, parent_id: int) -> None:
+    def current_setup(self) -> ChatSetup:
+        """What this chat runs with now (its setup with the live system prompt and sampling)."""
+        return _replace(self.setup, system_prompt=self.system_prompt, preset=self.preset, sampling=self.sampling)
+
+    def template(self) -> str:
+        """The template override for replies: the assistant's when it names one, else the model's setting."""
+        return (
+            self.setup.template if self.setup.assistant is not None and self.setup.template else self.template_override
+        )
+
+    def _reply_args(self) -> dict[str, Any] | None:
+        """ReplyRequest arguments from the chat's setup, or None (and the reason shown) when no reply can be
+        sent with it: an unusable reply schema, a LoRA adapter that does not fit the loaded model."""
+        setup = self.current_setup()
+        try:
+            if self.remote is not None:  # a server gets the reply format as response_format (from meta)
+                args = {"sampling": setup.sampling, "meta": {"reply_format": setup.reply_format.to_dict()}}
+            else:
+                args = setup.request_args()
+                problem = self.loads.problem(setup) if self.loads is not None else None
+                if problem:
+                    raise HearthError(problem)
+        except HearthError as exc:
+            self.notice.emit(f"Not sent: {exc}")
+            self.error.emit(str(exc))
+            return None
+        args["template_override"] = self.template() or None
+        return args
+
+    def _start_reply(self, parent_id: int, args: dict[str, Any]) -> None:
         """Generate a reply to the user message parent_id, which must be the last row."""
         assert self.conversation is not None
         user_row = self.model.rowCount() - 1
@@ -246,14 +303,14 @@ class ChatSession(QObject):
         remote = self.remote
         request = ReplyRequest(
             tuple(self._history(user_row)),
-            self.sampling,
-            template_override=self.template_override or None,
             conversation_id=self.conversation.id,
             parent_id=parent_id,
             backend=remote.server if remote else None,
-            meta={"model": remote.id} if remote else {},
+            **{**args, "meta": {**args.get("meta", {}), **({"model": remote.id} if remote else {})}},
         )
         self.model.append(placeholder)
+        if remote is None and self.loads is not None:
+            self.loads.prepare(self.current_setup())  # a reload queued now runs before the reply
         job_id = self.engine.reply(request)
         self._active = _Active(job_id, self.conversation.id, placeholder.key)
         self.notice.emit("")
@@ -337,8 +394,11 @@ class ChatSession(QObject):
         parent = self.model.item(user_row)
         if parent.message_id is None or parent.role != "user":
             return False
+        args = self._reply_args()
+        if args is None:
+            return False
         self.model.truncate(row)
-        self._start_reply(parent.message_id)
+        self._start_reply(parent.message_id, args)
         return True
 
     def begin_edit(self, row: int) -> bool:
@@ -352,7 +412,7 @@ class ChatSession(QObject):
     def cancel_edit(self) -> None:
         self._editing_row = -1
 
-    def _send_edit(self, text: str) -> bool:
+    def _send_edit(self, text: str, args: dict[str, Any]) -> bool:
         row, self._editing_row = self._editing_row, -1
         item = self.model.item(row)
         assert item.message_id is not None
@@ -363,7 +423,7 @@ class ChatSession(QObject):
             return False
         self.model.truncate(row)
         self.model.append(MessageItem.from_message(edited))
-        self._start_reply(edited.id)
+        self._start_reply(edited.id, args)
         self.conversations_changed.emit()
         return True
 
@@ -411,6 +471,24 @@ class ChatSession(QObject):
         self.preset, self.sampling = preset, sampling
         if self.conversation is not None:
             self._update(sampling={"preset": preset, **sampling.to_dict()})
+
+    def set_reply_format(self, reply_format: ReplyFormat) -> None:
+        """Text, JSON or JSON matching a schema for this chat's replies (kept in the conversation's meta)."""
+        self.setup = _replace(self.setup, reply_format=reply_format)
+        if self.conversation is not None:
+            self._update(meta={**self.conversation.meta, "reply_format": reply_format.to_dict()})
+
+    def apply_setup(self, setup: ChatSetup) -> None:
+        """Give this chat another setup (an assistant chosen in the chat settings): system prompt, template,
+        sampling, reply format and load settings all change; messages stay."""
+        self.setup = setup
+        self.system_prompt, self.preset, self.sampling = setup.system_prompt, setup.preset, setup.sampling
+        if self.conversation is not None:
+            fields = setup.conversation_fields(self.conversation.meta)
+            if setup.assistant is None:
+                fields["template"] = self.template_override
+            self._update(**fields)
+        self.conversation_changed.emit(self.conversation_id)
 
     def _update(self, **changes: object) -> None:
         try:
@@ -480,6 +558,7 @@ _STORED_FIELDS = (
     "gen_tps",
     "ttft_ms",
     "finish_reason",
+    "reply_format",
 )
 
 
@@ -496,16 +575,3 @@ def _error_text(done: ReplyDone) -> str | None:
     if done.error:
         return f"The reply failed: {done.error}"
     return None
-
-
-def _sampling_from(stored: dict, settings: Settings) -> tuple[str, SamplingSettings]:
-    """A conversation's saved sampling (preset name + values), or the defaults when absent or invalid."""
-    preset = str(stored.get("preset") or settings.get("default_sampling_preset"))
-    values = {k: v for k, v in stored.items() if k != "preset"}
-    if not values:
-        return preset, PRESETS.get(preset, SamplingSettings())
-    try:
-        return preset, SamplingSettings.from_dict(values)
-    except (HearthError, TypeError, ValueError) as exc:
-        log.warning("conversation sampling settings ignored: %s", exc)
-        return preset, PRESETS.get(preset, SamplingSettings())

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from PySide6.QtCore import QByteArray, Qt, Signal
 from PySide6.QtGui import QCloseEvent, QDragEnterEvent, QDropEvent, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QHBoxLayout,
     QMainWindow,
+    QMenu,
     QPushButton,
     QSplitter,
     QStackedWidget,
@@ -17,6 +20,7 @@ from PySide6.QtWidgets import (
 from app import APP_NAME
 from app.ui.chat_model import ChatModel
 from app.ui.chat_view import ChatView
+from app.ui.compare_page import ComparePage
 from app.ui.composer import Composer
 from app.ui.hub_page import HubPage
 from app.ui.model_picker import ModelPicker
@@ -26,13 +30,16 @@ from app.ui.sidebar import Sidebar
 from app.ui.status_bar import StatusBar
 from app.ui.welcome import Welcome
 
-PAGES = ("chat", "models", "hub")
+if TYPE_CHECKING:
+    from app.ui.workers import TaskRunner
+
+PAGES = ("chat", "models", "hub", "compare")
 
 
 class MainWindow(QMainWindow):
     """Signals:
     closing(): the window is about to close (save state, shut workers down).
-    page_changed(str): 'chat', 'models' or 'hub' is now shown.
+    page_changed(str): 'chat', 'models', 'hub' or 'compare' is now shown.
     settings_requested(): the Settings dialog should open.
     files_dropped(list): .gguf files dropped anywhere on the window.
     stop_requested(): Esc.
@@ -44,7 +51,7 @@ class MainWindow(QMainWindow):
     files_dropped = Signal(list)
     stop_requested = Signal()
 
-    def __init__(self, chat_model: ChatModel) -> None:
+    def __init__(self, chat_model: ChatModel, tasks: TaskRunner | None = None) -> None:
         super().__init__()
         self.setWindowTitle(APP_NAME)
         self.setAcceptDrops(True)
@@ -58,7 +65,8 @@ class MainWindow(QMainWindow):
         self.composer = Composer(self)
         self.models_page = ModelsPage(self)
         self.hub_page = HubPage(self)
-        self.settings_panel = SettingsPanel(self)
+        self.compare_page = ComparePage(self)
+        self.settings_panel = SettingsPanel(self, tasks)
         self.status = StatusBar(self)
         self.setStatusBar(self.status)
 
@@ -74,7 +82,7 @@ class MainWindow(QMainWindow):
         chat_layout.addWidget(self.composer)
 
         self.pages = QStackedWidget(self)
-        for page in (chat_page, self.models_page, self.hub_page):
+        for page in (chat_page, self.models_page, self.hub_page, self.compare_page):
             self.pages.addWidget(page)
 
         center = QWidget(self)
@@ -104,7 +112,7 @@ class MainWindow(QMainWindow):
         layout.setContentsMargins(16, 6, 12, 6)
         layout.setSpacing(4)
         self.nav: dict[str, QPushButton] = {}
-        for name, label in (("chat", "Chat"), ("models", "Models"), ("hub", "Discover")):
+        for name, label in (("chat", "Chat"), ("models", "Models"), ("hub", "Discover"), ("compare", "Compare")):
             button = QPushButton(label, bar)
             button.setObjectName("NavButton")
             button.setCheckable(True)
@@ -113,6 +121,14 @@ class MainWindow(QMainWindow):
             layout.addWidget(button)
             self.nav[name] = button
         layout.addStretch(1)
+        # "New chat with <assistant>" and "Manage assistants…" (filled by app.ui.chat_workflows as it opens).
+        self.assistants_button = QPushButton("Assistants", bar)
+        self.assistants_button.setObjectName("NavButton")
+        self.assistants_button.setToolTip("Start a chat with an assistant, or manage them")
+        self.assistants_menu = QMenu(self.assistants_button)
+        self.assistants_menu.setToolTipsVisible(True)
+        self.assistants_button.setMenu(self.assistants_menu)
+        layout.addWidget(self.assistants_button)
         self.panel_button = QPushButton("Chat settings", bar)
         self.panel_button.setObjectName("NavButton")
         self.panel_button.setCheckable(True)
@@ -157,6 +173,9 @@ class MainWindow(QMainWindow):
 
     def _on_nav_hub(self) -> None:
         self.show_page("hub")
+
+    def _on_nav_compare(self) -> None:
+        self.show_page("compare")
 
     def _on_search_shortcut(self) -> None:
         self.show_page("chat")

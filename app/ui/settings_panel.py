@@ -1,9 +1,10 @@
-"""The collapsible panel beside the chat: load settings, system prompt, template (with why), sampling."""
+"""The collapsible panel beside the chat: assistant, system prompt, template (with why), reply format, sampling,
+load settings and LoRA adapters."""
 
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import (
@@ -20,8 +21,15 @@ from PySide6.QtWidgets import (
 from app.core.errors import HearthError
 from app.core.fields import LOAD_FIELDS, SAMPLING_FIELDS
 from app.core.sampling import PRESET_HELP, PRESETS, SamplingSettings, canonical_preset_name, preset_label
+from app.core.structured import JSON_SCHEMA, REPLY_FORMATS
+from app.ui.assistant_section import AssistantSection
 from app.ui.field_editors import add_rows
+from app.ui.lora_section import LoraSection
+from app.ui.reply_format_editor import ReplyFormatEditor
 from app.ui.untrusted import plain
+
+if TYPE_CHECKING:
+    from app.ui.workers import TaskRunner
 
 CUSTOM = "custom"
 
@@ -44,11 +52,12 @@ class SettingsPanel(QWidget):
     template_changed = Signal(str)
     sampling_changed = Signal(str, object)
 
-    def __init__(self, parent: QWidget | None = None) -> None:
+    def __init__(self, parent: QWidget | None = None, tasks: TaskRunner | None = None) -> None:
         super().__init__(parent)
+        self._tasks = tasks  # checks a reply schema off the GUI thread
         self.setObjectName("SettingsPanel")
         self.setAttribute(Qt.WidgetAttribute.WA_StyledBackground, True)
-        self.setMinimumWidth(280)
+        self.setMinimumWidth(300)
         self._quiet = False
         self._sampling = SamplingSettings()
         outer = QVBoxLayout(self)
@@ -64,8 +73,20 @@ class SettingsPanel(QWidget):
         self.layout_ = QVBoxLayout(body)
         self.layout_.setContentsMargins(16, 14, 16, 14)
         self.layout_.setSpacing(8)
+        self.layout_.addWidget(_title("Assistant", body))
+        self.assistant = AssistantSection(body)  # filled and wired by app.ui.chat_workflows
+        self.layout_.addWidget(self.assistant)
+        self.layout_.addSpacing(6)
         self._build_prompt(body)
         self._build_template(body)
+        self.layout_.addSpacing(6)
+        self.layout_.addWidget(_title("Reply format", body))
+        self.reply_format = ReplyFormatEditor(body, self._tasks)  # wired by app.ui.chat_workflows
+        schema = self.reply_format.buttons[JSON_SCHEMA]  # the panel is narrow: a short label, the full one on hover
+        schema.setText("JSON schema")
+        schema.setToolTip(REPLY_FORMATS[JSON_SCHEMA])
+        self.reply_format.status.setWordWrap(True)  # "✓ The schema is valid …" wraps instead of widening it
+        self.layout_.addWidget(self.reply_format)
         self._build_sampling(body)
         self._build_load(body)
         self.layout_.addStretch(1)
@@ -107,6 +128,9 @@ class SettingsPanel(QWidget):
         form = QFormLayout()
         form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
         self.preset = QComboBox(body)
+        # Long preset names ("Mistral 7B Instruct (community)") must not widen the narrow panel: they elide.
+        self.preset.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.preset.setMinimumContentsLength(8)
         for name in PRESETS:
             self.preset.addItem(preset_label(name), name)
             self.preset.setItemData(self.preset.count() - 1, PRESET_HELP.get(name, ""), Qt.ItemDataRole.ToolTipRole)
@@ -127,6 +151,8 @@ class SettingsPanel(QWidget):
         for editor in self.load_fields.values():
             editor.changed.connect(self._on_load_field)
         self.layout_.addLayout(form)
+        self.loras = LoraSection(body)  # the selected model's adapters (app.ui.chat_workflows)
+        self.layout_.addWidget(self.loras)
         self.reload = QPushButton("Reload model with these settings", body)
         self.reload.setEnabled(False)
         self.reload.clicked.connect(self.reload_requested)

@@ -75,12 +75,18 @@ def quantize(src: Path, dst: Path, ftype: int = FTYPE_Q4_K_M, threads: int = 0) 
     return dst
 
 
-def bench_model(shape: str = "1.1b", quant: str = "Q4_K_M") -> Path:
-    """Path of the cached quantized benchmark model, creating it (a minute or two) on first use."""
-    target = cache_dir() / f"bench-{shape}-chat-{quant}.gguf"
+def bench_model(shape: str = "1.1b", quant: str = "Q4_K_M", folder: Path | None = None, keep_f16: bool = True) -> Path:
+    """Path of the cached quantized benchmark model, creating it (a minute or two) on first use.
+
+    folder: where to cache it (default cache_dir()); keep_f16=False deletes the F16 source afterwards (2.2 GB
+    for the 1.1B shape), for test runs that only need the quantized file.
+    """
+    folder = folder or cache_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / f"bench-{shape}-chat-{quant}.gguf"
     if target.exists():
         return target
-    f16 = cache_dir() / f"bench-{shape}-chat-F16.gguf"
+    f16 = folder / f"bench-{shape}-chat-F16.gguf"
     if not f16.exists():
         started = time.perf_counter()
         write_tiny_model(f16.with_suffix(".tmp"), SHAPES[shape]).replace(f16)
@@ -88,6 +94,8 @@ def bench_model(shape: str = "1.1b", quant: str = "Q4_K_M") -> Path:
     started = time.perf_counter()
     quantize(f16, target)
     print(f"quantized to {target.name} in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+    if not keep_f16:
+        f16.unlink()
     return target
 
 

@@ -7,11 +7,15 @@ HEARTH_BUNDLE_ENGINE=installed builds with the venv's own llama.cpp instead, for
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import signal
+import socket
 import subprocess
 import sys
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
@@ -86,6 +90,8 @@ def test_bundle_layout(built: Path):
         variants = {p.name for p in BUNDLE.glob("libggml-cpu-*.so")}
         assert {"libggml-cpu-x64.so", "libggml-cpu-haswell.so", "libggml-cpu-skylakex.so"} <= variants
         assert not list(engine.glob("libggml-cpu*"))
+        # The RPC backend too (a module of its own in this build, loaded from the same folder).
+        assert (BUNDLE / "libggml-rpc.so").is_file() and not list(engine.glob("libggml-rpc*"))
 
 
 def vex_instructions(library: Path) -> int:
@@ -100,8 +106,37 @@ def vex_instructions(library: Path) -> int:
 def test_engine_runs_on_cpus_without_avx(built: Path):
     # Everything but the AVX variants must run on any x86-64 CPU: a -march=native build would use AVX here.
     baseline = [*(BUNDLE / "_internal" / "llama_cpp" / "lib").glob("*.so"), BUNDLE / "libggml-cpu-x64.so"]
+    baseline.append(BUNDLE / "libggml-rpc.so")
     assert {lib.name: vex_instructions(lib) for lib in baseline} == {lib.name: 0 for lib in baseline}
     assert vex_instructions(BUNDLE / "libggml-cpu-haswell.so") > 1000  # the AVX2 variant really is one
+
+
+@pytest.mark.skipif(ENGINE != "portable", reason="only the portable engine is built with RPC")
+def test_bundle_engine_has_rpc(built: Path, tmp_path: Path):
+    result = run([str(BUNDLE / "hearth"), "hw", "--json"], clean_env(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["rpc"] is True
+    worker = subprocess.Popen(
+        [str(BUNDLE / "hearth"), "rpc-worker", "--port", str(_free_port())],
+        env=clean_env(tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    try:
+        time.sleep(3)
+        assert worker.poll() is None, worker.communicate()[0]
+    finally:
+        worker.send_signal(signal.SIGINT)
+        output = worker.communicate(timeout=30)[0]
+    assert worker.returncode == 0 and "RPC worker stopped" in output, output
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def test_cli_runs_from_the_bundle(built: Path, tmp_path: Path):

@@ -102,3 +102,19 @@ def test_pruning_follows_real_elf_imports():
 )
 def test_cpu_variants(name: str, variant: bool):
     assert bundle_rules.is_cpu_variant(name) is variant
+
+
+@pytest.mark.parametrize(
+    ("name", "module"),
+    [
+        ("libggml-rpc.so", True),
+        ("ggml-rpc.dll", True),
+        ("libggml-cpu-haswell.so", True),
+        ("libggml-rpc.so.0", False),  # a linked library's soname copy (builds without GGML_BACKEND_DL)
+        ("libggml-rpc.dylib", False),  # macOS builds link their backends
+        ("libggml.so", False),
+        ("libggml-base.so", False),
+    ],
+)
+def test_backend_modules(name: str, module: bool):
+    assert bundle_rules.is_backend_module(name) is module
