@@ -188,10 +188,10 @@ def _load_overrides(model_key: str, load: Any, strict: bool) -> dict[str, Any]:
                     raise SettingsError(f"{model_key[:80]!r}: load setting {key}: {exc}") from None
                 log.warning("ignoring %s's load setting %s: %s", model_key[:80], key, exc)
                 continue
-        elif isinstance(value, (dict, list)):
+        elif problem := _json_problem(value, 2):  # others (the adapters list ...): their readers check them
             if strict:
-                raise SettingsError(f"{model_key[:80]!r}: load setting {key} must be a single value")
-            log.warning("ignoring %s's load setting %s: not a single value", model_key[:80], key)
+                raise SettingsError(f"{model_key[:80]!r}: load setting {key} {problem}")
+            log.warning("ignoring %s's load setting %s: %s", model_key[:80], key, problem)
             continue
         cleaned[key] = value
     return cleaned

@@ -548,6 +548,7 @@ def serve() -> int:
     alarm = hasattr(signal, "setitimer")
     if alarm:
         signal.signal(signal.SIGALRM, _on_alarm)
+    _write_frame(replies, b'{"ready": true}')  # started: from here on every request has RENDER_SECONDS
     while True:
         try:
             data = _read_frame(requests, 1 << 31)
@@ -643,6 +644,13 @@ class _Worker:
         replies: queue.Queue[bytes | None] = queue.Queue()
         threading.Thread(target=self._read, args=(process, replies), name="template-replies", daemon=True).start()
         self._process, self._replies = process, replies
+        try:  # starting an interpreter is not the template's time: wait for the worker to say it is ready
+            ready = replies.get(timeout=START_SECONDS)
+        except queue.Empty:
+            ready = None
+        if ready is None:
+            self._stop()
+            raise TemplateError("the template sandbox did not start")
 
     @staticmethod
     def _read(process: subprocess.Popen[bytes], replies: queue.Queue[bytes | None]) -> None:

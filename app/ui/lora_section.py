@@ -77,7 +77,7 @@ class LoraSection(QWidget):
         self.error.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.error.hide()
         layout.addWidget(self.error)
-        self.hint = QLabel("Adapters apply when the model is (re)loaded.", self)
+        self.hint = plain(QLabel("Adapters apply when the model is (re)loaded.", self))  # names the model
         self.hint.setObjectName("Muted")
         self.hint.setWordWrap(True)
         layout.addWidget(self.hint)

@@ -246,3 +246,18 @@ def test_the_worker_memory_cap_is_real() -> None:
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert done.stdout.strip() == "refused", done.stderr
+
+
+def test_a_slow_worker_start_is_not_charged_to_the_first_render(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a busy machine starting the interpreter can take longer than a render may: the deadline starts
+    when the worker says it is ready."""
+    from app.core import template_sandbox
+
+    template_sandbox.shutdown()
+    slow = [*template_sandbox._worker_command()]
+    slow[-1] = "import time; time.sleep(RENDER + 1); " + slow[-1]
+    slow[-1] = slow[-1].replace("RENDER", repr(template_sandbox.RENDER_SECONDS + template_sandbox.KILL_GRACE_SECONDS))
+    monkeypatch.setattr(template_sandbox, "_worker_command", lambda: slow)
+    assert render_jinja("{{ messages[0].content }}", HI) == "hi"
+    monkeypatch.undo()
+    template_sandbox.shutdown()
