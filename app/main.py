@@ -18,6 +18,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     Neither `--self-test` nor a CLI command ever opens a window.
     """
+    if (argv if argv is not None else sys.argv[1:2]) == ["--template-worker"]:  # a bundle's template sandbox
+        from app.core.template_sandbox import serve
+
+        return serve()
     from app.core.native import preload_llama_libraries
 
     preload_llama_libraries()  # before anything imports numpy (see app/core/native.py)

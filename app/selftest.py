@@ -183,12 +183,25 @@ def check_documents(workdir: Path) -> str:
     return f"FTS5 and sqlite-vec {sqlite_vec.__version__}"
 
 
+def check_templates(workdir: Path) -> str:
+    """A chat template renders in the sandbox's worker process (a bundle starts it as `Hearth --template-worker`)."""
+    from app.core import template_sandbox
+
+    text = template_sandbox.render_jinja("{{ messages[0].content }}!", [{"role": "user", "content": "warm"}])
+    peak = template_sandbox.worker_peak_bytes()
+    template_sandbox.shutdown()
+    if text != "warm!" or peak is None:
+        raise SelfTestError(f"the template sandbox answered {text!r} (worker running: {peak is not None})")
+    return "rendered in the sandbox worker"
+
+
 CHECKS: tuple[tuple[str, Callable[[Path], str]], ...] = (
     ("modules", check_modules),
     ("qt", check_qt),
     ("engine", check_engine),
     ("store", check_store),
     ("documents", check_documents),
+    ("templates", check_templates),
 )
 
 # The best instruction set the loaded CPU backend uses, first match wins (llama_print_system_info lists them).

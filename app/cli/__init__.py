@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 from app import __version__
 from app.cli.context import CliContext
+from app.cli.terminal import warn
 from app.core.errors import HearthError
 
 log = logging.getLogger("hearth.cli")
@@ -67,7 +68,7 @@ def run(argv: Sequence[str]) -> int:
     try:
         return int(args.handler(args, ctx) or EXIT_OK)
     except HearthError as exc:
-        print(f"hearth: {exc}", file=sys.stderr)
+        warn(f"hearth: {exc}")  # errors quote file names, model names and the Hub's own messages
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("hearth: interrupted", file=sys.stderr)
@@ -76,8 +77,5 @@ def run(argv: Sequence[str]) -> int:
         return EXIT_OK
     except Exception as exc:
         log.exception("unexpected error in `hearth %s`", args.command)
-        print(
-            f"hearth: unexpected error: {type(exc).__name__}: {exc} (details in {ctx.log_file})",
-            file=sys.stderr,
-        )
+        warn(f"hearth: unexpected error: {type(exc).__name__}: {exc} (details in {ctx.log_file})")
         return EXIT_FAILURE

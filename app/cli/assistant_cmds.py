@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from app.cli.context import CliContext
+from app.cli.terminal import warn
 from app.core.assistants import Assistant, AssistantLibrary
 from app.core.errors import AssistantError
 from app.core.sampling import preset_label
@@ -47,7 +48,7 @@ def library(ctx: CliContext) -> AssistantLibrary:
 
 def _warn_problems(assistants: AssistantLibrary) -> None:
     for problem in assistants.problems:
-        print(f"hearth: warning: {problem}", file=sys.stderr)
+        warn(f"hearth: warning: {problem}")
 
 
 def cmd_list(args: argparse.Namespace, ctx: CliContext) -> int:
@@ -69,7 +70,7 @@ def cmd_show(args: argparse.Namespace, ctx: CliContext) -> int:
     assistants = library(ctx)
     assistant = assistants.get(args.name)
     if args.json:
-        ctx.out.write(assistants.export_text(assistant.id))
+        ctx.write_data(assistants.export_text(assistant.id))
         return 0
     for line in describe(assistant):
         ctx.print(line)
@@ -129,7 +130,7 @@ def cmd_import(args: argparse.Namespace, ctx: CliContext) -> int:
 def cmd_export(args: argparse.Namespace, ctx: CliContext) -> int:
     text = library(ctx).export_text(args.name)
     if args.output is None:
-        ctx.out.write(text)
+        ctx.write_data(text)
         return 0
     try:
         args.output.write_text(text, encoding="utf-8")

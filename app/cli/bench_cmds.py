@@ -14,6 +14,7 @@ from typing import Any, TextIO
 from app.cli import flags
 from app.cli.chat_cmds import _describe
 from app.cli.context import CliContext
+from app.cli.terminal import safe
 from app.core.conversation import ChatRunner
 from app.core.engine import GenerationStats, TextChunk
 from app.core.errors import ConfigError
@@ -53,8 +54,8 @@ def _load(args: argparse.Namespace, ctx: CliContext, err: TextIO, **changes: Any
     engine = engine_for(config)  # a split over RPC workers runs in a child process
     loaded = engine.load(args.model, config)
     for line in getattr(engine, "placement", ()) or ():
-        print(f"  {line}", file=err)
-    print(_describe(loaded), file=err)
+        print(safe(f"  {line}"), file=err)
+    print(safe(_describe(loaded)), file=err)  # the model's own name
     return engine
 
 

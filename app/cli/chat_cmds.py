@@ -15,6 +15,7 @@ from typing import Any
 from app.cli import flags
 from app.cli.assistant_cmds import parse_value
 from app.cli.context import CliContext
+from app.cli.terminal import for_stream, warn
 from app.cli.tools_cmds import ChatTools, add_tool_args
 from app.core.chat_setup import ChatSetup
 from app.core.documents.attached import AttachedDocuments, DocumentRetriever, source_lines
@@ -150,7 +151,6 @@ def load_config(args: argparse.Namespace, ctx: CliContext, setup: ChatSetup) -> 
 
 
 def cmd_chat(args: argparse.Namespace, ctx: CliContext) -> int:
-    err = sys.stderr
     setup = chat_setup(args, ctx)
     if args.server:
         if args.mcp or args.tools_builtin:
@@ -170,17 +170,17 @@ def cmd_chat(args: argparse.Namespace, ctx: CliContext) -> int:
         assert isinstance(done, LoadDone)
         if done.error or done.model is None:
             raise ModelLoadError(done.error or "the model could not be loaded")
-        print(_describe(done.model), file=err)
+        warn(_describe(done.model))  # names from the model's file, the template's errors: shown safe
         for line in done.placement:  # a split over RPC workers: where the layers went
-            print(f"  {line}", file=err)
+            warn(f"  {line}")
         for note in done.notes:
-            print(note, file=err)
+            warn(note)
         choice = choose_template(done.model.info, setup.template or None)
-        print(f"Template: {choice.label} ({choice.reason})", file=err)
+        warn(f"Template: {choice.label} ({choice.reason})")
         if choice.warning:
-            print(f"Warning: {choice.warning}", file=err)
+            warn(f"Warning: {choice.warning}")
         if setup.assistant_name:
-            print(f"Assistant: {setup.assistant_name}", file=err)
+            warn(f"Assistant: {setup.assistant_name}")
         chat = _TerminalChat(ctx, client, done.model, args, setup, grammar, tools=tools, documents=documents)
         return chat.run()
     finally:
@@ -232,10 +232,7 @@ def _remote_chat(args: argparse.Namespace, ctx: CliContext, setup: ChatSetup) ->
                 f"server {config.name!r} has no model {args.model!r}; it offers: {', '.join(offered) or 'none'}"
             )
         target = RemoteModel(config.name, args.model)
-        print(
-            f"Chatting with {target.id} on {config.name} ({config.url}); the server applies its own template",
-            file=sys.stderr,
-        )
+        warn(f"Chatting with {target.id} on {config.name} ({config.url}); the server applies its own template")
         chat = _TerminalChat(ctx, host.client("cli"), None, args, setup, grammar, remote=target)
         chat.response_format = response_format
         return chat.run()
@@ -335,7 +332,7 @@ class _TerminalChat:
             try:
                 self.send(line)
             except HearthError as exc:
-                print(f"hearth: {exc}", file=err)
+                warn(f"hearth: {exc}")
 
     def send(self, text: str) -> GenerationStats:
         """One exchange: the user's text, the streamed reply. Raises HearthError when no reply could start
@@ -371,7 +368,7 @@ class _TerminalChat:
                     started = event
                 elif isinstance(event, ReplyChunk):
                     parts.append(event.text)
-                    out.write(event.text)
+                    out.write(for_stream(event.text, out))  # a reply may hold escape sequences
                     out.flush()
                 elif isinstance(event, ReplyDone):
                     done = event
@@ -416,7 +413,7 @@ class _TerminalChat:
         if stats.finish_reason == "cancelled" and not stop_said:
             print("(stopped)", file=err)
         elif stats.finish_reason == "error":
-            print(f"hearth: generation failed: {stats.error}", file=err)
+            warn(f"hearth: generation failed: {stats.error}")
         if self.args.stats or stats.finish_reason == "length":
             print(
                 f"[{stats.generated_tokens} tokens, {stats.gen_tps:.1f} tok/s, TTFT {stats.ttft_ms:.0f} ms, "

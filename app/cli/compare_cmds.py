@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import argparse
 import csv
-import sys
 from pathlib import Path
 
 from app.cli import flags
 from app.cli.context import CliContext
+from app.cli.terminal import warn
 from app.core.errors import ConfigError
 from app.core.sampling import PRESETS, preset
 
@@ -51,7 +51,7 @@ def cmd_compare(args: argparse.Namespace, ctx: CliContext) -> int:
         config=config,
         sampling=sampling,
         embedding_model=args.embed,
-        progress=lambda text: print(text, file=sys.stderr),
+        progress=warn,  # model names, from their files
     )
     if args.json:
         ctx.print_json(

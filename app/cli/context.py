@@ -8,6 +8,7 @@ import sys
 from functools import cached_property
 from typing import Any, TextIO
 
+from app.cli.terminal import for_stream, safe
 from app.core.library import Library
 from app.core.logs import setup_logging
 from app.core.paths import AppPaths
@@ -43,4 +44,13 @@ class CliContext:
         self.out.write("\n")
 
     def print(self, text: str = "") -> None:
-        self.out.write(text + "\n")
+        """A line for people: control characters from files, the Hub or the history shown as escapes."""
+        self.out.write(safe(text) + "\n")
+
+    def write(self, text: str) -> None:
+        """Text for people (a conversation shown as Markdown), made safe like print()."""
+        self.out.write(safe(text))
+
+    def write_data(self, text: str) -> None:
+        """Output meant for a file or a pipe (an export, a prompt): exact, except on a terminal."""
+        self.out.write(for_stream(text, self.out))

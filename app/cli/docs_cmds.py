@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from app.cli.context import CliContext
+from app.cli.terminal import warn
 from app.core.errors import DocumentsError
 
 if TYPE_CHECKING:
@@ -205,7 +206,7 @@ def cmd_search(args: argparse.Namespace, ctx: CliContext) -> int:
         ctx.print_json({"mode": result.mode, "note": result.note, "hits": [hit_dict(h) for h in result.hits]})
         return 0
     if result.note:
-        print(f"note: {result.note}", file=sys.stderr)
+        warn(f"note: {result.note}")
     if not result.hits:
         ctx.print(f"Nothing in {args.name!r} matches {args.query!r}.")
     for hit in result.hits:

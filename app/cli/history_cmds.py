@@ -57,7 +57,10 @@ def open_history(ctx: CliContext) -> Store:
 
 
 def _when(seconds: float) -> str:
-    return datetime.fromtimestamp(seconds).strftime("%Y-%m-%d %H:%M")
+    try:
+        return datetime.fromtimestamp(seconds).strftime("%Y-%m-%d %H:%M")
+    except (OverflowError, OSError, ValueError):  # no calendar here can show it: never stop the listing
+        return "????-??-?? ??:??"
 
 
 def cmd_list(args: argparse.Namespace, ctx: CliContext) -> int:
@@ -90,7 +93,7 @@ def cmd_show(args: argparse.Namespace, ctx: CliContext) -> int:
         if args.json:
             ctx.print_json(conversation_dict(store, args.id))
         else:
-            ctx.out.write(export_markdown(store, [args.id]))
+            ctx.write(export_markdown(store, [args.id]))
     return 0
 
 
@@ -122,7 +125,7 @@ def cmd_export(args: argparse.Namespace, ctx: CliContext) -> int:
             raise StoreError(f"cannot write {args.output}: {exc.strerror or exc}") from None
         print(f"Exported {len(ids)} conversation(s) to {args.output}", file=sys.stderr)
     else:
-        ctx.out.write(text)
+        ctx.write_data(text)
     return 0
 
 

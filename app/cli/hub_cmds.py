@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TextIO
 
 from app.cli.context import CliContext
+from app.cli.terminal import safe, warn
 from app.core.downloads import ACTIVE, DownloadEvent, DownloadManager, DownloadState, DownloadStatus, describe
 from app.core.errors import DownloadError, HubAuthError, HubError
 from app.core.gguf_info import format_bytes
@@ -146,7 +147,7 @@ class ProgressBar:
     def _line(self, text: str) -> None:
         if self.tty:
             self.stream.write("\r\033[K")
-        self.stream.write(text + "\n")
+        self.stream.write(safe(text) + "\n")  # the Hub's messages and file names
         self.stream.flush()
 
     def _progress(self, status: DownloadStatus) -> None:
@@ -184,7 +185,7 @@ def _pick(details: RepoDetails, file: str | None, quant: str | None) -> QuantOpt
     if best is None:
         raise HubError(f"{details.repo_id}: no GGUF file fits this machine; name a FILE or --quant to insist")
     how = "fits this machine" if best.fit is Fit.FITS else "fits once other programs free memory"
-    print(f"Picked {_label(best)}: it {how}.", file=sys.stderr)
+    warn(f"Picked {_label(best)}: it {how}.")
     return best
 
 
@@ -202,17 +203,14 @@ def cmd_download(args: argparse.Namespace, ctx: CliContext) -> int:
         )
     option = _pick(details, args.file, args.quant)
     if option.fit is Fit.TOO_BIG:
-        print(f"warning: {option.name} needs more memory than this machine has", file=sys.stderr)
+        warn(f"warning: {option.name} needs more memory than this machine has")
     manager = DownloadManager(ctx.paths, hub)
     bar = ProgressBar(sys.stderr)
     manager.subscribe(bar.on_event)
     try:
         status = manager.add(details.repo_id, option, revision=details.sha or "main", dest_dir=args.dest)
         if status.state in ACTIVE:
-            print(
-                f"Downloading {option.name} ({format_bytes(option.size)}) into {status.paths[0].parent}",
-                file=sys.stderr,
-            )
+            warn(f"Downloading {option.name} ({format_bytes(option.size)}) into {status.paths[0].parent}")
         try:
             while status.state in ACTIVE:
                 status = manager.wait(status.id, timeout=0.5)

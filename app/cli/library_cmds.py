@@ -7,6 +7,7 @@ import sys
 from typing import Any
 
 from app.cli.context import CliContext
+from app.cli.terminal import safe
 from app.core.errors import LibraryError
 from app.core.gguf_info import ModelInfo, format_bytes, format_params, inspect
 from app.core.library import ImportMode, LibraryEntry
@@ -163,7 +164,7 @@ def cmd_models_delete(args: argparse.Namespace, ctx: CliContext) -> int:
     if not args.yes:
         if not sys.stdin.isatty():
             raise LibraryError("refusing to delete without confirmation; pass --yes")
-        answer = input(f"Delete {names} ({format_bytes(entry.size_bytes)})? [y/N] ")
+        answer = input(safe(f"Delete {names} ({format_bytes(entry.size_bytes)})? [y/N] "))
         if answer.strip().lower() not in ("y", "yes"):
             ctx.print("Nothing deleted.")
             return 0

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from app.cli.context import CliContext
+from app.cli.terminal import warn
 from app.core.errors import PromptError
 from app.core.prompt_library import PromptLibrary
 
@@ -52,7 +53,7 @@ def cmd_list(args: argparse.Namespace, ctx: CliContext) -> int:
     library = _library(ctx)
     prompts = library.all()
     for problem in library.problems:
-        print(f"hearth: warning: {problem}", file=sys.stderr)
+        warn(f"hearth: warning: {problem}")
     if args.json:
         ctx.print_json([{**p.to_dict(), "builtin": p.builtin, "variables": list(p.variables)} for p in prompts])
         return 0
@@ -92,7 +93,7 @@ def cmd_export(args: argparse.Namespace, ctx: CliContext) -> int:
         raise PromptError("you have no prompts of your own to export; name a built-in to export it")
     text = library.export_text(args.names or None)
     if args.output is None:
-        ctx.out.write(text)
+        ctx.write_data(text)
         return 0
     try:
         args.output.write_text(text, encoding="utf-8")

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from app.cli.context import CliContext
+from app.cli.terminal import warn
 from app.core.errors import ConfigError, TemplateError
 from app.core.gguf_info import inspect
 from app.core.messages import ChatMessage, messages_from_openai
@@ -93,7 +94,7 @@ def cmd_render_prompt(args: argparse.Namespace, ctx: CliContext) -> int:
             args.template, messages, add_generation_prompt=generation, bos=args.bos, eos=args.eos, tools=tools
         )
     if rendered.choice.warning:
-        print(f"hearth: warning: {rendered.choice.warning}", file=sys.stderr)
+        warn(f"hearth: warning: {rendered.choice.warning}")
     if args.json:
         ctx.print_json(
             {
@@ -106,7 +107,7 @@ def cmd_render_prompt(args: argparse.Namespace, ctx: CliContext) -> int:
             }
         )
     else:
-        ctx.out.write(rendered.text)  # exactly the prompt: nothing added, no trailing newline
+        ctx.write_data(rendered.text)  # exactly the prompt: nothing added, no trailing newline
     return 0
 
 

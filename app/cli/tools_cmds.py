@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from app.cli.context import CliContext
+from app.cli.terminal import for_stream, safe, warn
 from app.core.builtin_tools import BUILTIN_TOOLS, builtin_tools
 from app.core.errors import ConfigError, HearthError
 from app.core.mcp_client import McpHub, read_mcp_config
@@ -100,7 +101,7 @@ def cmd_list(args: argparse.Namespace, ctx: CliContext) -> int:
         if not specs:
             ctx.print("No tools.")
     for problem in problems.values():
-        print(f"hearth: {problem}", file=sys.stderr)
+        warn(f"hearth: {problem}")
     return 2 if problems else 0
 
 
@@ -178,7 +179,8 @@ def terminal_approval(stdin: TextIO | None = None, out: TextIO | None = None) ->
         source = "built-in" if spec.source == "builtin" else f"MCP server {spec.source.removeprefix('mcp:')!r}"
         arguments = json.dumps(call.arguments_dict(), ensure_ascii=False)
         stream_out = out or sys.stderr
-        stream_out.write(f"\nThe model wants to run {call.name} ({source}) with {arguments}\n")
+        # The call is the model's text and the source an MCP server's name: shown safe on a terminal.
+        stream_out.write(safe(f"\nThe model wants to run {call.name} ({source}) with {arguments}\n"))
         stream_out.write("Allow? [y] once, [a] always in this chat, [N] no: ")
         stream_out.flush()
         try:
@@ -229,9 +231,9 @@ class ChatTools:
         try:
             specs = toolbox.specs()
             for problem in toolbox.problems().values():
-                print(f"hearth: {problem}", file=sys.stderr)  # the chat goes on without that server
+                warn(f"hearth: {problem}")  # the chat goes on without that server
             choice = parse_tool_choice(args.tool_choice, specs) if args.tool_choice else ToolChoice()
-            print(f"Tools: {', '.join(s.name for s in specs) or 'none available'}", file=sys.stderr)
+            warn(f"Tools: {', '.join(s.name for s in specs) or 'none available'}")
             settings = LoopSettings(max_rounds=args.max_tool_rounds, tool_choice=choice)
             return cls(toolbox, allowed=_names(args.allow_tools), settings=settings)
         except HearthError:
@@ -292,14 +294,14 @@ def _main_thread() -> bool:
 def print_event(event: LoopEvent, out: TextIO, err: TextIO) -> None:
     """How the terminal shows the loop: the reply's prose on out, tool activity on err."""
     if isinstance(event, ReplyText):
-        out.write(event.text)
+        out.write(for_stream(event.text, out))  # a reply may hold escape sequences
         out.flush()
     elif isinstance(event, CallStarting):
         err.write("\n[calling a tool…]\n")
     elif isinstance(event, AssistantTurn):
         out.write("\n")
         for note in event.notes:
-            err.write(f"({note})\n")
+            err.write(safe(f"({note})\n"))
     elif isinstance(event, ToolRunning):
         err.write(f"[running {event.call.name} {json.dumps(event.call.arguments_dict(), ensure_ascii=False)}]\n")
     elif isinstance(event, ToolTurn):

@@ -28,7 +28,7 @@ from typing import Any
 from app.core.errors import DiskFullError, DownloadCancelled, DownloadError, HearthError
 from app.core.gguf_info import format_bytes
 from app.core.hub import HubClient
-from app.core.hub_files import QuantOption, RemoteFile
+from app.core.hub_files import QuantOption, RemoteFile, check_repo_id, remote_path_problem, repo_id_problem
 from app.core.paths import AppPaths
 from app.core.transfer import (
     FileTransfer,
@@ -124,6 +124,20 @@ class Download:
             created=float(data.get("created") or time.time()),
             finished=data.get("finished"),
         )
+
+
+def _queued(record: Any) -> Download | None:
+    """One record of the saved queue, or None (logged) when it is damaged or names an unsafe path."""
+    try:
+        item = Download.from_dict(record)
+        check_repo_id(item.repo_id)
+        for remote in item.files:
+            if problem := remote_path_problem(remote.path):
+                raise ValueError(f"file {remote.path[:200]!r}: {problem}")
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        log.warning("dropping a damaged entry of the download queue: %s", exc)
+        return None
+    return item
 
 
 @dataclass(frozen=True)
@@ -239,7 +253,7 @@ class DownloadManager:
     def _load(self) -> None:
         try:
             raw = json.loads(self.state_file.read_text(encoding="utf-8"))
-            items = [Download.from_dict(d) for d in raw["downloads"]]
+            items = [item for item in map(_queued, raw["downloads"]) if item is not None]
         except FileNotFoundError:
             return
         except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -340,10 +354,15 @@ class DownloadManager:
     # ---- commands ----------------------------------------------------------------------------------------
     def add(self, repo_id: str, option: QuantOption, *, revision: str, dest_dir: Path | None = None) -> DownloadStatus:
         """Queue option's files (or resume the same request); returns at once."""
+        if problem := repo_id_problem(repo_id):
+            raise DownloadError(f"invalid repository id {str(repo_id)[:120]!r}: {problem}")
+        for remote in option.files:
+            if problem := remote_path_problem(remote.path):
+                raise DownloadError(f"the Hub's file name {remote.path[:200]!r} cannot be used: {problem}")
         if not option.complete:
             missing = ", ".join(map(str, option.missing_parts))
             raise DownloadError(f"{option.name} is incomplete on the Hub (parts {missing} missing)")
-        dest = Path(dest_dir).expanduser().resolve() if dest_dir else self.paths.models_dir / repo_id
+        dest = Path(dest_dir).expanduser().resolve() if dest_dir else self._repo_folder(repo_id)
         files = list(option.files)
         item_id = download_id(repo_id, files, dest)
         with self._cond:
@@ -379,6 +398,14 @@ class DownloadManager:
                 self._start_worker()
                 self._cond.notify_all()
         return self.status(item_id)
+
+    def _repo_folder(self, repo_id: str) -> Path:
+        """models/<owner>/<name> from a validated id, and checked to be inside the models folder."""
+        owner, name = repo_id.split("/")
+        dest = self.paths.models_dir / owner / name
+        if not dest.resolve().is_relative_to(self.paths.models_dir.resolve()):  # a link planted in the folder
+            raise DownloadError(f"{dest} leads outside the models folder; not downloading there")
+        return dest
 
     def _partial_dir(self, dest: Path) -> Path:
         models = self.paths.models_dir.resolve()

@@ -17,6 +17,11 @@ from app.core.gguf_reader import ArraySummary, RawHeader, RawTensor, read_header
 # "-00001-of-00003.gguf": the naming llama.cpp's gguf-split writes and the Hub uses for big models.
 SPLIT_RE = re.compile(r"^(?P<stem>.*)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$", re.IGNORECASE)
 _FTYPE_GUESSED_FLAG = 1024  # llama.cpp ORs this into general.file_type when it guessed the type
+# The largest published models have ~130 transformer blocks. The block count sizes per-layer lists and the
+# fit estimate's loops (quadratic in it): a 102-byte file declaring 50,000,000 blocks made `hearth info`
+# use 847 MB and a library scan take 16 s, so a count beyond this (or beyond the tensors present) is refused.
+MAX_BLOCK_COUNT = 1024
+MAX_SPLIT_PARTS = 1024  # gguf-split of the largest published models gives a few dozen parts
 
 # Pretty names for the file types whose enum names do not follow the MOSTLY_<quant> pattern.
 _FILE_TYPE_NAMES = {
@@ -147,7 +152,7 @@ def split_parts(path: Path) -> tuple[Path, ...] | None:
     if not match:
         return None
     count = int(match.group("count"))
-    if count < 1:
+    if not 1 <= count <= MAX_SPLIT_PARTS:  # "-of-99999" would cost 99,999 file checks on every scan
         return None
     stem = match.group("stem")
     return tuple(path.with_name(f"{stem}-{i:05d}-of-{count:05d}.gguf") for i in range(1, count + 1))
@@ -242,6 +247,17 @@ def _size_summary(tensors: list[TensorInfo], block_count: int | None) -> tuple[t
     return tuple(layers), others
 
 
+def _checked_block_count(first: RawHeader, count: int | None, n_tensors: int) -> int | None:
+    """The declared block count when the file can back it: every block holds at least one tensor."""
+    if count is None:
+        return None
+    if count < 0 or count > MAX_BLOCK_COUNT:
+        raise GGUFError(f"{first.path.name}: block_count {count} is not plausible (at most {MAX_BLOCK_COUNT})")
+    if n_tensors and count > n_tensors:
+        raise GGUFError(f"{first.path.name}: block_count {count} but the model has only {n_tensors} tensors")
+    return count
+
+
 def inspect(path: str | os.PathLike[str]) -> ModelInfo:
     """Read a model's ModelInfo from its header(s) in milliseconds. Raises GGUFError with a one-line reason.
 
@@ -303,7 +319,7 @@ def _model_info(first: RawHeader, parts: tuple[Path, ...], tensors: list[RawTens
         if key.startswith("tokenizer.chat_template.") and isinstance(value, str)
     }
     infos = [_tensor_info(t) for t in tensors]
-    block_count = _int_or_max(arch_key("block_count"))
+    block_count = _checked_block_count(first, _int_or_max(arch_key("block_count")), len(tensors))
     layer_bytes, non_layer_bytes = _size_summary(infos, block_count)
     vocab_size = _int_or_max(arch_key("vocab_size"))
     if vocab_size is None and isinstance(tokens, (ArraySummary, list)):

@@ -33,7 +33,15 @@ from app.core.errors import (
     HubOfflineError,
     HubUnavailableError,
 )
-from app.core.hub_files import FitEstimator, QuantOption, RemoteFile, group_gguf_files, quant_fit
+from app.core.hub_files import (
+    FitEstimator,
+    QuantOption,
+    RemoteFile,
+    group_gguf_files,
+    quant_fit,
+    remote_path_problem,
+    repo_id_problem,
+)
 
 # Belt and braces: if something imported huggingface_hub before us, the env var above came too late; the
 # library reads this attribute at call time, so setting it stops the user-agent "agent detection" request.
@@ -58,6 +66,16 @@ def resolve_endpoint(setting: str = "", environ: dict[str, str] | None = None) -
     if parsed.scheme not in ("http", "https") or not parsed.netloc:
         raise HubError(f"the Hub endpoint must be an http(s) URL like {DEFAULT_ENDPOINT}; got {raw!r}")
     return raw.rstrip("/")
+
+
+def may_carry_token(endpoint: str) -> bool:
+    """Whether a token may be sent to endpoint: over https, or over plain http only to this machine
+    (a plain-http mirror elsewhere would send it in clear to anyone on the path)."""
+    parsed = urlparse(endpoint)
+    if parsed.scheme == "https":
+        return True
+    host = (parsed.hostname or "").lower()
+    return parsed.scheme == "http" and (host == "localhost" or host == "::1" or host.startswith("127."))
 
 
 def same_origin(url: str, other: str) -> bool:
@@ -208,6 +226,20 @@ def _license(info: Any) -> str | None:
     return None
 
 
+def _valid_repo_id(repo_id: object) -> bool:
+    if problem := repo_id_problem(repo_id):
+        log.warning("the Hub listed an invalid repository id %r (%s); left out", str(repo_id)[:120], problem)
+        return False
+    return True
+
+
+def _valid_path(repo_id: str, path: object) -> bool:
+    if problem := remote_path_problem(path):
+        log.warning("%s lists a file %r that cannot be saved safely (%s); left out", repo_id, str(path)[:200], problem)
+        return False
+    return True
+
+
 # ---- errors ------------------------------------------------------------------------------------------------
 
 
@@ -279,6 +311,9 @@ class HubClient:
         install_http_client()
         self.endpoint = endpoint.rstrip("/")
         self._token = token or None
+        if self._token and not may_carry_token(self.endpoint):
+            log.warning("not sending the Hugging Face token to %s: plain http outside this machine", self.endpoint)
+            self._token = None
         self._fit = fit
         self.timeout = timeout
         # token=False: never let huggingface_hub pick a token up implicitly; Hearth decides (hub_token.py).
@@ -322,6 +357,7 @@ class HubClient:
             found = self._api.list_models(
                 search=query.strip() or None, filter="gguf", sort=SORTS[sort], limit=max(1, limit), full=False
             )
+            found = [m for m in found if _valid_repo_id(m.id)]
             return [
                 RepoSummary(
                     repo_id=m.id,
@@ -347,13 +383,15 @@ class HubClient:
                     git_oid=None if e.lfs is not None else e.blob_id,
                 )
                 for e in entries
-                if isinstance(e, RepoFile)
+                if isinstance(e, RepoFile) and _valid_path(repo_id, e.path)
             ]
 
     def details(self, repo_id: str, revision: str = "main") -> RepoDetails:
         """The model card's license and gated status plus the GGUF options (two requests)."""
         with self._errors(repo_id):
             info = self._api.model_info(repo_id, revision=revision, timeout=self.timeout)
+        if problem := repo_id_problem(info.id):  # it becomes a folder name: never a path the server chose
+            raise HubError(f"the Hub sent an invalid repository id {str(info.id)[:120]!r} for {repo_id}: {problem}")
         # The file list at the commit the info describes: a push between the two requests cannot mix them up.
         sha = info.sha
         options = group_gguf_files(self.files(repo_id, sha or revision), fit=self._fit)

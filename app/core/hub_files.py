@@ -20,6 +20,14 @@ _QUANT_RE = re.compile(
     re.IGNORECASE,
 )
 _PROJECTOR_RE = re.compile(r"(^|[-_.])mmproj([-_.]|$)", re.IGNORECASE)
+# The Hub's own rule for an owner or repository name (huggingface_hub validate_repo_id), in ASCII.
+_REPO_PART_RE = re.compile(r"^[A-Za-z0-9_.-]{1,96}$")
+# Characters no file name may hold on some system Hearth runs on (Windows forbids these; "\" and ":" also
+# separate paths and drives there), plus control characters.
+_BAD_NAME_CHARS = re.compile(r'[\\/:*?"<>|\x00-\x1f\x7f]')
+_WINDOWS_DEVICES = frozenset(
+    ["CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(10)), *(f"LPT{i}" for i in range(10))]
+)
 
 # Which quantization to suggest first when several fit: quality per byte, the community's usual default first.
 PREFERRED_QUANTS = (
@@ -50,6 +58,47 @@ def quant_fit(size_bytes: int, hardware: MemoryBudget | HardwareInfo | None = No
 
 
 FitEstimator = Callable[[int], Fit]
+
+
+def repo_id_problem(repo_id: object) -> str | None:
+    """Why repo_id cannot be a Hub repository id (and so a folder under the models folder), or None.
+
+    Local paths are derived from ids the server sends back, so this is where `../..`, absolute paths and
+    anything a file system would read specially are refused."""
+    if not isinstance(repo_id, str):
+        return "not text"
+    parts = repo_id.split("/")
+    if len(parts) != 2:
+        return "not owner/name"
+    for part in parts:
+        if not _REPO_PART_RE.match(part) or ".." in part or "--" in part or part[0] in ".-" or part[-1] in ".-":
+            return f"{part[:100]!r} is not a valid owner or repository name"
+    return None
+
+
+def check_repo_id(repo_id: object) -> str:
+    """repo_id when it is a valid Hub id, else ValueError with the reason."""
+    problem = repo_id_problem(repo_id)
+    if problem:
+        raise ValueError(f"invalid repository id {str(repo_id)[:120]!r}: {problem}")
+    return str(repo_id)
+
+
+def remote_path_problem(path: object) -> str | None:
+    """Why path (a file's place in a Hub repository) cannot be downloaded safely, or None.
+
+    Every part must be a plain file or folder name on every system: no `..`, no absolute path, no
+    backslash or drive letter (`..\\..\\evil.gguf` is a path on Windows), no device names."""
+    if not isinstance(path, str) or not path or len(path) > 1024:
+        return "not a file path"
+    for part in path.split("/"):
+        if part in ("", ".", ".."):
+            return "leaves its folder"
+        if _BAD_NAME_CHARS.search(part) or part[-1] in ". " or len(part.encode("utf-8", "replace")) > 255:
+            return f"{part[:100]!r} is not a file name every system accepts"
+        if part.split(".")[0].upper() in _WINDOWS_DEVICES:
+            return f"{part[:100]!r} is a device name on Windows"
+    return None
 
 
 def quant_name(file_name: str) -> str | None:

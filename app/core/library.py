@@ -196,14 +196,18 @@ class Library:
                     continue
                 size += part_stat.st_size
                 mtime = max(mtime, part_stat.st_mtime_ns)
-        if cached and cached.get("size") == size and cached.get("mtime_ns") == mtime:
+        if isinstance(cached, dict) and cached.get("size") == size and cached.get("mtime_ns") == mtime:
             known = self._entries.get(str(path))
             if known is not None and known.size_bytes == size and known.mtime_ns == mtime:
                 return known, cached  # the same library rescanning: nothing to rebuild
-            info = ModelInfo.from_dict(cached["info"]) if cached.get("info") else None
-            entry = LibraryEntry(path, source, size, mtime, info, cached.get("error"))
-            self._entries[str(path)] = entry
-            return entry, cached
+            try:
+                info = ModelInfo.from_dict(cached["info"]) if cached.get("info") else None
+                entry = LibraryEntry(path, source, size, mtime, info, cached.get("error"))
+            except (TypeError, KeyError, ValueError, AttributeError):
+                log.warning("library index entry for %s is damaged; reading the file again", path)
+            else:
+                self._entries[str(path)] = entry
+                return entry, cached
         info: ModelInfo | None = None
         error: str | None = None
         try:

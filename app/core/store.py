@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import sqlite3
 import time
 import uuid
@@ -121,6 +122,38 @@ _MSG_COLUMNS = (
     "prompt_tokens, generated_tokens, gen_tps, ttft_ms, finish_reason, meta_json"
 )
 _JSON_FIELDS = {"sampling_json": "sampling", "load_json": "load_settings", "meta_json": "meta"}
+_TIME_FIELDS = frozenset(["created_at", "updated_at"])
+_COUNT_FIELDS = frozenset(["prompt_tokens", "generated_tokens"])
+_TEXT_FIELDS = frozenset(["title", "content", "model", "template", "model_path", "system_prompt"])
+_NUMBER_FIELDS = frozenset(["gen_tps", "ttft_ms"])
+# Times every calendar on every platform can show (Windows' localtime ends in 3000; before 1970 it fails).
+# Imports refuse anything outside; rows already stored outside (an older import, a hand edit) are read as
+# the nearest end, so one odd row never stops listing, exporting or the app's start.
+MIN_TIME = 86_400.0  # 1970-01-02
+MAX_TIME = 32_503_680_000.0  # 3000-01-01
+
+
+def clean_time(value: Any) -> float:
+    """A stored time as a float within MIN_TIME..MAX_TIME (text or NaN in the column: MIN_TIME)."""
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        return MIN_TIME
+    if seconds != seconds:  # NaN
+        return MIN_TIME
+    return min(max(seconds, MIN_TIME), MAX_TIME)
+
+
+def clean_number(value: Any) -> float | None:
+    """A stored statistic as a finite float, or None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    number = float(value)
+    return number if math.isfinite(number) else None
+
+
+def clean_count(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _named(row: sqlite3.Row) -> dict[str, Any]:
@@ -129,6 +162,14 @@ def _named(row: sqlite3.Row) -> dict[str, Any]:
     for key in row.keys():  # noqa: SIM118 (iterating a sqlite3.Row yields values, not names)
         if key in _JSON_FIELDS:
             values[_JSON_FIELDS[key]] = _json(row[key])
+        elif key in _TIME_FIELDS or (key == "deleted_at" and row[key] is not None):
+            values[key] = clean_time(row[key])
+        elif key in _COUNT_FIELDS:
+            values[key] = clean_count(row[key])
+        elif key in _NUMBER_FIELDS:
+            values[key] = clean_number(row[key])
+        elif key in _TEXT_FIELDS and not isinstance(row[key], str):
+            values[key] = "" if row[key] is None else str(row[key])
         elif key in ("pinned", "complete"):
             values[key] = bool(row[key])
         else:

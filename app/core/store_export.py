@@ -9,6 +9,7 @@ importing the same file twice adds nothing twice.
 from __future__ import annotations
 
 import json
+import math
 import time
 import uuid
 from collections.abc import Iterable
@@ -18,7 +19,7 @@ from typing import Any
 
 from app.core.errors import StoreError
 from app.core.messages import ROLES
-from app.core.store import Store
+from app.core.store import MAX_TIME, MIN_TIME, Store, clean_count, clean_number, clean_time
 
 FORMAT = "hearth-history"
 VERSION = 1
@@ -26,14 +27,23 @@ MAX_IMPORT_BYTES = 512 * 1024 * 1024
 MAX_TEXT = 10 * 1024 * 1024  # one message
 MAX_SHORT = 10_000  # titles, names, paths
 MAX_META = 1024 * 1024  # one message's or conversation's extras, as JSON text
+MAX_DEPTH = 32  # nesting of extras (sampling, load settings, meta)
+MAX_COUNT = 10**12  # token counts
+MAX_NUMBER = 1e12  # speeds and times (tokens/s, ms)
+MAX_INT = 2**63 - 1  # what SQLite (and most JSON readers) can hold
 
 
-def _iso(seconds: float) -> str:
-    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+def _iso(seconds: Any) -> str:
+    """A stored time as ISO 8601 UTC; a time outside what Hearth imports is written as the nearest end."""
+    moment = datetime.fromtimestamp(clean_time(seconds), UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _seconds(text: str) -> float:
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)  # no offset: read as UTC, whatever this machine's zone
+    return moment.timestamp()
 
 
 # ---- export ------------------------------------------------------------------------------------------------
@@ -59,10 +69,10 @@ def conversation_dict(store: Store, conversation_id: int) -> dict[str, Any]:
             "complete": bool(r[6]),
             "model": r[7],
             "template": r[8],
-            "prompt_tokens": r[9],
-            "generated_tokens": r[10],
-            "gen_tps": r[11],
-            "ttft_ms": r[12],
+            "prompt_tokens": clean_count(r[9]),
+            "generated_tokens": clean_count(r[10]),
+            "gen_tps": clean_number(r[11]),
+            "ttft_ms": clean_number(r[12]),
             "finish_reason": r[13],
             "prompt_text": r[14],
             "active": bool(r[15]),
@@ -213,17 +223,90 @@ def _field(
     if not isinstance(value, kind):
         expected = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
         raise _Invalid(f"{where}.{key}: expected {expected}, got {type(value).__name__}")
-    if isinstance(value, str) and len(value) > limit:
-        raise _Invalid(f"{where}.{key}: {len(value)} characters is too long (limit {limit})")
+    if isinstance(value, str):
+        if len(value) > limit:
+            raise _Invalid(f"{where}.{key}: {len(value)} characters is too long (limit {limit})")
+        _check_text(value, f"{where}.{key}", allow_nul=limit > MAX_SHORT)
     return value
 
 
-def _time(obj: dict[str, Any], key: str, where: str) -> float:
-    text = _field(obj, key, str, where)
+def _check_text(value: str, where: str, *, allow_nul: bool = False) -> None:
+    """Text SQLite can store and every part of Hearth can show: UTF-8 (no lone surrogates); short fields
+    (names, paths) without NUL, which file APIs refuse."""
     try:
-        return _seconds(text)
-    except ValueError:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise _Invalid(f"{where}: not valid Unicode text (a lone surrogate)") from None
+    if not allow_nul and "\x00" in value:
+        raise _Invalid(f"{where}: contains a NUL character")
+
+
+def _count(obj: dict[str, Any], key: str, where: str) -> int | None:
+    value = _field(obj, key, int, where, optional=True)
+    if value is not None and not 0 <= value <= MAX_COUNT:
+        raise _Invalid(f"{where}.{key}: {_short(value)} is out of range (0 to {MAX_COUNT:,})")
+    return value
+
+
+def _number(obj: dict[str, Any], key: str, where: str) -> float | None:
+    value = _field(obj, key, (int, float), where, optional=True)
+    if value is None:
+        return None
+    if isinstance(value, int) and abs(value) > MAX_NUMBER:
+        raise _Invalid(f"{where}.{key}: {_short(value)} is out of range (0 to {MAX_NUMBER:g})")
+    number = float(value)
+    if not math.isfinite(number) or not 0 <= number <= MAX_NUMBER:
+        raise _Invalid(f"{where}.{key}: {_short(value)} is out of range (0 to {MAX_NUMBER:g})")
+    return number
+
+
+def _short(value: Any) -> str:
+    text = repr(value) if not isinstance(value, int) else str(value) if value.bit_length() < 200 else "a huge number"
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _extras(obj: dict[str, Any], key: str, where: str, *, optional: bool = False) -> dict[str, Any]:
+    """An object of extras (sampling, load settings, meta): JSON values only, bounded depth and size."""
+    value = _field(obj, key, dict, where, optional=optional) or {}
+    _check_json(value, f"{where}.{key}", 0)
+    if len(json.dumps(value, ensure_ascii=False)) > MAX_META:
+        raise _Invalid(f"{where}.{key}: more than {MAX_META} characters")
+    return value
+
+
+def _check_json(value: Any, where: str, depth: int) -> None:
+    if depth > MAX_DEPTH:
+        raise _Invalid(f"{where}: nested too deep (more than {MAX_DEPTH} levels)")
+    if isinstance(value, dict):
+        for name, item in value.items():
+            _check_text(name, where)
+            _check_json(item, f"{where}.{name[:40]}", depth + 1)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _check_json(item, f"{where}[{index}]", depth + 1)
+    elif isinstance(value, str):
+        _check_text(value, where, allow_nul=True)
+    elif isinstance(value, bool) or value is None:
+        pass
+    elif isinstance(value, int):
+        if abs(value) > MAX_INT:
+            raise _Invalid(f"{where}: {_short(value)} is too large")
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise _Invalid(f"{where}: {value!r} is not a finite number")
+    else:
+        raise _Invalid(f"{where}: unexpected {type(value).__name__}")
+
+
+def _time(obj: dict[str, Any], key: str, where: str) -> float:
+    text = _field(obj, key, str, where, limit=64)
+    try:
+        seconds = _seconds(text)
+    except (ValueError, OverflowError):
         raise _Invalid(f"{where}.{key}: {text!r} is not an ISO 8601 time") from None
+    if not MIN_TIME <= seconds < MAX_TIME:
+        raise _Invalid(f"{where}.{key}: {text!r} is out of range (1970-01-02 to 2999-12-31)")
+    return seconds
 
 
 def _uuid(obj: dict[str, Any], key: str, where: str, optional: bool = False) -> str | None:
@@ -260,9 +343,9 @@ def _conversation(item: Any, where: str) -> dict[str, Any]:
         "model_path": _field(item, "model_path", str, where),
         "template": _field(item, "template", str, where),
         "system_prompt": _field(item, "system_prompt", str, where, limit=MAX_TEXT),
-        "sampling": _field(item, "sampling", dict, where),
-        "load_settings": _field(item, "load_settings", dict, where),
-        "meta": _meta(item, where),
+        "sampling": _extras(item, "sampling", where),
+        "load_settings": _extras(item, "load_settings", where),
+        "meta": _extras(item, "meta", where, optional=True),
     }
     seen: dict[str, str] = {}
     messages = []
@@ -279,14 +362,14 @@ def _conversation(item: Any, where: str) -> dict[str, Any]:
             "complete": _field(raw, "complete", bool, place),
             "model": _field(raw, "model", str, place),
             "template": _field(raw, "template", str, place),
-            "prompt_tokens": _field(raw, "prompt_tokens", int, place, optional=True),
-            "generated_tokens": _field(raw, "generated_tokens", int, place, optional=True),
-            "gen_tps": _field(raw, "gen_tps", (int, float), place, optional=True),
-            "ttft_ms": _field(raw, "ttft_ms", (int, float), place, optional=True),
+            "prompt_tokens": _count(raw, "prompt_tokens", place),
+            "generated_tokens": _count(raw, "generated_tokens", place),
+            "gen_tps": _number(raw, "gen_tps", place),
+            "ttft_ms": _number(raw, "ttft_ms", place),
             "finish_reason": _field(raw, "finish_reason", str, place, optional=True),
             "prompt_text": _field(raw, "prompt_text", str, place, optional=True, limit=MAX_TEXT),
             "active": _field(raw, "active", bool, place),
-            "meta": _meta(raw, place),
+            "meta": _extras(raw, "meta", place, optional=True),
         }
         if message["role"] not in ROLES:
             raise _Invalid(f"{place}.role: expected one of {', '.join(ROLES)}, got {message['role']!r}")
@@ -298,15 +381,6 @@ def _conversation(item: Any, where: str) -> dict[str, Any]:
         messages.append(message)
     conv["messages"] = messages
     return conv
-
-
-def _meta(obj: dict[str, Any], where: str) -> dict[str, Any]:
-    """A message's or conversation's extras (absent in exports from before they existed): an object of
-    bounded size."""
-    value = _field(obj, "meta", dict, where, optional=True) or {}
-    if len(json.dumps(value, ensure_ascii=False)) > MAX_META:
-        raise _Invalid(f"{where}.meta: more than {MAX_META} characters")
-    return value
 
 
 def _insert_conversation(db: Any, conv: dict[str, Any]) -> None:

@@ -1,9 +1,12 @@
 """A damaged history database: move it aside (never delete it), start fresh, salvage what still reads.
 
-Python's sqlite3 has no `.recover`; the salvage here reads each table by rowid ranges, halving a range
-whenever SQLite reports corruption, so every row on an intact page is kept and only rows on broken pages
-are lost. Rows are copied into the fresh database through the normal schema (ids are renumbered; the
-uuids keep identity, so salvaging twice adds nothing twice).
+Python's sqlite3 has no `.recover`; the salvage here walks each table in rowid order a few rows at a time
+(seeking to the next rowid that exists, so sparse ids cost nothing), and where SQLite reports corruption
+it gallops forward and bisects back to the first rowid that reads again. Every row on an intact page is
+kept, only rows on broken pages are lost, and the work is bounded by the rows and damaged areas, never by
+the span of rowids (ids 1 and 40,000,000 took 52 s and 1.5 GB when every window of 4 ids was probed).
+Rows are copied into the fresh database through the normal schema (ids are renumbered; the uuids keep
+identity, so salvaging twice adds nothing twice).
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ from app.core.errors import StoreError
 from app.core.store import Store
 
 log = logging.getLogger("hearth.store")
-WINDOW = 4  # rowids probed per query during a salvage (a silent stop hides at most 3 good rows)
+WINDOW = 4  # rows read per query during a salvage (a silent stop hides at most 3 good rows)
+MAX_ROWID = 2**63 - 1
 
 
 @dataclass
@@ -74,9 +78,14 @@ def integrity_problem(db: sqlite3.Connection) -> str | None:
 
 
 def move_aside(path: Path) -> Path:
-    """Rename the database and its -wal/-shm files to <name>.damaged-<time> (nothing is deleted)."""
+    """Rename the database and its -wal/-shm files to <name>.damaged-<time>[-N] (nothing is deleted: a
+    second damaged file in the same second gets the next free number instead of replacing the first)."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
     aside = path.with_name(f"{path.name}.damaged-{stamp}")
+    number = 1
+    while any(Path(f"{aside}{suffix}").exists() for suffix in ("", "-wal", "-shm")):
+        number += 1
+        aside = path.with_name(f"{path.name}.damaged-{stamp}-{number}")
     for suffix in ("", "-wal", "-shm"):
         source = Path(f"{path}{suffix}")
         if source.exists():
@@ -93,12 +102,14 @@ def salvage(damaged: Path, store: Store) -> SalvageReport:
     except sqlite3.Error as exc:
         raise StoreError(f"cannot open {damaged.name} for recovery: {exc}") from exc
     try:
+        conversation_meta = "meta_json" if _has_column(source, "conversations", "meta_json") else "'{}'"
+        message_meta = "meta_json" if _has_column(source, "messages", "meta_json") else "'{}'"
         conversations = dict(
             _readable(
                 source,
                 "conversations",
                 "id, uuid, title, created_at, updated_at, pinned, "
-                "model_path, template, system_prompt, sampling_json, load_json",
+                f"model_path, template, system_prompt, sampling_json, load_json, {conversation_meta}",
                 report,
             )
         )
@@ -108,7 +119,7 @@ def salvage(damaged: Path, store: Store) -> SalvageReport:
                 "messages",
                 "id, uuid, conversation_id, parent_id, role, content, "
                 "created_at, complete, model, template, prompt_tokens, generated_tokens, "
-                "gen_tps, ttft_ms, finish_reason",
+                f"gen_tps, ttft_ms, finish_reason, {message_meta}",
                 report,
             )
         )
@@ -118,32 +129,72 @@ def salvage(damaged: Path, store: Store) -> SalvageReport:
     return report
 
 
-def _readable(db: sqlite3.Connection, table: str, columns: str, report: SalvageReport) -> Iterator[tuple]:
-    """(rowid, row) for every row that still reads, probing small rowid windows and halving around errors.
+def _has_column(db: sqlite3.Connection, table: str, column: str) -> bool:
+    """Whether the (possibly damaged) file's table has column: schema 3 added the extras."""
+    try:
+        return any(row[1] == column for row in db.execute(f"PRAGMA table_info({table})"))
+    except sqlite3.DatabaseError:
+        return False
 
-    A damaged leaf page does not always raise: a scan can silently end at it. Small windows bound what
-    such a silent stop can hide to the rows of the broken page itself.
+
+def _readable(db: sqlite3.Connection, table: str, columns: str, report: SalvageReport) -> Iterator[tuple]:
+    """(rowid, row) for every row that still reads, in rowid order.
+
+    Each query reads the next WINDOW rows from a rowid on. A damaged leaf page does not always raise: a
+    scan can silently end at it, so a short answer before the table's last rowid is treated like an
+    error. Past an error, the next readable rowid is found by galloping and bisecting (a few dozen
+    queries per damaged area, whatever the span of rowids).
     """
     try:
         low, high = db.execute(f"SELECT min(rowid), max(rowid) FROM {table}").fetchone()
     except sqlite3.DatabaseError:
-        low, high = 1, 1 << 20  # the table's b-tree root is damaged: probe blindly
+        low, high = 1, MAX_ROWID  # the table's b-tree root is damaged: search blindly (galloping is cheap)
     if low is None:
         return
-    stack = [(a, min(a + WINDOW - 1, high)) for a in range(low, high + 1, WINDOW)][::-1]
-    while stack:
-        a, b = stack.pop()
-        try:
-            rows = db.execute(f"SELECT rowid, {columns} FROM {table} WHERE rowid BETWEEN ? AND ?", (a, b)).fetchall()
-        except sqlite3.DatabaseError:
-            if a == b:
-                report.unreadable_ranges += 1
+    select = f"SELECT rowid, {columns} FROM {table} WHERE rowid >= ? ORDER BY rowid LIMIT {WINDOW}"
+    position = low
+    while position <= high:
+        rows = _read_from(db, select, position)
+        if rows:
+            for row in rows:
+                yield row[0], row[1:]
+            position = rows[-1][0] + 1
+            if len(rows) == WINDOW or position > high:
                 continue
-            middle = (a + b) // 2
-            stack += [(middle + 1, b), (a, middle)]
-            continue
-        for row in rows:
-            yield row[0], row[1:]
+            rows = _read_from(db, select, position)  # a short answer: the end, or a silent stop?
+            if rows or position > high:
+                continue
+        report.unreadable_ranges += 1
+        position = _next_readable(db, select, position, high)
+
+
+def _read_from(db: sqlite3.Connection, select: str, position: int) -> list[tuple] | None:
+    """Up to WINDOW rows from position on; None when SQLite reports the file damaged there."""
+    try:
+        return db.execute(select, (position,)).fetchall()
+    except sqlite3.DatabaseError:
+        return None
+
+
+def _next_readable(db: sqlite3.Connection, select: str, position: int, high: int) -> int:
+    """The first rowid after a damaged area from which rows read again (high + 1 when none do)."""
+    good = None
+    step = 1
+    while position + step <= high:  # gallop: 1, 2, 4 ... rowids ahead
+        if _read_from(db, select, position + step):
+            good = position + step
+            break
+        step *= 2
+    if good is None:
+        return high + 1
+    bad = position + step // 2 if step > 1 else position
+    while good - bad > 1:  # bisect back to the first rowid that reads
+        middle = (bad + good) // 2
+        if _read_from(db, select, middle):
+            good = middle
+        else:
+            bad = middle
+    return good
 
 
 def _insert(store: Store, conversations: dict[int, tuple], messages: list[tuple], report: SalvageReport) -> None:
@@ -156,7 +207,7 @@ def _insert(store: Store, conversations: dict[int, tuple], messages: list[tuple]
                 continue
             cursor = db.execute(
                 "INSERT INTO conversations (uuid, title, created_at, updated_at, pinned, model_path, template, "
-                "system_prompt, sampling_json, load_json) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "system_prompt, sampling_json, load_json, meta_json) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 row[1:],
             )
             new_ids[old_id] = int(cursor.lastrowid)
@@ -169,8 +220,8 @@ def _insert(store: Store, conversations: dict[int, tuple], messages: list[tuple]
             parent = message_ids.get(row[3]) if row[3] is not None else None
             cursor = db.execute(
                 "INSERT INTO messages (uuid, conversation_id, parent_id, role, content, created_at, complete, model, "
-                "template, prompt_tokens, generated_tokens, gen_tps, ttft_ms, finish_reason) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "template, prompt_tokens, generated_tokens, gen_tps, ttft_ms, finish_reason, meta_json) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (row[1], conversation, parent, *row[4:]),
             )
             message_ids[old_id] = int(cursor.lastrowid)

@@ -49,6 +49,7 @@ from app.ui.servers_tab import ServerEdit
 from app.ui.settings_dialog import SettingsDialog
 from app.ui.tool_approval import ApprovalDialog, ApprovalRequest
 from app.ui.tool_replies import ToolCatalogue, ToolReplies, builtin_catalogue
+from app.ui.untrusted import confirm, warn
 from app.ui.welcome import RECOMMENDED_QUANT, RECOMMENDED_REPO
 from app.ui.workers import EngineBridge, TaskRunner
 
@@ -269,7 +270,7 @@ class HearthApp(QObject):
         log.warning("could not purge old deleted conversations: %s", error)
 
     def _show_store_problem(self) -> None:
-        QMessageBox.warning(self.window, APP_NAME, self.store_message or "")
+        warn(self.window, APP_NAME, self.store_message or "")
 
     def shutdown(self) -> None:
         """Save the window, stop the reply, stop the engine thread, then free the model (a freed llama.cpp
@@ -750,12 +751,8 @@ class HearthApp(QObject):
             return
         from app.ui.formatting import format_bytes
 
-        answer = QMessageBox.question(
-            self.window,
-            "Delete model",
-            f"Delete {entry.display_name}? This removes {format_bytes(entry.size_bytes)} from your disk.",
-        )
-        if answer == QMessageBox.StandardButton.Yes:
+        question = f"Delete {entry.display_name}? This removes {format_bytes(entry.size_bytes)} from your disk."
+        if confirm(self.window, "Delete model", question):  # plain text: the name comes from the file
             self.library.delete(path)
 
     def _on_open_folder(self) -> None:

@@ -28,6 +28,7 @@ from app.core.assistants import Assistant, AssistantLibrary
 from app.core.errors import HearthError
 from app.ui import theme
 from app.ui.assistant_editor import AssistantEditor
+from app.ui.untrusted import plain, tooltip
 
 if TYPE_CHECKING:
     from app.ui.workers import TaskRunner
@@ -119,12 +120,12 @@ class AssistantDialog(QDialog):
         self.editor = AssistantEditor(side, self._tasks)
         self.editor.edited.connect(self._on_edited)
         layout.addWidget(self.editor, 1)
-        self.problems = QLabel(side)
+        self.problems = plain(QLabel(side))  # an imported assistant's own text
         self.problems.setObjectName("Muted")
         self.problems.setWordWrap(True)
         self.problems.hide()
         layout.addWidget(self.problems)
-        self.error = QLabel(side)
+        self.error = plain(QLabel(side))
         self.error.setObjectName("Error")
         self.error.setWordWrap(True)
         self.error.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
@@ -166,7 +167,7 @@ class AssistantDialog(QDialog):
             if assistant.builtin:
                 item.setForeground(theme.current().color("muted"))
             item.setData(IdRole, assistant.id)
-            item.setToolTip(assistant.description)
+            item.setToolTip(tooltip(assistant.description))
             self.list.addItem(item)
         self.list.blockSignals(False)
         problems = self.library.problems
@@ -314,7 +315,9 @@ class AssistantDialog(QDialog):
             if discard
             else QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No
         )
-        return QMessageBox.question(self, title, text, buttons)
+        box = QMessageBox(QMessageBox.Icon.Question, title, text, buttons, self)
+        box.setTextFormat(Qt.TextFormat.PlainText)  # the question names an assistant, which may be imported
+        return QMessageBox.StandardButton(box.exec())
 
     def ask_import_path(self) -> str:
         path, _ = QFileDialog.getOpenFileName(self, "Import an assistant", str(Path.home()), "JSON (*.json)")

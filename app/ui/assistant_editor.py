@@ -40,6 +40,7 @@ from app.core.sampling import PRESET_HELP, PRESETS, RANGES, SamplingSettings, pr
 from app.core.template_families import FAMILIES
 from app.core.templates import EMBEDDED
 from app.ui.reply_format_editor import ReplyFormatEditor
+from app.ui.untrusted import plain, tooltip
 
 if TYPE_CHECKING:
     from app.ui.workers import TaskRunner
@@ -147,7 +148,7 @@ class AssistantEditor(QWidget):
         self.preset.addItem("Custom", CUSTOM_PRESET)
         self.preset.currentIndexChanged.connect(self._on_preset)
         form.addRow("Preset", self.preset)
-        self.preset_help = QLabel(page)
+        self.preset_help = plain(QLabel(page))
         self.preset_help.setObjectName("Muted")
         self.preset_help.setWordWrap(True)
         form.addRow("", self.preset_help)
@@ -428,7 +429,7 @@ class AssistantEditor(QWidget):
         row = self.loras.rowCount()
         self.loras.insertRow(row)
         item = QTableWidgetItem(path)
-        item.setToolTip(path)
+        item.setToolTip(tooltip(path))
         self.loras.setItem(row, 0, item)
         box = QDoubleSpinBox(self.loras)
         box.setRange(-10.0, 10.0)

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
+from app.ui.untrusted import plain
+
 if TYPE_CHECKING:
     from app.core.assistants import Assistant
 
@@ -41,7 +43,7 @@ class AssistantSection(QWidget):
         row.addWidget(self.combo, 1)
         row.addWidget(self.manage)
         layout.addLayout(row)
-        self.summary = QLabel(self)
+        self.summary = plain(QLabel(self))  # an assistant's own text (it may be imported)
         self.summary.setObjectName("Muted")
         self.summary.setWordWrap(True)
         self.summary.hide()

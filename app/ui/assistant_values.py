@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING
 
 from PySide6.QtWidgets import QDialog, QDialogButtonBox, QFormLayout, QLabel, QLineEdit, QVBoxLayout, QWidget
 
+from app.ui.untrusted import plain, tooltip
+
 if TYPE_CHECKING:
     from app.core.assistants import Assistant
 
@@ -23,7 +25,7 @@ class AssistantValuesDialog(QDialog):
         self.setWindowTitle(f"New chat with {assistant.name}")
         self.setMinimumWidth(420)
         layout = QVBoxLayout(self)
-        intro = QLabel(assistant.description or f"{assistant.name} needs a few details.", self)
+        intro = plain(QLabel(assistant.description or f"{assistant.name} needs a few details.", self))
         intro.setWordWrap(True)
         layout.addWidget(intro)
         form = QFormLayout()
@@ -61,4 +63,4 @@ class AssistantValuesDialog(QDialog):
     def _update(self) -> None:
         missing = self.missing()
         self.ok.setEnabled(not missing)
-        self.ok.setToolTip(f"Fill in: {', '.join(missing)}" if missing else "")
+        self.ok.setToolTip(tooltip(f"Fill in: {', '.join(missing)}") if missing else "")

@@ -27,7 +27,14 @@ from PySide6.QtWidgets import QStyledItemDelegate, QStyleOptionViewItem, QWidget
 from app.ui import theme, tool_blocks
 from app.ui.chat_model import ItemRole, MessageItem
 from app.ui.citations import link_citations
-from app.ui.markdown_render import CODE_HEADER, RenderedMarkdown, estimate_height, render
+from app.ui.markdown_render import (
+    CODE_HEADER,
+    PLAIN_CHUNK,
+    RenderedMarkdown,
+    estimate_height,
+    is_large,
+    render,
+)
 
 SIDE = 28.0  # px between the viewport edge and the message column
 COLUMN_MAX = 820.0  # a readable line length, however wide the window
@@ -46,7 +53,10 @@ ACTION_LABELS = {
     "prompt": "Show prompt",
     "expand": "Show result",  # a tool result's block
     "collapse": "Hide result",
+    "more": "Show more",
 }
+ALWAYS_SHOWN = ("prev", "next", "more")  # buttons visible without hovering the row
+PLAIN_NOTE = "Shown as plain text: this message is too large to format."
 
 
 @dataclass
@@ -62,6 +72,7 @@ class RowGeometry:
     branch: tuple[QRectF, str] | None = None
     buttons: list[tuple[str, QRectF]] = field(default_factory=list)
     error: tuple[QRectF, str] | None = None
+    note: tuple[QRectF, str] | None = None  # a large message's "shown as plain text"
 
 
 class MessageDelegate(QStyledItemDelegate):
@@ -76,6 +87,7 @@ class MessageDelegate(QStyledItemDelegate):
         self.hover_action = ""
         self.always_show_key = 0  # the latest reply shows its buttons without hovering
         self.selection: tuple[int, int, int] | None = None  # (row key, anchor, position) in its document
+        self._shown: dict[int, int] = {}  # characters laid out of a large message, by row key
         self.pending_relayout = False  # an exact height differed from the estimate given to the view
 
     # ---- fonts and widths ---------------------------------------------------------------------------------
@@ -96,7 +108,14 @@ class MessageDelegate(QStyledItemDelegate):
 
     # ---- rendering with caches ------------------------------------------------------------------------
     def _signature(self, item: MessageItem, width: float) -> tuple:
-        return (item.revision, len(item.sources), round(width), theme.current().name)
+        return (item.revision, len(item.sources), round(width), theme.current().name, self.shown_chars(item))
+
+    def shown_chars(self, item: MessageItem) -> int:
+        return self._shown.get(item.key, PLAIN_CHUNK)
+
+    def show_more(self, item: MessageItem) -> None:
+        """Lay out the next PLAIN_CHUNK characters of a large message (the next render does it)."""
+        self._shown[item.key] = self.shown_chars(item) + PLAIN_CHUNK
 
     def rendered(self, item: MessageItem, width: float, widget: QWidget | None, keep: bool = True) -> RenderedMarkdown:
         """The message's document at this text width; keep=False measures without filling the cache."""
@@ -109,7 +128,7 @@ class MessageDelegate(QStyledItemDelegate):
         text = item.display_text() or ("…" if item.streaming else "")
         if item.sources:  # [n] become links to the reply's sources (the passage view)
             text = link_citations(text, len(item.sources))
-        doc = render(text, width=width, theme=theme.current(), font=font, mono=mono)
+        doc = render(text, width=width, theme=theme.current(), font=font, mono=mono, shown_chars=self.shown_chars(item))
         if keep:
             self._docs[item.key] = (signature, doc)
             while len(self._docs) > DOC_CACHE:
@@ -124,7 +143,8 @@ class MessageDelegate(QStyledItemDelegate):
         known = self.known_height(item, viewport_width)
         if known is not None:
             return known
-        return self.geometry(item, viewport_width, widget, keep=False).height
+        # A large message's layout is the expensive part of painting it: keep it for the paint to come.
+        return self.geometry(item, viewport_width, widget, keep=is_large(item.display_text())).height
 
     def known_height(self, item: MessageItem, viewport_width: float) -> float | None:
         cached = self._heights.get(item.key)
@@ -139,7 +159,10 @@ class MessageDelegate(QStyledItemDelegate):
             return cached[1]
         font, mono, small = self.fonts(widget)
         _, column = self.column(viewport_width)
-        body = estimate_height(item.display_text() or "…", self._text_width(item, column), font, mono)
+        text = item.display_text() or "…"
+        if is_large(text):
+            text = text[: self.shown_chars(item)]
+        body = estimate_height(text, self._text_width(item, column), font, mono)
         height = self._chrome_height(item, small) + body
         self._estimates[item.key] = (signature, height)
         return height
@@ -154,6 +177,8 @@ class MessageDelegate(QStyledItemDelegate):
             height += line + 6
         if item.error:
             height += line * 2 + 6
+        if is_large(item.display_text()):
+            height += line + 4  # the "shown as plain text" note
         return height
 
     def forget(self) -> None:
@@ -189,6 +214,9 @@ class MessageDelegate(QStyledItemDelegate):
             y += line + 6
             geo.content = QPointF(left, y)
             y += doc.height
+        if doc.plain:
+            geo.note = (QRectF(left, y + 4, column, line), PLAIN_NOTE)
+            y += line + 4
         if item.error:
             geo.error = (QRectF(left, y + 6, column, line * 2), item.error)
             y += line * 2 + 6
@@ -206,6 +234,8 @@ class MessageDelegate(QStyledItemDelegate):
             names = [] if item.streaming else ["collapse" if item.expanded else "expand", "copy"]
         elif not item.streaming:
             names = ["copy", "edit"] if item.role == "user" else ["copy", "regenerate", "prompt"]
+        if geo.rendered is not None and geo.rendered.hidden_chars:
+            names.append("more")
         widths = [metrics.horizontalAdvance(ACTION_LABELS[name]) + 16 for name in names]
         branch_w = 0.0
         branch_label = f"{item.sibling_index} / {item.sibling_count}"
@@ -249,10 +279,18 @@ class MessageDelegate(QStyledItemDelegate):
         painter.save()
         painter.setRenderHint(QPainter.RenderHint.Antialiasing)
         painter.translate(QPointF(option.rect.topLeft()))
-        self._paint_row(painter, item, geo, widget)
+        # Only what the viewport shows is drawn: a long document draws every line otherwise.
+        if widget is not None:
+            viewport = QRectF(widget.viewport().rect())  # type: ignore[attr-defined]
+            visible = viewport.translated(-QPointF(option.rect.topLeft()))
+        else:
+            visible = QRectF(0, 0, option.rect.width(), option.rect.height())
+        self._paint_row(painter, item, geo, widget, visible)
         painter.restore()
 
-    def _paint_row(self, painter: QPainter, item: MessageItem, geo: RowGeometry, widget: QWidget | None) -> None:
+    def _paint_row(
+        self, painter: QPainter, item: MessageItem, geo: RowGeometry, widget: QWidget | None, visible: QRectF
+    ) -> None:
         t = theme.current()
         _, _, small = self.fonts(widget)
         if geo.bubble is not None:
@@ -270,6 +308,7 @@ class MessageDelegate(QStyledItemDelegate):
         painter.save()
         painter.translate(geo.content)
         context = QAbstractTextDocumentLayout.PaintContext()
+        context.clip = visible.translated(-geo.content)
         context.palette.setColor(QPalette.ColorRole.Text, QColor(t.text))
         context.palette.setColor(QPalette.ColorRole.Link, QColor(t.accent))
         if self.selection is not None and self.selection[0] == item.key:
@@ -277,6 +316,9 @@ class MessageDelegate(QStyledItemDelegate):
         geo.rendered.doc.documentLayout().draw(painter, context)
         painter.restore()
         painter.setFont(small)
+        if geo.note is not None:
+            painter.setPen(QColor(t.muted))
+            painter.drawText(geo.note[0], Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignLeft, geo.note[1])
         if geo.error is not None:
             painter.setPen(QColor(t.error))
             painter.drawText(geo.error[0], Qt.TextFlag.TextWordWrap, geo.error[1])
@@ -288,7 +330,7 @@ class MessageDelegate(QStyledItemDelegate):
             painter.setPen(QColor(t.muted))
             painter.drawText(geo.branch[0], Qt.AlignmentFlag.AlignCenter, geo.branch[1])
         for name, rect in geo.buttons:
-            if name not in ("prev", "next") and not show_buttons:
+            if name not in ALWAYS_SHOWN and not show_buttons:
                 continue
             hovered = item.key == self.hover_key and name == self.hover_action
             if hovered:
@@ -341,7 +383,7 @@ class MessageDelegate(QStyledItemDelegate):
     def hit(self, item: MessageItem, geo: RowGeometry, pos: QPointF) -> str:
         """What is under pos (row coordinates): an action name, 'code:<block>', 'link:<url>', 'text' or ''."""
         for name, rect in geo.buttons:
-            if rect.contains(pos) and (name in ("prev", "next") or item.key in (self.hover_key, self.always_show_key)):
+            if rect.contains(pos) and (name in ALWAYS_SHOWN or item.key in (self.hover_key, self.always_show_key)):
                 return name
         if geo.rendered is None:
             return ""

@@ -281,6 +281,8 @@ class ChatView(QListView):
             url = QUrl(what[5:])
             if url.scheme().lower() in SAFE_SCHEMES:
                 QDesktopServices.openUrl(url)
+        elif what == "more":
+            self.show_more(row)
         else:
             self.action_requested.emit(what, row)
 
@@ -331,6 +333,14 @@ class ChatView(QListView):
                 menu.addAction("Regenerate", lambda: self.action_requested.emit("regenerate", row))
                 menu.addAction("Show prompt", lambda: self.action_requested.emit("prompt", row))
         menu.exec(event.globalPos())
+
+    def show_more(self, row: int) -> None:
+        """Lay out the next part of a large message (each part costs a bounded, small layout)."""
+        self.delegate.show_more(self.chat_model.item(row))
+        self.delegate.selection = None
+        self._follow = False
+        self._relayout()
+        self.viewport().update()
 
     def scroll_to_message(self, message_id: int) -> None:
         row = self.chat_model.row_of(message_id)

@@ -22,6 +22,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.core.structured import format_json_reply
+from app.ui.untrusted import plain, tooltip
 
 if TYPE_CHECKING:
     from app.core.assistants import Assistant
@@ -63,10 +64,10 @@ class AnswerColumn(QFrame):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(10, 8, 10, 8)
         layout.setSpacing(6)
-        self.title = QLabel(self)
+        self.title = plain(QLabel(self))  # the model's own name
         self.title.setObjectName("SectionTitle")
         layout.addWidget(self.title)
-        self.stats = QLabel(self)
+        self.stats = plain(QLabel(self))
         self.stats.setObjectName("Muted")
         self.stats.setWordWrap(True)
         layout.addWidget(self.stats)
@@ -81,7 +82,7 @@ class AnswerColumn(QFrame):
 
     def show_result(self, result: CompareResult, json_reply: bool) -> None:
         self.title.setText(result.loaded.info.display_name if result.loaded else result.name)
-        self.title.setToolTip(result.path)
+        self.title.setToolTip(tooltip(result.path))
         self.stats.setText(stats_text(result))
         self.stats.setObjectName("Error" if result.state == "failed" else "Muted")
         self.stats.style().unpolish(self.stats)
@@ -157,7 +158,7 @@ class ComparePage(QWidget):
         form.addRow("Prompt", self.prompt)
         layout.addLayout(form)
         row = QHBoxLayout()
-        self.error = QLabel(self)
+        self.error = plain(QLabel(self))
         self.error.setObjectName("Error")
         self.error.setWordWrap(True)
         row.addWidget(self.error, 1)

@@ -15,6 +15,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.ui.untrusted import plain
+
 MAX_LINES = 10
 
 
@@ -61,7 +63,7 @@ class Composer(QWidget):
         self.notice.setObjectName("Notice")
         notice_layout = QHBoxLayout(self.notice)
         notice_layout.setContentsMargins(10, 6, 6, 6)
-        self.notice_label = QLabel(self.notice)
+        self.notice_label = plain(QLabel(self.notice))  # errors quote file and model names
         self.notice_label.setWordWrap(True)
         close = QToolButton(self.notice)
         close.setText("✕")
@@ -103,7 +105,7 @@ class Composer(QWidget):
         row.addWidget(self.button, 0, Qt.AlignmentFlag.AlignBottom)
         layout.addWidget(frame)
 
-        self.hint = QLabel(self)
+        self.hint = plain(QLabel(self))
         self.hint.setObjectName("Muted")
         layout.addWidget(self.hint)
         self._fit_height()

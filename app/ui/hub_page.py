@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from PySide6.QtCore import Qt, Signal
-from PySide6.QtGui import QStandardItem, QStandardItemModel
+from PySide6.QtCore import Qt, QUrl, Signal
+from PySide6.QtGui import QDesktopServices, QStandardItem, QStandardItemModel
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QFrame,
@@ -27,6 +27,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.ui.formatting import format_bytes
+from app.ui.untrusted import escape, plain, tooltip
 
 if TYPE_CHECKING:
     from app.core.downloads import DownloadStatus
@@ -58,7 +59,8 @@ class DownloadRow(QFrame):
         layout.setSpacing(4)
         top = QHBoxLayout()
         self.name = QLabel(self)
-        self.state = QLabel(self)
+        self.name.setTextFormat(Qt.TextFormat.RichText)  # our markup; every name in it is escaped
+        self.state = plain(QLabel(self))
         self.state.setObjectName("Muted")
         top.addWidget(self.name, 1)
         top.addWidget(self.state)
@@ -87,7 +89,9 @@ class DownloadRow(QFrame):
 
     def update_status(self, status: DownloadStatus) -> None:
         state = str(status.state)
-        self.name.setText(f"<b>{status.name}</b> &nbsp;<span>{status.quant}</span> &nbsp;· {status.repo_id}")
+        self.name.setText(
+            f"<b>{escape(status.name)}</b> &nbsp;<span>{escape(status.quant)}</span> &nbsp;· {escape(status.repo_id)}"
+        )
         line = f"{format_bytes(status.done_bytes)} of {format_bytes(status.total_bytes)}"
         if state == "running" and status.speed_bps:
             line += f" · {format_bytes(status.speed_bps)}/s"
@@ -100,13 +104,24 @@ class DownloadRow(QFrame):
         else:
             line += f" · {state}"
         self.state.setText(line)
-        self.state.setToolTip(status.message or status.error or "")
+        self.state.setToolTip(tooltip(status.message or status.error or ""))
         self.bar.setValue(int(status.fraction * 1000))
         self.bar.setVisible(state != "done")
         self.pause.setVisible(state in ("queued", "running"))
         self.resume.setVisible(state in ("paused", "failed"))
         self.cancel.setVisible(state in ("queued", "running", "paused", "failed"))
         self.remove.setVisible(state in ("done", "cancelled"))
+
+
+def repo_page(details: RepoDetails) -> QUrl | None:
+    """The repository's page on the Hub, when details.url is one: http(s), on a host, and its path exactly
+    /owner/name. Anything else (another scheme, a file, a query) is never opened."""
+    url = QUrl(details.url, QUrl.ParsingMode.StrictMode)
+    if not url.isValid() or url.scheme().lower() not in ("http", "https") or not url.host():
+        return None
+    if url.userInfo() or url.hasQuery() or url.hasFragment() or url.path() != f"/{details.repo_id}":
+        return None
+    return url
 
 
 def _eta(seconds: float) -> str:
@@ -149,7 +164,7 @@ class HubPage(QWidget):
         bar.addWidget(self.query, 1)
         bar.addWidget(self.search_button)
         layout.addLayout(bar)
-        self.status = QLabel(self)
+        self.status = plain(QLabel(self))  # repository names and the Hub's error messages
         self.status.setObjectName("Muted")
         self.status.setWordWrap(True)
         layout.addWidget(self.status)
@@ -164,8 +179,11 @@ class HubPage(QWidget):
         self.repo_title = QLabel("Pick a repository to see its files.", details)
         self.repo_title.setObjectName("SectionTitle")
         self.repo_title.setWordWrap(True)
-        self.repo_title.setOpenExternalLinks(True)
+        # Rich text for the link, every Hub-provided piece escaped; a click opens only the repository's own
+        # page on the Hub (a licence or repo id crafted as a link must never open a file or another site).
         self.repo_title.setTextFormat(Qt.TextFormat.RichText)
+        self.repo_title.setOpenExternalLinks(False)
+        self.repo_title.linkActivated.connect(self._on_repo_link)
         details_layout.addWidget(self.repo_title)
         self.files_model = QStandardItemModel(0, 4, self)
         self.files_model.setHorizontalHeaderLabels(["Quantization", "Size", "Fit", ""])
@@ -226,7 +244,7 @@ class HubPage(QWidget):
     def _on_result(self, item: QListWidgetItem) -> None:
         repo = item.data(RepoRole)
         if repo and (self._details is None or self._details.repo_id != repo):
-            self.repo_title.setText(f"{repo} — loading files…")
+            self.repo_title.setText(escape(f"{repo} — loading files…"))
             self.files_model.removeRows(0, self.files_model.rowCount())
             self.repo_selected.emit(repo)
 
@@ -238,7 +256,8 @@ class HubPage(QWidget):
         self._details = details
         license_text = f" · {details.license}" if details.license else ""
         gated = " · gated: accept its terms on the Hub and add a token in Settings" if details.gated else ""
-        self.repo_title.setText(f'<a href="{details.url}">{details.repo_id}</a>{license_text}{gated}')
+        link = f'<a href="#repo">{escape(details.repo_id)}</a>' if repo_page(details) else escape(details.repo_id)
+        self.repo_title.setText(link + escape(license_text + gated))
         self.files_model.removeRows(0, self.files_model.rowCount())
         for option in details.options:
             if option.projector:
@@ -254,7 +273,7 @@ class HubPage(QWidget):
             ]
             for cell in cells:
                 cell.setData(option, OptionRole)
-                cell.setToolTip(option.name)
+                cell.setToolTip(tooltip(option.name))
             self.files_model.appendRow(cells)
             if mark == "Recommended":
                 self.files.selectRow(self.files_model.rowCount() - 1)
@@ -268,7 +287,12 @@ class HubPage(QWidget):
 
     def set_details_error(self, message: str) -> None:
         self._details = None
-        self.repo_title.setText(message)
+        self.repo_title.setText(escape(message))
+
+    def _on_repo_link(self, _href: str) -> None:
+        url = repo_page(self._details) if self._details is not None else None
+        if url is not None:
+            QDesktopServices.openUrl(url)
 
     def selected_option(self) -> QuantOption | None:
         rows = self.files.selectionModel().selectedRows()

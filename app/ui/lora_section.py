@@ -27,6 +27,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.core.load_config import MAX_LORA_SCALE, LoraAdapter
+from app.ui.untrusted import plain, tooltip
 
 PathRole = Qt.ItemDataRole.UserRole + 1
 
@@ -70,13 +71,13 @@ class LoraSection(QWidget):
         row.addWidget(self.add_button, 1)
         row.addWidget(self.remove_button)
         layout.addLayout(row)
-        self.error = QLabel(self)
+        self.error = plain(QLabel(self))
         self.error.setObjectName("Error")
         self.error.setWordWrap(True)
         self.error.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.error.hide()
         layout.addWidget(self.error)
-        self.hint = QLabel("Adapters apply when the model is (re)loaded.", self)
+        self.hint = plain(QLabel("Adapters apply when the model is (re)loaded.", self))  # names the model
         self.hint.setObjectName("Muted")
         self.hint.setWordWrap(True)
         layout.addWidget(self.hint)
@@ -131,7 +132,7 @@ class LoraSection(QWidget):
         self.table.insertRow(row)
         item = QTableWidgetItem(adapter.path.name)
         item.setData(PathRole, str(adapter.path))
-        item.setToolTip(str(adapter.path))
+        item.setToolTip(tooltip(str(adapter.path)))
         self.table.setItem(row, 0, item)
         box = QDoubleSpinBox(self.table)
         box.setRange(-MAX_LORA_SCALE, MAX_LORA_SCALE)
@@ -148,7 +149,7 @@ class LoraSection(QWidget):
         fitting = [(p, n) for p, n, reason in self._offered if not reason and p not in attached]
         for path, name in fitting:
             action = QAction(name, self.menu)
-            action.setToolTip(path)
+            action.setToolTip(tooltip(path))
             action.triggered.connect(lambda _checked=False, p=path: self.add(p))
             self.menu.addAction(action)
         misfits = [(n, reason) for _, n, reason in self._offered if reason]
@@ -156,7 +157,7 @@ class LoraSection(QWidget):
             self.menu.addAction("No adapter in your library fits this model").setEnabled(False)
         for name, reason in misfits:
             action = self.menu.addAction(f"{name} (does not fit)")
-            action.setToolTip(reason)
+            action.setToolTip(tooltip(reason))
             action.setEnabled(False)
         self.menu.addSeparator()
         self.menu.addAction("Other file…", self._on_browse)

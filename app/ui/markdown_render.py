@@ -1,7 +1,10 @@
 """Model Markdown -> a laid-out QTextDocument: GitHub dialect, raw HTML shown as text, Pygments-coloured code.
 
 Qt's own Markdown reader (md4c) parses the text with MarkdownNoHTML, so nothing a model writes can become
-live HTML. Fenced code blocks keep their language (BlockCodeLanguage); we colour them with Pygments by
+live HTML. Nothing a model writes can make Hearth read a file or a URL either: Markdown images become their
+alt text, and the document (SafeTextDocument) answers every resource request with a placeholder without
+touching the file system (Qt would otherwise open `![x](/path)`: a FIFO blocks forever, /dev/zero aborts).
+Fenced code blocks keep their language (BlockCodeLanguage); we colour them with Pygments by
 applying character formats over the block text, and give each block a header strip where the chat view
 paints the language name and a Copy button.
 """
@@ -18,11 +21,12 @@ from pygments.style import StyleMeta
 from pygments.styles import get_style_by_name
 from pygments.token import _TokenType
 from pygments.util import ClassNotFound
-from PySide6.QtCore import QRectF
+from PySide6.QtCore import QObject, QRectF, QUrl
 from PySide6.QtGui import (
     QColor,
     QFont,
     QFontMetricsF,
+    QImage,
     QTextBlock,
     QTextCharFormat,
     QTextCursor,
@@ -41,6 +45,33 @@ CODE_HEADER = 26.0  # px above a code block's first line for its language label 
 CODE_PAD = 12.0  # px of padding inside a code block
 CODE_GAP = 8.0  # px between a code block and the text around it
 MAX_HIGHLIGHT_CHARS = 200_000  # beyond this a block is shown plain: lexing it would stall the GUI
+# Qt lays Markdown tables out in worse than linear time (one 350 KiB table: 22 s on the GUI thread), and
+# any document costs time in proportion to its size. A message bigger than this, or with more table rows,
+# is shown as plain text, PLAIN_CHUNK characters at a time (the view offers "Show more").
+LARGE_MESSAGE_CHARS = 100_000
+MAX_TABLE_ROWS = 300
+PLAIN_CHUNK = 50_000  # about 30 ms to lay out here
+
+
+class SafeTextDocument(QTextDocument):
+    """A QTextDocument that never loads a resource: every image, style sheet or URL it is asked for is a
+    blank placeholder. QTextDocument's own loadResource opens local paths and file:// URLs (and Qt's image
+    handler falls back to reading the file itself when a resource comes back empty), so the answer must be
+    a valid image, not nothing. Use it for every document laid out from text Hearth did not write."""
+
+    _PLACEHOLDER: QImage | None = None
+
+    def __init__(self, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+
+    def loadResource(self, kind: int, name: QUrl) -> object:
+        if kind == QTextDocument.ResourceType.ImageResource.value:
+            if SafeTextDocument._PLACEHOLDER is None:
+                image = QImage(1, 1, QImage.Format.Format_ARGB32)
+                image.fill(0)
+                SafeTextDocument._PLACEHOLDER = image
+            return SafeTextDocument._PLACEHOLDER
+        return ""
 
 
 @dataclass(frozen=True)
@@ -60,6 +91,8 @@ class RenderedMarkdown:
     doc: QTextDocument
     code_blocks: list[CodeBlock]
     width: float
+    plain: bool = False  # too large to format: laid out as plain text
+    hidden_chars: int = 0  # characters not laid out yet ("Show more")
 
     @property
     def height(self) -> float:
@@ -80,16 +113,46 @@ class RenderedMarkdown:
         return QRectF(rect.right() - 64.0, rect.top() + 3.0, 58.0, CODE_HEADER - 6.0)
 
 
-def render(markdown: str, *, width: float, theme: Theme, font: QFont, mono: QFont) -> RenderedMarkdown:
-    """Parse, colour and lay out markdown for painting at width."""
-    doc = QTextDocument()
+def is_large(markdown: str) -> bool:
+    """Whether laying markdown out as Markdown would stall the GUI thread (see LARGE_MESSAGE_CHARS)."""
+    if len(markdown) > LARGE_MESSAGE_CHARS:
+        return True
+    rows = 0
+    for line in markdown.split("\n"):
+        if line.lstrip().startswith("|"):
+            rows += 1
+            if rows > MAX_TABLE_ROWS:
+                return True
+    return False
+
+
+def render(
+    markdown: str, *, width: float, theme: Theme, font: QFont, mono: QFont, shown_chars: int = PLAIN_CHUNK
+) -> RenderedMarkdown:
+    """Parse, colour and lay out markdown for painting at width. A large message is laid out as plain
+    text, its first shown_chars characters only."""
+    if is_large(markdown):
+        return _render_plain(markdown, width, font, shown_chars)
+    doc = SafeTextDocument()
     doc.setDocumentMargin(0)
     doc.setDefaultFont(font)
     doc.setUndoRedoEnabled(False)
     doc.setMarkdown(keep_line_breaks(markdown), MARKDOWN_FEATURES)
+    _replace_images(doc)
     blocks = _decorate(doc, theme, mono)
     doc.setTextWidth(max(50.0, width))
     return RenderedMarkdown(doc, blocks, max(50.0, width))
+
+
+def _render_plain(text: str, width: float, font: QFont, shown_chars: int) -> RenderedMarkdown:
+    doc = SafeTextDocument()
+    doc.setDocumentMargin(0)
+    doc.setDefaultFont(font)
+    doc.setUndoRedoEnabled(False)
+    visible = text[: max(shown_chars, 0)]
+    doc.setPlainText(visible)
+    doc.setTextWidth(max(50.0, width))
+    return RenderedMarkdown(doc, [], max(50.0, width), plain=True, hidden_chars=len(text) - len(visible))
 
 
 def keep_line_breaks(markdown: str) -> str:
@@ -111,6 +174,34 @@ def keep_line_breaks(markdown: str) -> str:
         if line.strip() and following and not line.endswith(("  ", "\\")) and not following.startswith(fence or "```"):
             lines[i] = line + "  "  # CommonMark's hard line break
     return "\n".join(lines)
+
+
+def _replace_images(doc: QTextDocument) -> None:
+    """Every image becomes "[image: alt text]" in italics, before anything lays the document out."""
+    images: list[tuple[int, str]] = []
+    block = doc.begin()
+    while block.isValid():
+        it = block.begin()
+        while not it.atEnd():
+            fragment = it.fragment()
+            fmt = fragment.charFormat()
+            if fragment.isValid() and fmt.isImageFormat():
+                alt = fmt.stringProperty(Fmt.Property.ImageAltText) or fmt.stringProperty(Fmt.Property.ImageTitle)
+                for offset in range(fragment.length()):  # one object-replacement character per image
+                    images.append((fragment.position() + offset, alt.strip()))
+            it += 1
+        block = block.next()
+    if not images:
+        return
+    cursor = QTextCursor(doc)
+    cursor.beginEditBlock()
+    for position, alt in reversed(images):  # from the end, so earlier positions stay valid
+        cursor.setPosition(position)
+        cursor.setPosition(position + 1, QTextCursor.MoveMode.KeepAnchor)
+        fmt = QTextCharFormat()
+        fmt.setFontItalic(True)
+        cursor.insertText(f"[image: {alt}]" if alt else "[image]", fmt)
+    cursor.endEditBlock()
 
 
 def _decorate(doc: QTextDocument, theme: Theme, mono: QFont) -> list[CodeBlock]:

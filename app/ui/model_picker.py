@@ -23,6 +23,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.ui.formatting import format_bytes, format_context, format_params
+from app.ui.untrusted import plain, tooltip
 
 if TYPE_CHECKING:
     from app.core.library import LibraryEntry
@@ -90,7 +91,7 @@ class ModelPicker(QWidget):
         self.load_button.clicked.connect(self._on_load)
         self.eject_button = QPushButton("Eject", self)
         self.eject_button.clicked.connect(self.eject_requested)
-        self.state = QLabel(self)
+        self.state = plain(QLabel(self))
         self.state.setObjectName("Muted")
         row.addWidget(self.combo, 1)
         row.addWidget(self.load_button)
@@ -102,7 +103,7 @@ class ModelPicker(QWidget):
         self.progress.setTextVisible(False)
         self.progress.hide()
         outer.addWidget(self.progress)
-        self.error = QLabel(self)
+        self.error = plain(QLabel(self))  # the load error quotes the file
         self.error.setObjectName("Error")
         self.error.setWordWrap(True)
         self.error.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
@@ -140,7 +141,7 @@ class ModelPicker(QWidget):
             for cell in cells:
                 cell.setData(str(entry.path), PathRole)
                 cell.setEditable(False)
-            cells[0].setToolTip(str(entry.path))
+            cells[0].setToolTip(tooltip(str(entry.path)))
             if fit is not None:
                 cells[-1].setToolTip(fit.tooltip)
             self.model.appendRow(cells)
@@ -162,7 +163,7 @@ class ModelPicker(QWidget):
         for server, (models, error) in sorted(self._remote.items(), key=lambda item: item[0].lower()):
             header = [QStandardItem("") for _ in COLUMNS]
             header[0].setText(f"{server} — remote server" + (f": {error}" if error else ""))
-            header[0].setToolTip(error or f"Models offered by the server {server}")
+            header[0].setToolTip(tooltip(error or f"Models offered by the server {server}"))  # a server's answer
             for cell in header:
                 cell.setFlags(Qt.ItemFlag.NoItemFlags)  # a heading, not a choice
             self.model.appendRow(header)
@@ -172,7 +173,7 @@ class ModelPicker(QWidget):
                 for cell in cells:
                     cell.setData((server, model), RemoteRole)
                     cell.setEditable(False)
-                cells[0].setToolTip(f"{model} on {server} (the server applies its own chat template)")
+                cells[0].setToolTip(tooltip(f"{model} on {server} (the server applies its own chat template)"))
                 self.model.appendRow(cells)
 
     def _selectable(self, row: int) -> bool:

@@ -26,6 +26,7 @@ from PySide6.QtWidgets import (
 from app.core.lora import peft_adapter, place_adapters
 from app.ui import theme
 from app.ui.formatting import format_bytes, format_context, format_params
+from app.ui.untrusted import plain, tooltip
 
 if TYPE_CHECKING:
     from app.core.library import LibraryEntry
@@ -87,7 +88,7 @@ class ModelsPage(QWidget):
         for button in (refresh, folder, self.import_button):
             header.addWidget(button)
         layout.addLayout(header)
-        self.summary = QLabel("Scanning…", self)
+        self.summary = plain(QLabel("Scanning…", self))
         self.summary.setObjectName("Muted")
         layout.addWidget(self.summary)
 
@@ -110,7 +111,7 @@ class ModelsPage(QWidget):
         self.table.selectionModel().selectionChanged.connect(self._update_buttons)
         layout.addWidget(self.table, 1)
 
-        self.progress_label = QLabel(self)
+        self.progress_label = plain(QLabel(self))
         self.progress_label.setObjectName("Muted")
         self.progress = QProgressBar(self)
         self.progress.setRange(0, 1000)
@@ -118,7 +119,7 @@ class ModelsPage(QWidget):
         for widget in (self.progress_label, self.progress):
             widget.hide()
             layout.addWidget(widget)
-        self.message = QLabel(self)
+        self.message = plain(QLabel(self))  # file names and errors
         self.message.setWordWrap(True)
         self.message.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)  # commands to copy
         self.message.hide()
@@ -226,7 +227,7 @@ class ModelsPage(QWidget):
             cell.setData(path, PathRole)
             cell.setData(group if index == 0 else cell.text().lower(), SortRole)
             cell.setData(advice, AdviceRole)
-            cell.setToolTip(path if index == 0 else (advice or cell.text()))
+            cell.setToolTip(tooltip(path if index == 0 else (advice or cell.text())))
             if not entry.ok or (entry.info is not None and entry.info.is_adapter and base is None):
                 cell.setForeground(colour)
         if fit is not None and entry.info is not None and not entry.info.is_adapter:
@@ -255,7 +256,7 @@ class ModelsPage(QWidget):
                 cell.setData(f"peft:{adapter.folder}", PathRole)
                 cell.setData("\uffff\uffff" + adapter.name.lower() if index == 0 else cell.text().lower(), SortRole)
                 cell.setData(advice, AdviceRole)
-                cell.setToolTip(str(adapter.folder) if index == 0 else advice)
+                cell.setToolTip(tooltip(str(adapter.folder) if index == 0 else advice))
                 cell.setForeground(muted)
             self.model.appendRow(row)
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from PySide6.QtCore import Qt
 from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import QDialog, QDialogButtonBox, QLabel, QPlainTextEdit, QPushButton, QVBoxLayout, QWidget
 
 from app.ui import theme
+from app.ui.untrusted import escape, plain
 
 
 class PromptDialog(QDialog):
@@ -14,9 +16,10 @@ class PromptDialog(QDialog):
         self.setWindowTitle("Prompt sent to the model")
         self.resize(720, 560)
         layout = QVBoxLayout(self)
-        header = QLabel(f"<b>Template:</b> {template}", self)
+        header = QLabel(f"<b>Template:</b> {escape(template)}", self)
+        header.setTextFormat(Qt.TextFormat.RichText)
         layout.addWidget(header)
-        why = QLabel(reason, self)
+        why = plain(QLabel(reason, self))
         why.setObjectName("Muted")
         why.setWordWrap(True)
         layout.addWidget(why)

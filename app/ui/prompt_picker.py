@@ -25,6 +25,7 @@ from PySide6.QtWidgets import (
 from app.core.placeholders import placeholders
 from app.core.prompt_library import Prompt, PromptLibrary
 from app.ui import theme
+from app.ui.untrusted import plain, tooltip
 
 MAX_ROWS = 7
 PromptRole = Qt.ItemDataRole.UserRole + 1
@@ -112,7 +113,7 @@ class PickerPopup(QFrame):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(6, 6, 6, 6)
         layout.setSpacing(4)
-        self.title = QLabel(self)
+        self.title = plain(QLabel(self))
         self.title.setObjectName("SectionTitle")
         layout.addWidget(self.title)
         self.list = QListWidget(self)
@@ -123,7 +124,7 @@ class PickerPopup(QFrame):
         self.list.setUniformItemSizes(True)
         self.list.setItemDelegate(_PromptDelegate(self.list))
         layout.addWidget(self.list)
-        self.guide = QLabel(self)
+        self.guide = plain(QLabel(self))  # a prompt's own text and variables
         self.guide.setObjectName("Muted")
         self.guide.setWordWrap(True)
         layout.addWidget(self.guide)
@@ -225,7 +226,7 @@ class PromptPicker(QObject):
         for prompt in matches:
             item = QListWidgetItem(prompt.name)
             item.setData(PromptRole, prompt)
-            item.setToolTip(prompt.text)
+            item.setToolTip(tooltip(prompt.text))
             lst.addItem(item)
         if not matches:
             item = QListWidgetItem(f"No saved prompt matches “{query}”. Enter sends the text as it is.")

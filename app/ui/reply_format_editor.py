@@ -29,6 +29,7 @@ from app.core.structured import (
     find_schema_problem,
 )
 from app.ui import theme
+from app.ui.untrusted import plain
 
 if TYPE_CHECKING:
     from app.ui.workers import TaskRunner
@@ -87,7 +88,7 @@ class ReplyFormatEditor(QWidget):
             row.addWidget(button)
         row.addStretch(1)
         layout.addLayout(row)
-        self.explanation = QLabel(self)
+        self.explanation = plain(QLabel(self))
         self.explanation.setObjectName("Muted")
         self.explanation.setWordWrap(True)
         layout.addWidget(self.explanation)
@@ -99,13 +100,13 @@ class ReplyFormatEditor(QWidget):
         self.schema.setMinimumHeight(160)
         self.schema.setLineWrapMode(QPlainTextEdit.LineWrapMode.NoWrap)
         layout.addWidget(self.schema, 1)
-        self.problem_label = QLabel(self)
+        self.problem_label = plain(QLabel(self))  # quotes the schema
         self.problem_label.setObjectName("Error")
         self.problem_label.setWordWrap(True)
         self.problem_label.hide()
         layout.addWidget(self.problem_label)
         tools = QHBoxLayout()
-        self.status = QLabel(self)
+        self.status = plain(QLabel(self))
         self.status.setObjectName("Muted")
         tools.addWidget(self.status, 1)
         self.tidy_button = QPushButton("Tidy", self)

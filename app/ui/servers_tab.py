@@ -25,6 +25,7 @@ from PySide6.QtWidgets import (
 from app.core.errors import ConfigError
 from app.core.remote_keys import check_key
 from app.core.remote_servers import URL_EXAMPLE, ServerConfig, ServerRegistry
+from app.ui.untrusted import plain
 
 if TYPE_CHECKING:
     from app.core.settings import Settings
@@ -111,7 +112,7 @@ class ServersTab(QWidget):
         buttons.addWidget(self.test_button)
         buttons.addStretch(1)
         layout.addLayout(buttons)
-        self.status = QLabel(self)
+        self.status = plain(QLabel(self))  # a server's own answers and errors
         self.status.setWordWrap(True)
         self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         layout.addWidget(self.status)

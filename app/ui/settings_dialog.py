@@ -34,6 +34,7 @@ from app.core.sampling import PRESETS, canonical_preset_name, preset_label
 from app.core.server.config import config_from_settings, lan_address
 from app.ui.field_editors import add_rows
 from app.ui.servers_tab import ServersTab
+from app.ui.untrusted import plain
 
 if TYPE_CHECKING:
     from app.core.settings import Settings
@@ -66,7 +67,7 @@ class SettingsDialog(QDialog):
         tabs.addTab(self._server_tab(), "Local server")
         self.tabs = tabs
         layout.addWidget(tabs, 1)
-        self.error = QLabel(self)
+        self.error = plain(QLabel(self))
         self.error.setObjectName("Error")
         self.error.setWordWrap(True)
         self.error.hide()
@@ -142,7 +143,7 @@ class SettingsDialog(QDialog):
         row.addWidget(save)
         row.addWidget(clear)
         form.addRow("Access token", row)
-        self.token_status = QLabel("Checking…", page)
+        self.token_status = plain(QLabel("Checking…", page))
         self.token_status.setObjectName("Muted")
         self.token_status.setWordWrap(True)
         form.addRow("", self.token_status)
@@ -210,6 +211,7 @@ class SettingsDialog(QDialog):
             signal.connect(self._update_server_url)
         self._update_server_url()
         return page
+
     def add_page(self, title: str, page: QWidget) -> None:
         """Another tab (e.g. Tools); page.apply() -> '' or why it refused, called by OK after the settings."""
         self.pages.append(page)

@@ -28,6 +28,7 @@ from app.ui.field_editors import add_rows
 from app.ui.lora_section import LoraSection
 from app.ui.reply_format_editor import ReplyFormatEditor
 from app.ui.tool_panel import ToolsSection
+from app.ui.untrusted import plain
 
 if TYPE_CHECKING:
     from app.ui.workers import TaskRunner
@@ -118,11 +119,12 @@ class SettingsPanel(QWidget):
         self.template.addItem("Automatic", "")
         self.template.currentIndexChanged.connect(self._on_template)
         self.layout_.addWidget(self.template)
-        self.template_reason = QLabel("Load a model to see which template it uses.", body)
+        # The reason names the model and the warning quotes the template's own error text: plain text.
+        self.template_reason = plain(QLabel("Load a model to see which template it uses.", body))
         self.template_reason.setObjectName("Muted")
         self.template_reason.setWordWrap(True)
         self.layout_.addWidget(self.template_reason)
-        self.template_warning = QLabel(body)
+        self.template_warning = plain(QLabel(body))
         self.template_warning.setObjectName("Error")
         self.template_warning.setWordWrap(True)
         self.template_warning.hide()

@@ -24,6 +24,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.ui.untrusted import plain, tooltip
+
 if TYPE_CHECKING:
     from app.core.store import Conversation, SearchHit
 
@@ -36,7 +38,10 @@ SEARCH_DELAY_MS = 150
 def date_group(when: float, today: date | None = None) -> str:
     """'Today', 'Yesterday', 'Previous 7 days', 'Previous 30 days', then 'March 2025'."""
     today = today or date.today()
-    day = datetime.fromtimestamp(when).date()
+    try:
+        day = datetime.fromtimestamp(when).date()
+    except (OverflowError, OSError, ValueError):  # a time no calendar here can show (an odd import)
+        return "Undated"
     if day >= today:
         return "Today"
     if day == today - timedelta(days=1):
@@ -118,7 +123,7 @@ class Sidebar(QWidget):
         self.undo_bar.setObjectName("Notice")
         undo_layout = QHBoxLayout(self.undo_bar)
         undo_layout.setContentsMargins(8, 4, 4, 4)
-        self.undo_label = QLabel("Chat deleted.", self.undo_bar)
+        self.undo_label = plain(QLabel("Chat deleted.", self.undo_bar))  # shows the title
         undo_button = QPushButton("Undo", self.undo_bar)
         undo_button.clicked.connect(self._on_undo)
         undo_layout.addWidget(self.undo_label, 1)
@@ -151,7 +156,7 @@ class Sidebar(QWidget):
                 self._add_header(name)
             item = QListWidgetItem(conversation.title or "New chat")
             item.setData(IdRole, conversation.id)
-            item.setToolTip(conversation.title)
+            item.setToolTip(tooltip(conversation.title))
             item.setFlags(item.flags() | Qt.ItemFlag.ItemIsEditable)
             self.list.addItem(item)
             if conversation.id == current_id:
@@ -190,6 +195,7 @@ class Sidebar(QWidget):
             item.setData(IdRole, hit.conversation_id)
             item.setData(MessageRole, hit.message_id)
             label = QLabel(f"<b>{html.escape(hit.conversation_title or 'New chat')}</b><br>{snippet_html(hit.snippet)}")
+            label.setTextFormat(Qt.TextFormat.RichText)  # every piece of text in it is escaped
             label.setWordWrap(True)
             label.setContentsMargins(8, 4, 8, 4)
             label.setAttribute(Qt.WidgetAttribute.WA_TransparentForMouseEvents, True)

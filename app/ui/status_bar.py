@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING
 
 from PySide6.QtWidgets import QLabel, QStatusBar, QWidget
 
+from app.ui.untrusted import plain
+
 if TYPE_CHECKING:
     from app.core.engine import LoadedModel
 
@@ -17,11 +19,11 @@ class StatusBar(QStatusBar):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setSizeGripEnabled(False)
-        self.backend = QLabel(self)
-        self.layers = QLabel(self)
-        self.context = QLabel(self)
-        self.speed = QLabel(self)
-        self.server = QLabel(self)  # shown while the local server runs
+        self.backend = plain(QLabel(self))
+        self.layers = plain(QLabel(self))
+        self.context = plain(QLabel(self))
+        self.speed = plain(QLabel(self))
+        self.server = plain(QLabel(self))  # shown while the local server runs
         self.server.hide()
         for label in (self.server, self.backend, self.layers, self.context, self.speed):
             self.addPermanentWidget(label)

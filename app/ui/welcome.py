@@ -5,6 +5,8 @@ from __future__ import annotations
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
+from app.ui.untrusted import plain
+
 # A small instruct model that runs on almost any laptop (about 1.1 GB, Apache-2.0).
 RECOMMENDED_REPO = "Qwen/Qwen2.5-1.5B-Instruct-GGUF"
 RECOMMENDED_QUANT = "Q4_K_M"
@@ -29,10 +31,10 @@ class Welcome(QWidget):
         layout = QVBoxLayout(self.card)
         layout.setContentsMargins(32, 28, 32, 28)
         layout.setSpacing(12)
-        self.title = QLabel(self.card)
+        self.title = plain(QLabel(self.card))
         self.title.setObjectName("Heading")
         self.title.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        self.body = QLabel(self.card)
+        self.body = plain(QLabel(self.card))  # shows the model's own name (general.name)
         self.body.setWordWrap(True)
         self.body.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.body.setObjectName("Muted")
@@ -54,7 +56,7 @@ class Welcome(QWidget):
             button.setCursor(Qt.CursorShape.PointingHandCursor)
             buttons.addWidget(button)
         layout.addLayout(buttons)
-        self.status = QLabel(self.card)
+        self.status = plain(QLabel(self.card))  # download names and errors from the Hub
         self.status.setObjectName("Muted")
         self.status.setWordWrap(True)
         self.status.setAlignment(Qt.AlignmentFlag.AlignCenter)

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.child_signals import default_signals
+
 
 def hearth(*args: str, stdin: str | None = None, timeout: int = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
@@ -80,6 +82,7 @@ def test_ctrl_c_stops_the_reply_not_the_program(gemma_path: Path):
         stderr=subprocess.PIPE,
         text=True,
         env=os.environ.copy(),
+        preexec_fn=default_signals,  # the Ctrl-C below must reach it even when pytest runs in the background
     )
     try:
         process.stdin.write("Tell me a very long story.\n")

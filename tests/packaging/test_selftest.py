@@ -32,7 +32,7 @@ def test_self_test_passes_with_one_line():
     lines = result.stdout.splitlines()
     assert len(lines) == 1
     assert "self-test passed" in lines[0]
-    for name in ("modules ok", "qt ok", "engine ok (4 tokens", "store ok"):
+    for name in ("modules ok", "qt ok", "engine ok (4 tokens", "store ok", "templates ok"):
         assert name in lines[0]
 
 

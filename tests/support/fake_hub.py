@@ -89,6 +89,7 @@ class FakeRepo:
     last_modified: str = "2024-05-01T12:00:00.000Z"
     tags: tuple[str, ...] = ("gguf",)
     allowed_tokens: set[str] = field(default_factory=set)  # tokens granted access to a gated/private repo
+    reported_id: str | None = None  # a misbehaving mirror: the id it sends back instead of repo_id
 
     @property
     def sha(self) -> str:
@@ -307,11 +308,12 @@ class _Handler(BaseHTTPRequestHandler):
         self._error(404, None, "Not found")
 
     def _summary(self, repo: FakeRepo) -> dict[str, Any]:
+        reported = repo.reported_id or repo.repo_id
         return {
             "_id": repo.sha[:24],
-            "id": repo.repo_id,
-            "modelId": repo.repo_id,
-            "author": repo.repo_id.split("/")[0],
+            "id": reported,
+            "modelId": reported,
+            "author": reported.split("/")[0],
             "likes": repo.likes,
             "downloads": repo.downloads,
             "lastModified": repo.last_modified,

@@ -16,6 +16,7 @@ from app.core.lora import find_peft_adapters
 from app.core.paths import AppPaths
 from app.core.tiny_model import TinyModelSpec, write_tiny_lora, write_tiny_model
 from app.ui.models_page import COLUMNS, ModelsPage
+from app.ui.untrusted import tooltip
 
 SHOTS = Path(__file__).resolve().parents[2] / ".test-cache" / "screenshots"
 SMALL = TinyModelSpec(name="Small Chat")
@@ -64,7 +65,8 @@ def test_adapters_listed_under_the_bases_they_fit(qtbot: QtBot, hearth_home: App
     ]
     deep = page.model.item(4, len(COLUMNS) - 1)
     reason = "deep-lora.gguf was made for a model with 4 layers; Small Chat has 2"
-    assert deep.toolTip() == f"deep-lora.gguf fits no model in your library: {reason}"
+    # Tooltips escape what they show (file names are untrusted text): compare what the user reads.
+    assert deep.toolTip() == tooltip(f"deep-lora.gguf fits no model in your library: {reason}")
     page.table.selectRow(1)
     assert page.message.text().startswith("small-lora.gguf fits Small Chat")
     assert not page.load_button.isEnabled()  # an adapter is not loaded on its own

@@ -14,6 +14,7 @@ from pathlib import Path
 from app.core.paths import AppPaths
 from app.core.transfer import CHUNK_SIZE
 from tests.core.hub.conftest import BIG, GATED, Q4, REPO
+from tests.support.child_signals import default_signals
 from tests.support.fake_hub import FakeHub
 
 BIG_NAME = Path(BIG).name
@@ -33,9 +34,16 @@ def hearth(hub_url: str, *args: str, stdin: str | None = None, timeout: float = 
 
 
 def start(hub_url: str, *args: str, preexec=None) -> subprocess.Popen:
+    """A `hearth` child that a test may interrupt: SIGINT handling is reset in it (see child_signals)."""
+
+    def prepare() -> None:
+        default_signals()
+        if preexec is not None:
+            preexec()
+
     return subprocess.Popen(
         [sys.executable, "-m", "app", *args],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env_for(hub_url), preexec_fn=preexec,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env_for(hub_url), preexec_fn=prepare,
     )  # fmt: skip
 
 
@@ -141,6 +149,25 @@ def test_ctrl_c_leaves_a_resumable_partial_and_the_same_command_resumes(fake_hub
     assert [r for _, _, r in fake_hub.requests if r][-1] == f"bytes={sent}-"
     assert fake_hub.bytes_served[BIG] == repo_files[BIG].size  # not a byte fetched twice
     assert (hearth_home.models_dir / REPO / BIG_NAME).read_bytes() == repo_files[BIG].data
+
+
+def test_ctrl_c_reaches_the_child_even_when_the_tests_run_as_a_background_job(fake_hub, hearth_home):
+    """`pytest &` from a script: SIGINT is ignored in this process and would be in the child too."""
+    fake_hub.fault(BIG).stall_after = 2 * CHUNK_SIZE
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        child = start(fake_hub.url, "download", REPO, BIG_NAME)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    part = part_of(hearth_home, BIG_NAME)
+    try:
+        wait_for(lambda: part.exists() and part.stat().st_size >= CHUNK_SIZE)
+        child.send_signal(signal.SIGINT)
+        _out, err = child.communicate(timeout=20)
+        assert child.returncode == 130, err
+    finally:
+        child.kill()
+        fake_hub.fault(BIG).release.set()
 
 
 def test_a_killed_process_resumes_in_a_new_one_fetching_at_most_one_chunk_twice(fake_hub, hearth_home, repo_files):
