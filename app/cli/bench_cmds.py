@@ -9,18 +9,20 @@ import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from app.cli import flags
 from app.cli.chat_cmds import _describe
 from app.cli.context import CliContext
 from app.cli.terminal import safe
 from app.core.conversation import ChatRunner
-from app.core.engine import GenerationStats, TextChunk
+from app.core.engine import Engine, GenerationStats, TextChunk
 from app.core.errors import ConfigError
-from app.core.llama_engine import LlamaCppEngine
 from app.core.messages import ChatMessage
 from app.core.sampling import SamplingSettings
+
+if TYPE_CHECKING:
+    from app.core.llama_engine import LlamaCppEngine
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -45,7 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     bench.set_defaults(handler=cmd_bench)
 
 
-def _load(args: argparse.Namespace, ctx: CliContext, err: TextIO, **changes: Any) -> LlamaCppEngine:
+def _load(args: argparse.Namespace, ctx: CliContext, err: TextIO, **changes: Any) -> Engine:
     """Load for a benchmark: straight into an engine of our own, the same load policy as the app."""
     from app.core.isolated_engine import engine_for
 
@@ -61,6 +63,7 @@ def _load(args: argparse.Namespace, ctx: CliContext, err: TextIO, **changes: Any
 
 def cmd_bench(args: argparse.Namespace, ctx: CliContext) -> int:
     from app.core.engine import PromptRequest
+    from app.core.llama_engine import LlamaCppEngine
 
     if args.prompt < 1 or args.gen < 1 or args.turns < 0 or (args.resume is not None and args.resume < 64):
         raise ConfigError("--prompt and --gen must be at least 1, --turns at least 0, --resume at least 64")
@@ -104,9 +107,13 @@ def cmd_bench(args: argparse.Namespace, ctx: CliContext) -> int:
         }
         if args.turns:
             result["turns"] = _bench_turns(engine, args.turns)
+        if (args.resume or args.spec) and not isinstance(engine, LlamaCppEngine):
+            raise ConfigError("--resume and --spec measure an engine in this process; leave out --rpc")
         if args.resume:
+            assert isinstance(engine, LlamaCppEngine)
             result["resume"] = _bench_resume(engine, args.resume)
         if args.spec:
+            assert isinstance(engine, LlamaCppEngine)
             if policy is None:
                 raise ConfigError("speculative decoding is off for this load (it needs flash attention)")
             result["spec"] = _bench_spec(engine, args.gen)
@@ -137,7 +144,7 @@ def cmd_bench(args: argparse.Namespace, ctx: CliContext) -> int:
     return 0
 
 
-def _detokenize_prefix(engine: LlamaCppEngine, text: str, count: int) -> str:
+def _detokenize_prefix(engine: Engine, text: str, count: int) -> str:
     """The longest word-aligned prefix of text with at most `count` tokens (binary search on words)."""
     words = text.split(" ")
     low, high = 1, len(words)
@@ -150,7 +157,7 @@ def _detokenize_prefix(engine: LlamaCppEngine, text: str, count: int) -> str:
     return " ".join(words[:low])
 
 
-def _bench_turns(engine: LlamaCppEngine, turns: int) -> list[dict[str, float]]:
+def _bench_turns(engine: Engine, turns: int) -> list[dict[str, float]]:
     runner = ChatRunner(engine)
     history = [ChatMessage("system", "You are a helpful assistant.")]
     sampling = SamplingSettings(max_tokens=32, seed=7)
@@ -186,7 +193,7 @@ FILLER_ANSWER = (
 )
 
 
-def _long_conversation(engine: LlamaCppEngine, target: int) -> list[ChatMessage]:
+def _long_conversation(engine: Engine, target: int) -> list[ChatMessage]:
     """A conversation of about `target` tokens (system prompt, then question/answer pairs)."""
     history = [ChatMessage("system", "You are a helpful local historian.")]
     pair = len(engine.tokenize(FILLER_QUESTION + FILLER_ANSWER, add_bos=False)) + 12

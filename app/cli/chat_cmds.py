@@ -458,7 +458,7 @@ class _TerminalChat:
 
     def _new_meta(self, remote: RemoteModel | None) -> dict[str, Any] | None:
         """A new conversation's meta: its server, or its tools; and the documents it answers from."""
-        meta = {"remote": remote.to_meta()} if remote else (self._tools_meta() or {})
+        meta: dict[str, Any] = {"remote": remote.to_meta()} if remote else (self._tools_meta() or {})
         if self.documents:
             meta["documents"] = self.documents.to_meta()
         return meta or None

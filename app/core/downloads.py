@@ -22,6 +22,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -568,8 +569,8 @@ class DownloadManager:
                 item.part_path(remote),
                 stop=live.stop,
                 policy=self.policy,
-                on_bytes=lambda done, base=base: self._progress(item, live, base + done),
-                on_status=lambda message: self._message(item, live, message),
+                on_bytes=partial(self._file_progress, item, live, base),
+                on_status=partial(self._message, item, live),
                 opener=self._opener,
             )
             live.transfer = transfer
@@ -596,6 +597,10 @@ class DownloadManager:
                 os.replace(tmp, target)
                 part.unlink()
             discard_partial(part)
+
+    def _file_progress(self, item: Download, live: _Live, base: int, done: int) -> None:
+        """Bytes of one file of a multi-part download: base is what its earlier files already hold."""
+        self._progress(item, live, base + done)
 
     def _progress(self, item: Download, live: _Live, done: int) -> None:
         now = time.monotonic()

@@ -23,7 +23,7 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import IO, Any
 
 from app.core import errors
 from app.core.engine import Engine, Event, GenerationStats, LoadedModel, ProgressCallback, PromptRequest
@@ -57,13 +57,13 @@ def engine_for(config: LoadConfig) -> Engine:
     return LlamaCppEngine()
 
 
-def _write(stream: BinaryIO, message: Any) -> None:
+def _write(stream: IO[bytes], message: Any) -> None:
     data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
     stream.write(_HEADER.pack(len(data)) + data)
     stream.flush()
 
 
-def _read(stream: BinaryIO) -> Any:
+def _read(stream: IO[bytes]) -> Any:
     header = stream.read(_HEADER.size)
     if len(header) < _HEADER.size:
         raise _ChildDied
@@ -404,7 +404,8 @@ def child_main() -> int:
         name, args, kwargs = message
         try:
             if name == "load":
-                loaded = engine.load(*args, progress=lambda f: send(("progress", f)), **kwargs)
+                path, config = args  # as load() sends them
+                loaded = engine.load(path, config, lambda f: send(("progress", f)), **kwargs)
                 placement = rpc.last_placement
                 lines: list[str] = []
                 if placement is not None:

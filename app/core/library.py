@@ -208,7 +208,7 @@ class Library:
             else:
                 self._entries[str(path)] = entry
                 return entry, cached
-        info: ModelInfo | None = None
+        info = None
         error: str | None = None
         try:
             info = self._inspect(path)

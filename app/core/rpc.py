@@ -340,7 +340,7 @@ class WorkerDeviceInfo:
 def worker_devices() -> list[WorkerDeviceInfo]:
     """The devices `hearth rpc-worker` serves: every GPU (as llama.cpp's rpc-server picks them), else the CPU."""
     api = ggml()
-    if api.rpc_registry() is None:
+    if not api.reg_by_name(b"RPC"):
         raise RpcWorkerError(no_rpc_message())
     chosen = api.local_devices(("GPU", "IGPU")) or api.local_devices(("CPU",))[:1]
     result = []

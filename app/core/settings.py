@@ -111,13 +111,14 @@ class Option:
         if self.choices is not None and value not in self.choices:
             allowed = ", ".join(map(str, self.choices))
             raise SettingsError(f"{self.name} must be one of {allowed}; got {value!r}")
+        checked: Any = value  # of self.kind now (isinstance against a type held in a field: mypy loses it)
         minimum = self.minimum if self.minimum is not None else (-MAX_INT if self.kind is int else None)
         maximum = self.maximum if self.maximum is not None else (MAX_INT if self.kind is int else None)
-        if minimum is not None and value < minimum:
+        if minimum is not None and checked < minimum:
             raise SettingsError(f"{self.name} must be at least {minimum}; got {value}")
-        if maximum is not None and value > maximum:
+        if maximum is not None and checked > maximum:
             raise SettingsError(f"{self.name} must be at most {maximum}; got {_brief(value)}")
-        if self.kind is list and not all(isinstance(v, str) for v in value) and self.items is None:
+        if self.kind is list and not all(isinstance(v, str) for v in checked) and self.items is None:
             raise SettingsError(f"{self.name} must be a list of strings")
         problems: list[str] = []
         if self.items is not None:

@@ -210,7 +210,7 @@ def _insert(store: Store, conversations: dict[int, tuple], messages: list[tuple]
                 "system_prompt, sampling_json, load_json, meta_json) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 row[1:],
             )
-            new_ids[old_id] = int(cursor.lastrowid)
+            new_ids[old_id] = int(cursor.lastrowid or 0)  # an INSERT always sets it
             report.conversations += 1
         message_ids: dict[int, int] = {}
         for old_id, row in sorted(messages, key=lambda item: item[0]):
@@ -224,7 +224,7 @@ def _insert(store: Store, conversations: dict[int, tuple], messages: list[tuple]
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (row[1], conversation, parent, *row[4:]),
             )
-            message_ids[old_id] = int(cursor.lastrowid)
+            message_ids[old_id] = int(cursor.lastrowid or 0)
             # the newest child becomes the active branch: the active pointers themselves may be lost
             store._activate(db, conversation, parent, message_ids[old_id])
             report.messages += 1

@@ -23,8 +23,12 @@ from app.core.tool_families import render_llama31, render_mistral_v3, render_qwe
 class Turn(Protocol):
     """What a family renders: a role and its text (app.core.messages.Turn has both)."""
 
-    role: str
-    content: str
+    # Read-only properties: frozen dataclasses (ChatMessage) satisfy them, plain attributes would not.
+    @property
+    def role(self) -> str: ...
+
+    @property
+    def content(self) -> str: ...
 
 
 @dataclass(frozen=True)

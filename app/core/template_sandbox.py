@@ -213,7 +213,7 @@ class _LimitedEnvironment(ImmutableSandboxedEnvironment):
         _check_binop(self, operator, left, right)
         return self.charge(super().call_binop(context, operator, left, right))
 
-    def concat(self, parts: Sequence[Any]) -> str:
+    def concat(self, parts: Iterable[str]) -> str:
         self.tick()
         total = 0
         for part in parts:
@@ -629,7 +629,7 @@ class _Worker:
             return json.loads(reply)
 
     def _start(self) -> None:
-        flags = subprocess.CREATE_NEW_PROCESS_GROUP if sys.platform == "win32" else 0
+        flags = getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0)  # Windows only: Ctrl-C goes to Hearth alone
         try:
             process = subprocess.Popen(
                 _worker_command(),

@@ -198,6 +198,8 @@ def _pdf(path: Path) -> Document:
 def _docx(path: Path) -> Document:
     import docx
     from docx.opc.exceptions import PackageNotFoundError
+    from docx.table import Table
+    from docx.text.paragraph import Paragraph
 
     try:
         word = docx.Document(str(path))
@@ -210,7 +212,7 @@ def _docx(path: Path) -> Document:
         tag = element.tag.rsplit("}", 1)[-1]
         if tag == "p":
             number += 1
-            paragraph = docx.text.paragraph.Paragraph(element, word)
+            paragraph = Paragraph(element, word)
             text = paragraph.text.strip()
             if not text:
                 continue
@@ -219,7 +221,7 @@ def _docx(path: Path) -> Document:
             kind: BlockKind = "heading" if level else "paragraph"
             document.blocks.append(Block(kind, (text,), number, number, level=level))
         elif tag == "tbl":
-            table = docx.table.Table(element, word)
+            table = Table(element, word)
             for row in table.rows:
                 number += 1
                 cells = [cell.text.strip() for cell in row.cells]
