@@ -138,11 +138,23 @@ def installed_engine_libraries(dest: Path) -> None:
             shutil.copy2(path, dest / path.name)
 
 
-def prepare_engine(kind: str, rebuild: bool) -> Path:
+def prebuilt_engine_libraries(source: Path, dest: Path) -> None:
+    """libllama and ggml's libraries from a CMake build of the same vendored llama.cpp (its bin folder).
+    Other libraries there (the tools' common code, mtmd) are not the engine's."""
+    names = [p for p in sorted(source.iterdir()) if p.name.startswith(("libllama.", "libggml", "llama.", "ggml"))]
+    for path in names:
+        if path.is_file() and path.suffix in (".so", ".dylib", ".dll", ".0") and not _FULL_VERSION.search(path.name):
+            shutil.copy2(path, dest / path.name)  # follows the links: a file under each name ggml loads
+
+
+def prepare_engine(kind: str, rebuild: bool, libs: Path | None = None) -> Path:
     dest = BUILD / "engine-lib"
     shutil.rmtree(dest, ignore_errors=True)
     dest.mkdir(parents=True)
-    if kind == "portable":
+    if libs is not None:
+        log(f"engine: using the llama.cpp libraries in {libs} (portable only if that build was)")
+        prebuilt_engine_libraries(libs, dest)
+    elif kind == "portable":
         extract_engine_libraries(portable_wheel(rebuild), dest)
     else:
         log("engine: using the installed llama_cpp libraries (NOT portable: built for this machine's CPU)")
@@ -254,16 +266,23 @@ def main(argv: list[str] | None = None) -> int:
         help="portable (default): llama.cpp built for any CPU, cached; installed: this venv's (not portable)",
     )
     parser.add_argument("--rebuild-engine", action="store_true", help="rebuild the cached portable engine")
+    parser.add_argument(
+        "--engine-libs",
+        type=Path,
+        metavar="DIR",
+        help="take libllama and ggml's libraries from DIR (a CMake build's bin folder of the same llama.cpp)",
+    )
     parser.add_argument("--no-package", action="store_true", help="stop after the bundle (no tarball/installer)")
     args = parser.parse_args(argv)
 
     start = time.monotonic()
     BUILD.mkdir(parents=True, exist_ok=True)
     icon_dir = make_icons()
-    engine_dir = prepare_engine(args.engine, args.rebuild_engine)
+    engine_dir = prepare_engine(args.engine, args.rebuild_engine, args.engine_libs)
     engine_ready = time.monotonic()
     bundle = run_pyinstaller(engine_dir, icon_dir)
-    variants = move_backend_modules(bundle, args.engine == "portable" and DYNAMIC_BACKENDS)
+    dynamic = args.engine == "portable" and args.engine_libs is None and DYNAMIC_BACKENDS
+    variants = move_backend_modules(bundle, dynamic)
     bundled = time.monotonic()
     log(f"bundle: {bundle} ({folder_size(bundle) / 2**20:.0f} MiB, {variants} backend modules)")
     self_test(bundle)
