@@ -32,6 +32,7 @@ from app.core.errors import ConfigError, SettingsError
 from app.core.fields import DEFAULT_SETTING, LOAD_FIELDS
 from app.core.sampling import PRESETS, canonical_preset_name, preset_label
 from app.core.server.config import config_from_settings, lan_address
+from app.core.settings import OPTIONS_BY_NAME
 from app.ui.field_editors import add_rows
 from app.ui.servers_tab import ServersTab
 from app.ui.untrusted import plain
@@ -126,6 +127,14 @@ class SettingsDialog(QDialog):
         self.load_defaults = add_rows(form, LOAD_FIELDS, page)
         for field in LOAD_FIELDS:
             self.load_defaults[field.name].set_value(self.settings.get(DEFAULT_SETTING[field.name]))
+        cache = OPTIONS_BY_NAME["conversation_cache_mib"]
+        self.conversation_cache = QSpinBox(page)
+        self.conversation_cache.setRange(int(cache.minimum or 0), int(cache.maximum or 1 << 20))
+        self.conversation_cache.setSuffix(" MiB")
+        self.conversation_cache.setSpecialValueText("off")
+        self.conversation_cache.setValue(int(self.settings.get("conversation_cache_mib")))
+        self.conversation_cache.setToolTip(cache.help)
+        form.addRow("Conversation cache", self.conversation_cache)
         return page
 
     def _hub_tab(self) -> QWidget:
@@ -271,6 +280,7 @@ class SettingsDialog(QDialog):
             "scan_external_libraries": self.external.isChecked(),
             "default_system_prompt": self.default_prompt.toPlainText(),
             "default_sampling_preset": self.default_preset.currentData(),
+            "conversation_cache_mib": self.conversation_cache.value(),
             **{DEFAULT_SETTING[name]: editor.value() for name, editor in self.load_defaults.items()},
             "hub_endpoint": self.endpoint.text().strip(),
             **self.server_values(),

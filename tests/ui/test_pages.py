@@ -221,6 +221,7 @@ def test_settings_dialog_saves_applies_and_refuses_bad_values(
     dialog.theme.setCurrentIndex(dialog.theme.findData("dark"))
     dialog.folders.addItem(str(extra))  # what "Add folder…" does with the folder the user picked
     dialog.load_defaults["n_ctx"].set_value(8192)
+    dialog.conversation_cache.setValue(64)
     dialog.endpoint.setText("ftp://example.invalid")
     ok = dialog.findChild(QDialogButtonBox).button(QDialogButtonBox.StandardButton.Ok)
     qtbot.mouseClick(ok, Qt.MouseButton.LeftButton)
@@ -232,5 +233,6 @@ def test_settings_dialog_saves_applies_and_refuses_bad_values(
     saved = Settings(paths.settings_file)
     assert saved.get("theme") == "dark" and saved.get("model_folders") == [str(extra)]
     assert saved.get("default_n_ctx") == 8192
+    assert saved.get("conversation_cache_mib") == 64 and hearth.state_cache.cap_bytes == 64 * 1024 * 1024
     assert theme.current().name == "dark"
     qtbot.waitUntil(lambda: hearth.window.picker.count == 2, timeout=20_000)  # the new folder was scanned
