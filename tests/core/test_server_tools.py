@@ -127,7 +127,22 @@ def test_deprecated_functions_and_function_call_work_too(client: openai.OpenAI):
     )
     choice = reply.choices[0]
     assert choice.finish_reason == "tool_calls" and choice.message.tool_calls
-    check_call("get_weather", choice.message.tool_calls[0].function.arguments)
+    call = choice.message.tool_calls[0].function
+    check_call("get_weather", call.arguments)
+    # The same client's follow-up in the old shapes: the assistant's function_call, a "function" result.
+    messages = [
+        *user("weather?"),
+        {"role": "assistant", "content": None, "function_call": {"name": call.name, "arguments": call.arguments}},
+        {"role": "function", "name": call.name, "content": '{"temperature": 21}'},
+    ]
+    answer = client.chat.completions.create(
+        model="chat.gguf",
+        messages=messages,
+        functions=[WEATHER["function"]],
+        max_tokens=4,  # type: ignore[arg-type, list-item]
+    )
+    assert answer.choices[0].finish_reason in ("stop", "length", "tool_calls")
+    assert answer.usage and reply.usage and answer.usage.prompt_tokens > reply.usage.prompt_tokens
 
 
 def test_tool_choice_none_gets_plain_text(client: openai.OpenAI):

@@ -294,7 +294,7 @@ def _message(item: Any, where: str) -> ChatMessage:
 def _name(item: dict[str, Any], where: str, *, required: bool = False) -> str | None:
     name = item.get("name")
     if (name is None and required) or (name is not None and not isinstance(name, str)):
-        raise bad_request(f"{where}.name", "must be a string (the function's name)")
+        raise bad_request(f"{where}.name", "must be a string" + (" (the function's name)" if required else ""))
     return name
 
 
