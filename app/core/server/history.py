@@ -10,9 +10,9 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from app.core.messages import ChatMessage
+from app.core.messages import ChatMessage, ToolCall
 from app.core.reply import create_conversation
 
 if TYPE_CHECKING:
@@ -24,8 +24,26 @@ REMEMBERED = 1000  # conversations a client may continue (older ones start a new
 
 
 def fingerprint(messages: Sequence[ChatMessage]) -> str:
-    text = json.dumps([[m.role, m.content] for m in messages], ensure_ascii=False)
+    """The same for a conversation however a client sends it back (a call's id, name and arguments count)."""
+    text = json.dumps(
+        [[m.role, m.content, [[c.id, c.name, c.arguments] for c in m.tool_calls], m.tool_call_id] for m in messages],
+        ensure_ascii=False,
+    )
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def reply_message(message: dict[str, Any]) -> ChatMessage:
+    """A chat completion's message (content, and tool_calls when the model called tools) as a ChatMessage."""
+    calls = tuple(ToolCall.from_openai(call) for call in message.get("tool_calls") or ())
+    return ChatMessage("assistant", message.get("content") or "", calls)
+
+
+def _new_turn(messages: Sequence[ChatMessage]) -> int:
+    """Where a request's new messages start: after the last assistant message (the reply it continues)."""
+    for index in range(len(messages) - 1, -1, -1):
+        if messages[index].role == "assistant":
+            return index + 1
+    return len(messages) - 1
 
 
 class ApiHistory:
@@ -46,11 +64,16 @@ class ApiHistory:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, self._begin, tuple(messages), model, sampling)
 
-    async def remember(self, messages: Sequence[ChatMessage], reply: str, conversation: int, reply_id: int) -> None:
-        """After a reply: the client's next request (these messages + the reply + a new one) continues it."""
-        key = fingerprint((*messages, ChatMessage("assistant", reply)))
+    async def remember(
+        self, messages: Sequence[ChatMessage], reply: dict[str, Any], conversation: int, reply_id: int
+    ) -> None:
+        """After a reply (the chat completion's message): the client's next request (these messages + the
+        reply + new ones) continues it. A reply that called tools is stored as the app stores one: its prose
+        as the text, the calls in meta."""
+        message = reply_message(reply)
+        key = fingerprint((*messages, message))
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._executor, self._remember, key, conversation, reply_id)
+        await loop.run_in_executor(self._executor, self._remember, key, conversation, reply_id, message)
 
     def close(self) -> None:
         def close_store() -> None:
@@ -72,12 +95,18 @@ class ApiHistory:
     def _begin(
         self, messages: tuple[ChatMessage, ...], model: LoadedModel | Path, sampling: SamplingSettings
     ) -> tuple[int, int]:
+        from app.core.tool_loop import stored_meta
+
         store = self._open()
-        last = messages[-1]
-        known = self._known.get(fingerprint(messages[:-1]))
+        start = _new_turn(messages)
+        known = self._known.get(fingerprint(messages[:start]))
         if known is not None:
             conversation, parent = known
-            return conversation, store.add_message(conversation, "user", last.content, parent_id=parent).id
+            for message in messages[start:]:
+                parent = store.add_message(
+                    conversation, message.role, message.content, parent_id=parent, meta=stored_meta(message)
+                ).id
+            return conversation, parent
         system = messages[0].content if messages[0].role == "system" else ""
         conversation = create_conversation(
             store,
@@ -87,11 +116,26 @@ class ApiHistory:
             sampling=sampling,
             meta={"source": "api"},
         )
-        for message in messages[1 if system else 0 : -1]:
-            store.add_message(conversation, message.role, message.content)
-        return conversation, store.add_message(conversation, "user", last.content).id
+        last = 0
+        for message in messages[1 if system else 0 :]:
+            last = store.add_message(conversation, message.role, message.content, meta=stored_meta(message)).id
+        return conversation, last
 
-    def _remember(self, key: str, conversation: int, reply_id: int) -> None:
+    def _remember(self, key: str, conversation: int, reply_id: int, message: ChatMessage) -> None:
+        if message.tool_calls:
+            from app.core.store import ReplyStats, ReplyWriter
+            from app.core.tool_loop import stored_meta
+
+            store = self._open()
+            stored = store.message(reply_id)
+            stats = ReplyStats(
+                stored.finish_reason or "stop",
+                stored.prompt_tokens,
+                stored.generated_tokens,
+                stored.gen_tps,
+                stored.ttft_ms,
+            )
+            ReplyWriter(store, reply_id).finish(stats, stored_meta(message), content=message.content)
         self._known[key] = (conversation, reply_id)
         self._known.move_to_end(key)
         while len(self._known) > REMEMBERED:

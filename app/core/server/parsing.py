@@ -3,13 +3,16 @@ OpenAI has some; unknown fields are ignored (clients send many that do not apply
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import re
 from dataclasses import dataclass, replace
 from typing import Any
 
+from app.core.api_tools import ApiTools, parse_api_tools
 from app.core.errors import ConfigError
 from app.core.fields import SAMPLING_FIELDS
-from app.core.messages import ChatMessage
+from app.core.messages import ChatMessage, ToolCall
 from app.core.sampling import MAX_SEED, PRESETS, RANGES, SamplingSettings
 from app.core.server.errors import ApiError, bad_request
 
@@ -20,7 +23,9 @@ MAX_EMBEDDING_INPUTS = 2048  # OpenAI's limit per request
 # Sampling when a request leaves a field out: llama.cpp's defaults, which its own server uses too (so a
 # client moving from llama-server gets the same replies); the repeat penalty is off there, as in OpenAI's API.
 API_SAMPLING = replace(PRESETS["llama-cpp-defaults"], max_tokens=UNLIMITED)
-_ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
+_ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant", "tool": "tool"}
+_TOOL_FIELDS = ("tools", "tool_choice", "functions", "function_call")
+_LEGACY = {"tools": "functions", "tool_choice": "function_call"}
 
 
 @dataclass(frozen=True)
@@ -39,6 +44,7 @@ class Generation:
 @dataclass(frozen=True)
 class ChatParams(Generation):
     messages: tuple[ChatMessage, ...] = ()
+    tools: ApiTools = dataclasses.field(default_factory=ApiTools)  # what the model is shown; its calls go to the client
 
 
 @dataclass(frozen=True)
@@ -183,10 +189,7 @@ def _response_format(data: dict[str, Any]) -> tuple[str | None, dict[str, Any] |
 
 
 def _unsupported(data: dict[str, Any]) -> None:
-    """Fields Hearth cannot honour yet: refused clearly rather than silently ignored."""
-    for name in ("tools", "functions"):
-        if data.get(name):
-            raise bad_request(name, "tool calling is not supported by Hearth's server yet", code="tools_not_supported")
+    """Fields Hearth cannot honour: refused clearly rather than silently ignored."""
     if data.get("logprobs") or data.get("top_logprobs") is not None:
         param = "logprobs" if data.get("logprobs") else "top_logprobs"
         raise bad_request(param, "log probabilities are not supported by Hearth's server")
@@ -220,15 +223,40 @@ def _generation(data: dict[str, Any], base: SamplingSettings) -> dict[str, Any]:
 # ---- requests --------------------------------------------------------------------------------------------------
 def chat_params(data: dict[str, Any]) -> ChatParams:
     common = _generation(data, API_SAMPLING)
-    return ChatParams(**common, messages=_messages(data.get("messages")))
+    return ChatParams(**common, messages=_messages(data.get("messages")), tools=_tools(data))
+
+
+def _tools(data: dict[str, Any]) -> ApiTools:
+    try:
+        return parse_api_tools(data)
+    except ConfigError as exc:
+        message = str(exc)
+        # The check's messages start with the field they are about ("tools[1]: ...", "tool_choice names ...").
+        named = re.match(r"(tools|tool_choice|functions|function_call)\b", message)
+        given = [name for name in _TOOL_FIELDS if data.get(name) is not None]
+        param = named.group(1) if named else (given[0] if given else "tools")
+        if "functions" in given and "tools" not in given and param in _LEGACY:
+            # The deprecated fields are checked as tools and tool_choice: name the ones the client sent.
+            message = re.sub(rf"^{param}\b", _LEGACY[param], message)
+            param = _LEGACY[param]
+        raise ApiError(400, message if message.startswith(param) else f"{param}: {message}", param=param) from None
+
+
+def _completion_tools(data: dict[str, Any]) -> None:
+    for name in _TOOL_FIELDS:
+        if data.get(name) is not None:
+            raise bad_request(name, "tools belong to chat: send them to /v1/chat/completions")
 
 
 def _messages(value: Any) -> tuple[ChatMessage, ...]:
     if not isinstance(value, list) or not value:
         raise bad_request("messages", "must be a non-empty array of messages")
     messages = [_message(item, f"messages[{i}]") for i, item in enumerate(value)]
-    if messages[-1].role != "user":
-        raise bad_request(f"messages[{len(messages) - 1}].role", "the conversation must end with a user message")
+    _check_tool_results(messages)
+    if messages[-1].role not in ("user", "tool"):
+        raise bad_request(
+            f"messages[{len(messages) - 1}].role", "the conversation must end with a user message or tool results"
+        )
     return tuple(messages)
 
 
@@ -236,16 +264,103 @@ def _message(item: Any, where: str) -> ChatMessage:
     if not isinstance(item, dict):
         raise bad_request(where, "must be an object with a role and content")
     role = item.get("role")
-    if role in ("tool", "function"):
-        raise bad_request(f"{where}.role", "tool results are not supported by Hearth's server yet")
+    if role == "function":  # the deprecated shape of a tool result: the function's name, no call id
+        return ChatMessage(
+            "tool",
+            _content(item.get("content"), f"{where}.content", role),
+            tool_call_id="",
+            name=_name(item, where, required=True),
+        )
     if role not in _ROLES:
-        raise bad_request(f"{where}.role", f"must be system, developer, user or assistant, not {role!r}")
-    if item.get("tool_calls") or item.get("function_call"):
-        raise bad_request(f"{where}.tool_calls", "tool calls are not supported by Hearth's server yet")
+        raise bad_request(f"{where}.role", f"must be system, developer, user, assistant or tool, not {role!r}")
+    name = _name(item, where)
+    if role == "tool":
+        call_id = item.get("tool_call_id")
+        if not isinstance(call_id, str) or not call_id:
+            raise bad_request(f"{where}.tool_call_id", "a tool result needs the id of the call it answers")
+        return ChatMessage(
+            "tool", _content(item.get("content"), f"{where}.content", role), tool_call_id=call_id, name=name
+        )
+    calls: tuple[ToolCall, ...] = ()
+    if role == "assistant":
+        calls = _tool_calls(item, where)
+    else:
+        for key in ("tool_calls", "function_call", "tool_call_id"):
+            if item.get(key) is not None:
+                raise bad_request(f"{where}.{key}", f"a {role} message has no {key}")
+    return ChatMessage(_ROLES[role], _content(item.get("content"), f"{where}.content", role), calls, name=name)
+
+
+def _name(item: dict[str, Any], where: str, *, required: bool = False) -> str | None:
     name = item.get("name")
-    if name is not None and not isinstance(name, str):
-        raise bad_request(f"{where}.name", "must be a string")
-    return ChatMessage(_ROLES[role], _content(item.get("content"), f"{where}.content", role), name=name)
+    if (name is None and required) or (name is not None and not isinstance(name, str)):
+        raise bad_request(f"{where}.name", "must be a string" + (" (the function's name)" if required else ""))
+    return name
+
+
+def _tool_calls(item: dict[str, Any], where: str) -> tuple[ToolCall, ...]:
+    """An assistant message's calls: OpenAI's tool_calls, or the deprecated single function_call."""
+    value = item.get("tool_calls")
+    legacy = item.get("function_call")
+    if legacy is not None and value is None:
+        return (_call({"id": "", "type": "function", "function": legacy}, f"{where}.function_call", legacy=True),)
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise bad_request(f"{where}.tool_calls", "must be an array of {'id', 'type', 'function'} objects")
+    calls = tuple(_call(call, f"{where}.tool_calls[{i}]") for i, call in enumerate(value))
+    ids = [call.id for call in calls]
+    if len(set(ids)) != len(ids):
+        raise bad_request(f"{where}.tool_calls", "two calls have the same id")
+    return calls
+
+
+def _call(value: Any, where: str, *, legacy: bool = False) -> ToolCall:
+    if not isinstance(value, dict):
+        raise bad_request(where, "must be an object like {'id', 'type': 'function', 'function': {'name', 'arguments'}}")
+    if not legacy:
+        if not isinstance(value.get("id"), str) or not value["id"]:
+            raise bad_request(f"{where}.id", "must be the call's id (a non-empty string)")
+        if value.get("type", "function") != "function":
+            raise bad_request(f"{where}.type", f"must be function, not {value.get('type')!r}")
+    function = value.get("function")
+    inner = where if legacy else f"{where}.function"
+    if not isinstance(function, dict):
+        raise bad_request(inner, "must be an object with a name and arguments")
+    if not isinstance(function.get("name"), str) or not function["name"]:
+        raise bad_request(f"{inner}.name", "must be the function's name (a non-empty string)")
+    arguments = function.get("arguments", "{}")
+    if isinstance(arguments, str):
+        try:
+            parsed = json.loads(arguments)
+        except ValueError:
+            parsed = None
+        if not isinstance(parsed, dict):
+            raise bad_request(f"{inner}.arguments", 'must be a JSON object as text, like \'{"city": "Paris"}\'')
+    elif not isinstance(arguments, dict):
+        raise bad_request(f"{inner}.arguments", "must be a JSON object as text")
+    return ToolCall.from_openai(value)
+
+
+def _check_tool_results(messages: list[ChatMessage]) -> None:
+    """Each tool result answers a call of the assistant message before it (OpenAI checks the same): a result
+    the model cannot match to a call would only confuse it."""
+    open_calls: set[str] | None = None  # ids of the calls the results now answer; None: no calls to answer
+    for i, message in enumerate(messages):
+        if message.role == "assistant":
+            open_calls = {call.id for call in message.tool_calls} if message.tool_calls else None
+        elif message.role == "tool":
+            if open_calls is None:
+                raise bad_request(
+                    f"messages[{i}]", "a tool result must follow the assistant message with the tool_calls it answers"
+                )
+            if message.tool_call_id and message.tool_call_id not in open_calls:
+                raise bad_request(
+                    f"messages[{i}].tool_call_id",
+                    f"{message.tool_call_id!r} is not the id of a call in the assistant message before it",
+                )
+        else:
+            open_calls = None
 
 
 def _content(value: Any, where: str, role: str) -> str:
@@ -271,6 +386,7 @@ def _content(value: Any, where: str, role: str) -> str:
 
 def completion_params(data: dict[str, Any]) -> CompletionParams:
     base = replace(API_SAMPLING, max_tokens=COMPLETION_MAX_TOKENS)
+    _completion_tools(data)
     common = _generation(data, base)
     prompt = data.get("prompt")
     if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):

@@ -20,6 +20,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.core.api_tools import ToolDeltaStream, completion_message
 from app.core.engine import PromptRequest
 from app.core.errors import HearthError
 from app.core.reply import ReplyChunk, ReplyDone, ReplyRequest, ReplyStarted
@@ -33,6 +34,7 @@ from app.core.server.parsing import (
     embedding_params,
     parse_json,
 )
+from app.core.tool_calls import openai_message
 
 if TYPE_CHECKING:
     from app.core.engine import GenerationStats, LoadedModel
@@ -316,23 +318,27 @@ class _Api:
         try:
             saved: list[int] = []
             events = await self.runner.reply(params.model, lambda model: self._chat_request(params, model, saved))
-            await _watching(request, events, lambda: _started(events))
+            started = await _watching(request, events, lambda: _started(events))
+            syntax = started.tool_syntax  # how this template has the model write calls (None: no tools shown)
             ident, created = shapes.new_id("chatcmpl"), shapes.now()
 
-            async def after(done: ReplyDone) -> None:
+            async def after(done: ReplyDone, message: dict[str, Any]) -> None:
+                """message: the reply as the client got it (its calls' ids are the ones it sends back)."""
                 if saved and self.runner.history is not None and done.message_id is not None:
-                    await self.runner.history.remember(params.messages, done.text, saved[0], done.message_id)
+                    await self.runner.history.remember(params.messages, message, saved[0], done.message_id)
 
             if params.stream:
                 handed_over = True
-                return EventStream(self._chat_stream(events, params, ident, created, after), _closer(events, ticket))
+                stream = self._chat_stream(events, params, syntax, ident, created, after)
+                return EventStream(stream, _closer(events, ticket))
             done = await _watching(request, events, lambda: _finished(events))
             error = _failure(done, self.runner.stopping)
             if error is not None:
                 raise error
             assert done.stats is not None
-            await after(done)
-            return JSONResponse(shapes.chat_completion(ident, created, events.model, done.text, done.stats))
+            message, finish = completion_message(done.text, syntax, params.tools, shapes.finish_reason(done.stats))
+            await after(done, message)
+            return JSONResponse(shapes.chat_completion(ident, created, events.model, message, finish, done.stats))
         finally:
             if not handed_over:
                 ticket.release()
@@ -354,24 +360,31 @@ class _Api:
             meta={"source": "api"},
             response_format=params.response_format,
             trim=False,  # an API client gets its whole conversation or a 400, never a silently cut one
+            **params.tools.request_fields(),
         )
 
     async def _chat_stream(
         self,
         events: JobEvents,
         params: ChatParams,
+        syntax: str | None,
         ident: str,
         created: int,
-        after: Callable[[ReplyDone], Awaitable[None]],
+        after: Callable[[ReplyDone, dict[str, Any]], Awaitable[None]],
     ) -> AsyncIterator[bytes]:
         model, usage = events.model, params.include_usage
-        yield shapes.sse(
-            shapes.chat_chunk(ident, created, model, {"role": "assistant", "content": ""}, with_usage=usage)
-        )
+
+        def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
+            return shapes.sse(shapes.chat_chunk(ident, created, model, delta, finish, with_usage=usage))
+
+        yield chunk({"role": "assistant", "content": ""})
+        # Prose goes out as it comes; a call's text is held back and sent whole as delta.tool_calls at the end.
+        calls = ToolDeltaStream(syntax, params.tools)
         while True:
             event = await events.next()
             if isinstance(event, ReplyChunk):
-                yield shapes.sse(shapes.chat_chunk(ident, created, model, {"content": event.text}, with_usage=usage))
+                for delta in calls.feed(event.text):
+                    yield chunk(delta)
             elif isinstance(event, ReplyDone):
                 break
         error = _failure(event, self.runner.stopping)
@@ -379,11 +392,15 @@ class _Api:
             yield shapes.sse(error.body())
             return
         stats: GenerationStats = event.stats  # type: ignore[assignment]
-        yield shapes.sse(shapes.chat_chunk(ident, created, model, {}, shapes.finish_reason(stats), with_usage=usage))
+        deltas, finish = calls.finish(shapes.finish_reason(stats))
+        for delta in deltas:
+            yield chunk(delta)
+        yield chunk({}, finish)
         if usage:
             yield shapes.sse(shapes.chat_usage_chunk(ident, created, model, stats))
         yield shapes.DONE
-        await after(event)
+        message = openai_message(calls.parsed) if calls.parsed is not None else {"content": event.text}
+        await after(event, message)
 
     # ---- text completions ------------------------------------------------------------------------------------
     async def completions(self, request: Request) -> Response:

@@ -46,7 +46,10 @@ def finish_reason(stats: GenerationStats) -> str:
 
 
 # ---- chat completions ----------------------------------------------------------------------------------------
-def chat_completion(completion_id: str, created: int, model: str, text: str, stats: GenerationStats) -> dict[str, Any]:
+def chat_completion(
+    completion_id: str, created: int, model: str, message: dict[str, Any], finish: str, stats: GenerationStats
+) -> dict[str, Any]:
+    """message: {"role", "content"} and tool_calls when the model called tools (app.core.api_tools)."""
     return {
         "id": completion_id,
         "object": "chat.completion",
@@ -56,9 +59,9 @@ def chat_completion(completion_id: str, created: int, model: str, text: str, sta
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": text, "refusal": None},
+                "message": {**message, "refusal": None},
                 "logprobs": None,
-                "finish_reason": finish_reason(stats),
+                "finish_reason": finish,
             }
         ],
         "usage": usage(stats),
