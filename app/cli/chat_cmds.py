@@ -22,7 +22,7 @@ from app.core.documents.attached import AttachedDocuments, DocumentRetriever, so
 from app.core.engine import GenerationStats, LoadedModel
 from app.core.errors import ConfigError, HearthError, ModelLoadError
 from app.core.host import EngineHost, HostClient, LoadDone
-from app.core.load_config import LoadConfig, LoraAdapter
+from app.core.load_config import LoadConfig
 from app.core.messages import ChatMessage
 from app.core.remote_servers import RemoteModel
 from app.core.reply import ReplyChunk, ReplyDone, ReplyRequest, ReplyStarted, create_conversation
@@ -140,14 +140,13 @@ def _reply_format(args: argparse.Namespace) -> ReplyFormat | None:
 
 def load_config(args: argparse.Namespace, ctx: CliContext, setup: ChatSetup) -> LoadConfig:
     """The model's load settings as the app would load it, then the assistant's (context, GPU layers, LoRA
-    adapters), then the flags given (--ctx, --ngl ..., --lora)."""
+    adapters), then the flags given (--ctx, --ngl ..., --lora, --rpc, --draft)."""
     from app.core.fields import apply_load_values
     from app.core.load_policy import configured_load
 
     config = setup.load.apply(configured_load(ctx.settings, Path(args.model).name))
     config = apply_load_values(config, flags.load_values(args))
-    loras = tuple(LoraAdapter.parse(item) for item in args.lora)
-    return replace(config, loras=loras) if loras else config
+    return flags.apply_file_flags(config, args, ctx, Path(args.model))
 
 
 def cmd_chat(args: argparse.Namespace, ctx: CliContext) -> int:

@@ -70,9 +70,16 @@ def load_values(args: argparse.Namespace) -> dict[str, Any]:
 def load_config(args: argparse.Namespace, ctx: CliContext, model: Path) -> LoadConfig:
     """The user's load settings for this model (as the app would load it), with the flags given applied."""
     from app.core.load_policy import configured_load
-    from app.core.rpc import parse_workers
 
     config = configured_load(ctx.settings, Path(model).name, **load_values(args))
+    return apply_file_flags(config, args, ctx, model)
+
+
+def apply_file_flags(config: LoadConfig, args: argparse.Namespace, ctx: CliContext, model: Path) -> LoadConfig:
+    """The load flags that name files or machines (--lora, --rpc, --draft) applied to a config; every command
+    that loads a model takes them through here."""
+    from app.core.rpc import parse_workers
+
     loras = tuple(LoraAdapter.parse(item) for item in getattr(args, "lora", []) or [])
     if loras:
         config = replace(config, loras=loras)
