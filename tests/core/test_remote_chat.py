@@ -23,7 +23,7 @@ from app.core.remote_servers import ServerConfig, Timeouts
 from app.core.reply import ReplyChunk, ReplyDone, ReplyRequest, ReplyStarted, create_conversation
 from app.core.sampling import SamplingSettings
 from app.core.store import Store
-from tests.support.openai_servers import KINDS, RunningServer, hearth_serve_available, start_server
+from tests.support.openai_servers import KINDS, RunningServer, start_server
 from tests.support.openai_stub import Behaviour, OpenAIStub
 
 EOS = 2  # the tiny model's </s>: banned, replies run to max_tokens
@@ -32,16 +32,10 @@ LONG = SamplingSettings(max_tokens=900, seed=1, logit_bias=((EOS, -100.0),))
 ALIAS = "tiny-remote"
 
 
-def _kind_available(kind: str) -> None:
-    if kind == "hearth serve" and not hearth_serve_available():
-        pytest.skip("`hearth serve` is not in this checkout yet (the local-server work)")
-
-
 @pytest.fixture(scope="module", params=KINDS)
 def served(
     request: pytest.FixtureRequest, make_tiny_model: Callable[..., Path], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[RunningServer]:
-    _kind_available(request.param)
     model = make_tiny_model("remote-tiny.gguf", name="Remote Tiny", context_length=4096)
     server = start_server(request.param, model, ALIAS, tmp_path_factory.mktemp("servers"), n_ctx=1024)
     yield server

@@ -1,5 +1,5 @@
 """Real OpenAI-compatible servers on 127.0.0.1 for tests and benchmarks: llama-cpp-python's own server
-(`python -m llama_cpp.server`, from its `server` extra) and Hearth's `hearth serve` (when this checkout has it).
+(`python -m llama_cpp.server`, from its `server` extra) and Hearth's `hearth serve`.
 
 Each runs as a child process with its output in a log file; start_* waits until GET /v1/models answers (or
 fails with the log when the process dies or the time is up); stop() ends it, kill() SIGKILLs it mid-reply.
@@ -117,14 +117,6 @@ def start_llama_cpp_server(
     url = f"http://127.0.0.1:{port}/v1"
     _wait_ready("llama_cpp.server", process, url, log, timeout)
     return RunningServer("llama-cpp-python", url, alias, process, log)
-
-
-def hearth_serve_available() -> bool:
-    """Whether this checkout has `hearth serve` (the local-server work; it may not have landed yet)."""
-    result = subprocess.run(
-        [sys.executable, "-m", "app", "serve", "--help"], capture_output=True, cwd=REPO_ROOT, timeout=60
-    )
-    return result.returncode == 0
 
 
 def start_hearth_serve(model: Path, log_dir: Path, *, n_ctx: int = 1024, timeout: float = 120.0) -> RunningServer:
