@@ -6,13 +6,14 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from app.cli.context import CliContext
 from app.cli.terminal import warn
-from app.core.assistants import Assistant, AssistantLibrary
 from app.core.errors import AssistantError
-from app.core.sampling import preset_label
-from app.core.structured import JSON_SCHEMA
+
+if TYPE_CHECKING:  # imported where used: assistants bring the template machinery (jinja2)
+    from app.cli.context import CliContext
+    from app.core.assistants import Assistant, AssistantLibrary
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -43,6 +44,8 @@ def parse_value(text: str) -> tuple[str, str]:
 
 
 def library(ctx: CliContext) -> AssistantLibrary:
+    from app.core.assistants import AssistantLibrary
+
     return AssistantLibrary.default(ctx.paths)
 
 
@@ -79,6 +82,9 @@ def cmd_show(args: argparse.Namespace, ctx: CliContext) -> int:
 
 def describe(assistant: Assistant) -> list[str]:
     """The assistant as lines of text for a terminal."""
+    from app.core.sampling import preset_label
+    from app.core.structured import JSON_SCHEMA
+
     s = assistant.sampling
     lines = [
         f"{assistant.name}{'  (built-in: duplicate it in the app to change it)' if assistant.builtin else ''}",

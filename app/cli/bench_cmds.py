@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -13,15 +12,15 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from app.cli import flags
 from app.cli.chat_cmds import _describe
-from app.cli.context import CliContext
 from app.cli.terminal import safe
-from app.core.conversation import ChatRunner
-from app.core.engine import Engine, GenerationStats, TextChunk
 from app.core.errors import ConfigError
 from app.core.messages import ChatMessage
 from app.core.sampling import SamplingSettings
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # imported where used: the engine and the chat runner (jinja2) are no part of `--help`
+    from app.cli.context import CliContext
+    from app.core.conversation import ChatRunner
+    from app.core.engine import Engine, GenerationStats
     from app.core.llama_engine import LlamaCppEngine
 
 
@@ -62,7 +61,7 @@ def _load(args: argparse.Namespace, ctx: CliContext, err: TextIO, **changes: Any
 
 
 def cmd_bench(args: argparse.Namespace, ctx: CliContext) -> int:
-    from app.core.engine import PromptRequest
+    from app.core.engine import GenerationStats, PromptRequest
     from app.core.llama_engine import LlamaCppEngine
 
     if args.prompt < 1 or args.gen < 1 or args.turns < 0 or (args.resume is not None and args.resume < 64):
@@ -158,6 +157,9 @@ def _detokenize_prefix(engine: Engine, text: str, count: int) -> str:
 
 
 def _bench_turns(engine: Engine, turns: int) -> list[dict[str, float]]:
+    from app.core.conversation import ChatRunner
+    from app.core.engine import TextChunk
+
     runner = ChatRunner(engine)
     history = [ChatMessage("system", "You are a helpful assistant.")]
     sampling = SamplingSettings(max_tokens=32, seed=7)
@@ -203,6 +205,8 @@ def _long_conversation(engine: Engine, target: int) -> list[ChatMessage]:
 
 
 def _reply(runner: ChatRunner, history: list[ChatMessage], key: object) -> tuple[str, GenerationStats]:
+    from app.core.engine import TextChunk
+
     sampling = SamplingSettings(temperature=0.0, max_tokens=16, repeat_penalty=1.0)
     text, stats = "", None
     for event in runner.stream(history, sampling, conversation=key):
@@ -216,6 +220,9 @@ def _reply(runner: ChatRunner, history: list[ChatMessage], key: object) -> tuple
 
 def _bench_resume(engine: LlamaCppEngine, target: int) -> dict[str, Any]:
     """Reopen a long conversation twice: once evaluating it again, once restoring its saved KV state."""
+    import tempfile
+
+    from app.core.conversation import ChatRunner
     from app.core.kv_state import StateCache
 
     runner = ChatRunner(engine)
@@ -269,6 +276,8 @@ SPEC_TASKS: dict[str, str] = {
 
 def _bench_spec(engine: LlamaCppEngine, gen: int) -> list[dict[str, Any]]:
     """Each task greedy, without drafts and with them (the real policy, which learns as it goes)."""
+    from app.core.conversation import ChatRunner
+    from app.core.engine import TextChunk
     from app.core.speculative import SpecPolicy
 
     runner = ChatRunner(engine)

@@ -10,27 +10,26 @@ import sys
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from app.cli import flags
 from app.cli.assistant_cmds import parse_value
-from app.cli.context import CliContext
 from app.cli.terminal import for_stream, warn
 from app.cli.tools_cmds import ChatTools, add_tool_args
-from app.core.chat_setup import ChatSetup
-from app.core.documents.attached import AttachedDocuments, DocumentRetriever, source_lines
-from app.core.engine import GenerationStats, LoadedModel
 from app.core.errors import ConfigError, HearthError, ModelLoadError
-from app.core.host import EngineHost, HostClient, LoadDone
-from app.core.load_config import LoadConfig
-from app.core.messages import ChatMessage
-from app.core.remote_servers import RemoteModel
-from app.core.reply import ReplyChunk, ReplyDone, ReplyRequest, ReplyStarted, create_conversation
 from app.core.sampling import PRESETS, canonical_preset_name, preset
-from app.core.store import Store
-from app.core.structured import JSON_ANY, JSON_SCHEMA, ReplyFormat
-from app.core.templates import choose_template
-from app.core.tool_setup import TOOLS_META
+
+if TYPE_CHECKING:  # imported where used: the engine host, templates and documents are no part of `--help`
+    from app.cli.context import CliContext
+    from app.core.chat_setup import ChatSetup
+    from app.core.documents.attached import AttachedDocuments
+    from app.core.engine import GenerationStats, LoadedModel
+    from app.core.host import HostClient
+    from app.core.load_config import LoadConfig
+    from app.core.messages import ChatMessage
+    from app.core.remote_servers import RemoteModel
+    from app.core.store import Store
+    from app.core.structured import ReplyFormat
 
 HELP = "Commands: /new (start over), /exit (or Ctrl-D). Ctrl-C stops a reply."
 
@@ -101,6 +100,7 @@ def chat_setup(args: argparse.Namespace, ctx: CliContext) -> ChatSetup:
     """What this chat runs with: the assistant's setup (with --var values) or the defaults, and every flag given
     on top of it (--system, --template, --preset and each sampling flag, --json / --json-schema)."""
     from app.core.assistants import load_assistant
+    from app.core.chat_setup import ChatSetup
 
     values = dict(args.var)
     if args.assistant:
@@ -123,6 +123,8 @@ def chat_setup(args: argparse.Namespace, ctx: CliContext) -> ChatSetup:
 
 def _reply_format(args: argparse.Namespace) -> ReplyFormat | None:
     """--json / --json-schema FILE as a reply format (None when neither is given)."""
+    from app.core.structured import JSON_ANY, JSON_SCHEMA, ReplyFormat
+
     if args.json:
         return ReplyFormat(JSON_ANY)
     if not args.json_schema:
@@ -150,6 +152,10 @@ def load_config(args: argparse.Namespace, ctx: CliContext, setup: ChatSetup) -> 
 
 
 def cmd_chat(args: argparse.Namespace, ctx: CliContext) -> int:
+    from app.core.documents.attached import DocumentRetriever
+    from app.core.host import EngineHost, LoadDone
+    from app.core.templates import choose_template
+
     setup = chat_setup(args, ctx)
     if args.server:
         if args.mcp or args.tools_builtin:
@@ -192,6 +198,7 @@ def _attached(args: argparse.Namespace, ctx: CliContext) -> AttachedDocuments | 
     """--docs: collection names (or paths of single files) to answer from."""
     if not args.docs:
         return None
+    from app.core.documents.attached import AttachedDocuments
     from app.core.documents.index import DocumentIndex
     from app.core.errors import DocumentsError
 
@@ -214,8 +221,9 @@ def _attached(args: argparse.Namespace, ctx: CliContext) -> AttachedDocuments | 
 
 def _remote_chat(args: argparse.Namespace, ctx: CliContext, setup: ChatSetup) -> int:
     """The same terminal chat, sent to a model on an OpenAI-compatible server (`--server NAME`)."""
+    from app.core.host import EngineHost
     from app.core.remote_catalog import RemoteCatalog
-    from app.core.remote_servers import ServerRegistry
+    from app.core.remote_servers import RemoteModel, ServerRegistry
 
     if args.template:
         raise ConfigError("--template does not apply to a server: it applies its own chat template")
@@ -336,6 +344,9 @@ class _TerminalChat:
     def send(self, text: str) -> GenerationStats:
         """One exchange: the user's text, the streamed reply. Raises HearthError when no reply could start
         (the message is then left out of the conversation)."""
+        from app.core.messages import ChatMessage
+        from app.core.reply import ReplyChunk, ReplyDone, ReplyRequest, ReplyStarted
+
         out = self.ctx.out
         parent_id = self._save_user(text)
         messages = (*self.history, ChatMessage("user", text))
@@ -422,6 +433,7 @@ class _TerminalChat:
 
     def _print_sources(self, meta: dict[str, Any]) -> None:
         """After the answer: the sources it was given (the [n] it cites), and the retrieval's note."""
+        from app.core.documents.attached import source_lines
         from app.core.documents.retrieval import sources_from_meta
 
         sources = sources_from_meta(meta.get("sources"))
@@ -437,6 +449,8 @@ class _TerminalChat:
 
     def _save_user(self, text: str) -> int | None:
         """Save the user's message (creating the conversation first); None with --no-history."""
+        from app.core.reply import create_conversation
+
         if self.args.no_history:
             return None
         if self.store is None:
@@ -463,4 +477,6 @@ class _TerminalChat:
         return meta or None
 
     def _tools_meta(self) -> dict[str, Any] | None:
+        from app.core.tool_setup import TOOLS_META
+
         return {TOOLS_META: self.tools.names()} if self.tools is not None else None

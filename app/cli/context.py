@@ -1,18 +1,22 @@
-"""What every CLI command may need (paths, settings, library), created lazily so `--help` stays instant."""
+"""What every CLI command may need (paths, settings, library), created lazily so `--help` stays instant.
+
+The core modules are imported inside the properties, not at the top: every command builds a CliContext, and
+a command that needs no library (`hearth history list`) must not pay for importing it.
+"""
 
 from __future__ import annotations
 
 import json
-import logging
 import sys
 from functools import cached_property
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from app.cli.terminal import for_stream, safe
-from app.core.library import Library
-from app.core.logs import setup_logging
-from app.core.paths import AppPaths
-from app.core.settings import Settings
+
+if TYPE_CHECKING:
+    from app.core.library import Library
+    from app.core.paths import AppPaths
+    from app.core.settings import Settings
 
 
 class CliContext:
@@ -24,19 +28,29 @@ class CliContext:
 
     @cached_property
     def paths(self) -> AppPaths:
+        from app.core.paths import AppPaths
+
         return AppPaths.default().ensure()
 
     @cached_property
     def log_file(self) -> str:
+        import logging
+
+        from app.core.logs import setup_logging
+
         return str(setup_logging(self.paths.logs_dir, logging.DEBUG if self.debug else logging.INFO))
 
     @cached_property
     def settings(self) -> Settings:
+        from app.core.settings import Settings
+
         _ = self.log_file
         return Settings(self.paths.settings_file)
 
     @cached_property
     def library(self) -> Library:
+        from app.core.library import Library
+
         return Library(self.paths, self.settings)
 
     def print_json(self, value: Any) -> None:

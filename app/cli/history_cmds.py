@@ -6,12 +6,13 @@ import argparse
 import sys
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from app.cli.context import CliContext
 from app.core.errors import StoreError
-from app.core.store import Store
-from app.core.store_export import conversation_dict, export_json, export_markdown, import_json
-from app.core.store_recover import open_store, salvage
+
+if TYPE_CHECKING:  # imported where used: every `hearth` command imports this module for its parser
+    from app.cli.context import CliContext
+    from app.core.store import Store
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -50,6 +51,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def open_history(ctx: CliContext) -> Store:
+    from app.core.store_recover import open_store
+
     result = open_store(ctx.paths.history_db)
     if result.message:
         print(f"hearth: {result.message}", file=sys.stderr)
@@ -89,6 +92,8 @@ def cmd_list(args: argparse.Namespace, ctx: CliContext) -> int:
 
 
 def cmd_show(args: argparse.Namespace, ctx: CliContext) -> int:
+    from app.core.store_export import conversation_dict, export_markdown
+
     with open_history(ctx) as store:
         if args.json:
             ctx.print_json(conversation_dict(store, args.id))
@@ -111,6 +116,8 @@ def cmd_search(args: argparse.Namespace, ctx: CliContext) -> int:
 
 
 def cmd_export(args: argparse.Namespace, ctx: CliContext) -> int:
+    from app.core.store_export import export_json, export_markdown
+
     with open_history(ctx) as store:
         if args.id is not None:
             store.conversation(args.id)  # a clear error for an unknown id
@@ -130,6 +137,8 @@ def cmd_export(args: argparse.Namespace, ctx: CliContext) -> int:
 
 
 def cmd_import(args: argparse.Namespace, ctx: CliContext) -> int:
+    from app.core.store_export import import_json
+
     with open_history(ctx) as store:
         added, skipped = import_json(store, args.file)
     ctx.print(f"Imported {added} conversation(s)" + (f"; {skipped} already present" if skipped else ""))
@@ -151,6 +160,8 @@ def cmd_restore(args: argparse.Namespace, ctx: CliContext) -> int:
 
 
 def cmd_recover(args: argparse.Namespace, ctx: CliContext) -> int:
+    from app.core.store_recover import salvage
+
     if not args.file.is_file():
         raise StoreError(f"{args.file}: no such file")
     with open_history(ctx) as store:

@@ -1,21 +1,24 @@
-"""`hearth search`, `files`, `download`, `downloads`, `token`: the Hugging Face Hub from the command line."""
+"""`hearth search`, `files`, `download`, `downloads`, `token`: the Hugging Face Hub from the command line.
+
+The Hub client (huggingface_hub, httpx2), the download manager and the keyring are imported by the handlers
+that use them, never at the top: every `hearth` command imports this module to build its parser.
+"""
 
 from __future__ import annotations
 
 import argparse
-import getpass
 import sys
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
-from app.cli.context import CliContext
 from app.cli.terminal import safe, warn
-from app.core.downloads import ACTIVE, DownloadEvent, DownloadManager, DownloadState, DownloadStatus, describe
 from app.core.errors import DownloadError, HubAuthError, HubError
-from app.core.gguf_info import format_bytes
-from app.core.hub import SORTS, HubClient, RepoDetails, resolve_endpoint
-from app.core.hub_files import Fit, QuantOption, recommend, select_option
-from app.core.hub_token import clear_token, load_token, save_token
+from app.core.hub_files import SORTS, Fit, QuantOption, recommend, select_option
+
+if TYPE_CHECKING:
+    from app.cli.context import CliContext
+    from app.core.downloads import DownloadEvent, DownloadStatus
+    from app.core.hub import HubClient, RepoDetails
 
 EXIT_INTERRUPTED = 130
 FIT_LABELS = {Fit.FITS: "fits", Fit.TIGHT: "tight", Fit.TOO_BIG: "too big"}
@@ -63,6 +66,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def make_hub(ctx: CliContext) -> HubClient:
+    from app.core.hub import HubClient, resolve_endpoint
+    from app.core.hub_token import load_token
+
     endpoint = resolve_endpoint(ctx.settings.get("hub_endpoint"))
     return HubClient(endpoint, load_token().value)
 
@@ -87,6 +93,8 @@ def cmd_search(args: argparse.Namespace, ctx: CliContext) -> int:
 
 
 def option_row(option: QuantOption) -> str:
+    from app.core.gguf_info import format_bytes
+
     parts = f" ({len(option.files)} parts)" if option.is_split else ""
     if not option.complete:
         parts += " INCOMPLETE"
@@ -151,6 +159,8 @@ class ProgressBar:
         self.stream.flush()
 
     def _progress(self, status: DownloadStatus) -> None:
+        from app.core.gguf_info import format_bytes
+
         if self.tty:
             width = 30
             filled = int(status.fraction * width)
@@ -194,6 +204,9 @@ def _label(option: QuantOption) -> str:
 
 
 def cmd_download(args: argparse.Namespace, ctx: CliContext) -> int:
+    from app.core.downloads import ACTIVE, DownloadManager, DownloadState
+    from app.core.gguf_info import format_bytes
+
     hub = make_hub(ctx)
     details = hub.details(args.repo)
     if details.gated and not hub.has_token:
@@ -239,6 +252,8 @@ def cmd_download(args: argparse.Namespace, ctx: CliContext) -> int:
 
 
 def cmd_downloads(args: argparse.Namespace, ctx: CliContext) -> int:
+    from app.core.downloads import DownloadManager, describe
+
     manager = DownloadManager(ctx.paths, lambda: make_hub(ctx))
     statuses = manager.statuses()
     if args.json:
@@ -252,6 +267,8 @@ def cmd_downloads(args: argparse.Namespace, ctx: CliContext) -> int:
 
 
 def cmd_downloads_action(args: argparse.Namespace, ctx: CliContext) -> int:
+    from app.core.downloads import ACTIVE, DownloadManager, DownloadState, describe
+
     manager = DownloadManager(ctx.paths, lambda: make_hub(ctx))
     try:
         if args.action == "cancel":
@@ -280,6 +297,10 @@ def cmd_downloads_action(args: argparse.Namespace, ctx: CliContext) -> int:
 
 
 def cmd_token(args: argparse.Namespace, ctx: CliContext) -> int:
+    import getpass
+
+    from app.core.hub_token import clear_token, load_token, save_token
+
     if args.action == "set":
         # Never from argv: it would show in `ps` and in the shell history.
         interactive = sys.stdin.isatty()

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from app.cli.context import CliContext
 from app.core.errors import ConfigError
-from app.core.fit import Fit, auto_gpu_layers, estimate, model_fit
-from app.core.gguf_info import ModelInfo, format_bytes, inspect
-from app.core.hardware import HardwareInfo, detect_hardware
 from app.core.load_config import CTX_GRANULARITY, KV_CACHE_TYPES
+
+if TYPE_CHECKING:  # imported where used: every `hearth` command imports this module for its parser
+    from app.cli.context import CliContext
+    from app.core.gguf_info import ModelInfo
+    from app.core.hardware import HardwareInfo
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -37,6 +39,8 @@ def rpc_line(available: bool) -> str:
 
 
 def hardware_lines(hw: HardwareInfo) -> list[str]:
+    from app.core.gguf_info import format_bytes
+
     lines = [
         f"CPU       {hw.cpu_name} ({hw.physical_cores} cores, {hw.logical_cores} threads)",
         f"RAM       {format_bytes(hw.total_ram)} ({format_bytes(hw.available_ram)} available)",
@@ -55,6 +59,7 @@ def hardware_lines(hw: HardwareInfo) -> list[str]:
 
 
 def cmd_hw(args: argparse.Namespace, ctx: CliContext) -> int:
+    from app.core.hardware import detect_hardware
     from app.core.rpc import REBUILD_COMMAND, rpc_available
 
     hardware = detect_hardware()
@@ -72,6 +77,10 @@ def cmd_hw(args: argparse.Namespace, ctx: CliContext) -> int:
 
 
 def cmd_fit(args: argparse.Namespace, ctx: CliContext) -> int:
+    from app.core.fit import Fit, auto_gpu_layers, estimate, model_fit
+    from app.core.gguf_info import format_bytes, inspect
+    from app.core.hardware import detect_hardware
+
     info = inspect(args.model)
     if args.ctx < 0 or args.ctx % CTX_GRANULARITY:
         raise ConfigError(f"--ctx must be 0 or a multiple of {CTX_GRANULARITY}")
@@ -126,6 +135,7 @@ def cmd_fit(args: argparse.Namespace, ctx: CliContext) -> int:
 def _fit_rpc(args: argparse.Namespace, ctx: CliContext, info: ModelInfo, n_ctx: int) -> int:
     """`hearth fit MODEL --rpc ...`: which layers each device gets and the memory they take there."""
     from app.core import rpc
+    from app.core.gguf_info import format_bytes
 
     workers = [rpc.query_worker(endpoint) for endpoint in rpc.parse_workers(args.rpc)]
     plan, _ = rpc.plan_split(info, workers, n_ctx, args.kv)

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from app.cli.context import CliContext
 from app.cli.terminal import safe
 from app.core.errors import LibraryError
-from app.core.gguf_info import ModelInfo, format_bytes, format_params, inspect
-from app.core.library import ImportMode, LibraryEntry
+
+if TYPE_CHECKING:  # imported where used: every `hearth` command imports this module for its parser
+    from app.cli.context import CliContext
+    from app.core.gguf_info import ModelInfo
+    from app.core.library import LibraryEntry
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -27,9 +29,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add = actions.add_parser("import", help="copy (or move or link) a GGUF file into Hearth's models folder")
     add.add_argument("path")
     mode = add.add_mutually_exclusive_group()
-    mode.add_argument("--move", action="store_const", const=ImportMode.MOVE, dest="mode")
-    mode.add_argument("--link", action="store_const", const=ImportMode.LINK, dest="mode")
-    add.set_defaults(handler=cmd_models_import, mode=ImportMode.COPY)
+    # The values of app.core.library.ImportMode, which cmd_models_import makes of them.
+    mode.add_argument("--move", action="store_const", const="move", dest="mode")
+    mode.add_argument("--link", action="store_const", const="link", dest="mode")
+    add.set_defaults(handler=cmd_models_import, mode="copy")
     delete = actions.add_parser("delete", help="delete a model from Hearth's folders (asks first)")
     delete.add_argument("path")
     delete.add_argument("--yes", action="store_true", help="do not ask for confirmation")
@@ -38,6 +41,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def info_lines(info: ModelInfo) -> list[str]:
     """Human-readable summary of a ModelInfo, shared by `hearth info` and the GUI's details view."""
+    from app.core.gguf_info import format_bytes, format_params
+
     heads = f"{info.head_count} (KV {info.head_count_kv})" if info.head_count else "?"
     template = "embedded" if info.chat_template else "none (Hearth picks a built-in family)"
     if info.chat_templates:
@@ -68,6 +73,8 @@ def info_lines(info: ModelInfo) -> list[str]:
 
 
 def cmd_info(args: argparse.Namespace, ctx: CliContext) -> int:
+    from app.core.gguf_info import format_bytes, inspect
+
     info = inspect(args.path)
     if args.json:
         data = info.to_dict(with_tensors=args.tensors)
@@ -83,6 +90,8 @@ def cmd_info(args: argparse.Namespace, ctx: CliContext) -> int:
 
 
 def entry_row(entry: LibraryEntry) -> str:
+    from app.core.gguf_info import format_bytes, format_params
+
     if entry.info is None:
         return f"{'BROKEN':<8} {entry.path.name}  -- {entry.error}"
     info = entry.info
@@ -119,13 +128,14 @@ def cmd_models_list(args: argparse.Namespace, ctx: CliContext) -> int:
 def remote_models(ctx: CliContext) -> list[dict[str, Any]]:
     """Every configured server's models as {"source": "remote", "server", "url", "model", "error"}; a server
     that cannot be asked gives one row with the error (and model None)."""
-    from app.core.errors import RemoteError
-    from app.core.remote_catalog import RemoteCatalog
     from app.core.remote_servers import ServerRegistry, Timeouts
 
     servers = ServerRegistry(ctx.settings).all()
     if not servers:
         return []
+    from app.core.errors import RemoteError
+    from app.core.remote_catalog import RemoteCatalog  # the HTTP client: only when there is a server to ask
+
     catalog = RemoteCatalog(timeouts=Timeouts(connect=3.0, list_models=8.0))  # a listing must not hang
     catalog.sync(servers)
     rows: list[dict[str, Any]] = []
@@ -142,18 +152,25 @@ def remote_models(ctx: CliContext) -> list[dict[str, Any]]:
 
 
 def cmd_models_import(args: argparse.Namespace, ctx: CliContext) -> int:
+    from app.core.gguf_info import format_bytes
+    from app.core.library import ImportMode
+
+    mode = ImportMode(args.mode)
+
     def progress(done: int, total: int) -> None:
         if sys.stderr.isatty():
             print(f"\r{done * 100 // max(total, 1):3d}% {format_bytes(done)}", end="", file=sys.stderr)
 
-    entry = ctx.library.import_model(args.path, args.mode, progress=progress)
+    entry = ctx.library.import_model(args.path, mode, progress=progress)
     if sys.stderr.isatty():
         print(file=sys.stderr)
-    ctx.print(f"Imported ({args.mode.value}): {entry.path}")
+    ctx.print(f"Imported ({mode.value}): {entry.path}")
     return 0
 
 
 def cmd_models_delete(args: argparse.Namespace, ctx: CliContext) -> int:
+    from app.core.gguf_info import format_bytes
+
     entry = ctx.library.find(args.path)
     if entry is None:
         raise LibraryError(f"{args.path} is not in the library")

@@ -5,11 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from app.cli.context import CliContext
 from app.cli.terminal import warn
 from app.core.errors import PromptError
-from app.core.prompt_library import PromptLibrary
+
+if TYPE_CHECKING:  # imported where used: every `hearth` command imports this module for its parser
+    from app.cli.context import CliContext
+    from app.core.prompt_library import PromptLibrary
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -46,6 +49,8 @@ def _value(text: str) -> tuple[str, str]:
 
 
 def _library(ctx: CliContext) -> PromptLibrary:
+    from app.core.prompt_library import PromptLibrary
+
     return PromptLibrary.default(ctx.paths)
 
 

@@ -12,7 +12,6 @@ from pathlib import Path
 
 from app.cli.context import CliContext
 from app.core.errors import ConfigError, HearthError
-from app.core.gguf_info import format_bytes
 from app.core.load_config import physical_cores
 
 log = logging.getLogger("hearth.rpc")
@@ -62,6 +61,7 @@ def rpc_workers_from_args(args: argparse.Namespace) -> tuple[str, ...]:
 # ---- hearth rpc-worker ------------------------------------------------------------------------------------
 def cmd_rpc_worker(args: argparse.Namespace, ctx: CliContext) -> int:
     from app.core import rpc
+    from app.core.gguf_info import format_bytes
 
     if not 1 <= args.port <= 65535:
         raise ConfigError("--port must be 1 to 65535")

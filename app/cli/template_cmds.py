@@ -6,15 +6,14 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from app.cli.context import CliContext
 from app.cli.terminal import warn
 from app.core.errors import ConfigError, TemplateError
-from app.core.gguf_info import inspect
-from app.core.messages import ChatMessage, messages_from_openai
-from app.core.templates import families, render_family, render_prompt, render_with_jinja_file
-from app.core.tools import parse_openai_tools
+
+if TYPE_CHECKING:  # the handlers import these: jinja2 and the template sandbox are no part of `hearth --help`
+    from app.cli.context import CliContext
+    from app.core.messages import ChatMessage
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -52,6 +51,8 @@ def _read_json(spec: str, what: str) -> Any:
 
 def read_messages(spec: str) -> list[ChatMessage]:
     """Messages in OpenAI's shapes from a file ("-": stdin)."""
+    from app.core.messages import messages_from_openai
+
     try:
         return messages_from_openai(_read_json(spec, "messages"))
     except ConfigError as exc:
@@ -60,6 +61,8 @@ def read_messages(spec: str) -> list[ChatMessage]:
 
 def read_tools(spec: str | None) -> list[dict[str, Any]] | None:
     """OpenAI tool definitions from a file, checked (names, JSON schemas); None without --tools."""
+    from app.core.tools import parse_openai_tools
+
     if spec is None:
         return None
     try:
@@ -69,6 +72,9 @@ def read_tools(spec: str | None) -> list[dict[str, Any]] | None:
 
 
 def cmd_render_prompt(args: argparse.Namespace, ctx: CliContext) -> int:
+    from app.core.gguf_info import inspect
+    from app.core.templates import render_family, render_prompt, render_with_jinja_file
+
     if args.tools == "-" and args.messages == "-":
         raise TemplateError("only one of --messages and --tools can read stdin")
     messages = read_messages(args.messages)
@@ -112,6 +118,8 @@ def cmd_render_prompt(args: argparse.Namespace, ctx: CliContext) -> int:
 
 
 def cmd_templates(args: argparse.Namespace, ctx: CliContext) -> int:
+    from app.core.templates import families
+
     if args.json:
         ctx.print_json(
             [

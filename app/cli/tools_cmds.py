@@ -17,30 +17,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from app.cli.context import CliContext
 from app.cli.terminal import for_stream, safe, warn
-from app.core.builtin_tools import BUILTIN_TOOLS, builtin_tools
+from app.core.builtin_tools import BUILTIN_TOOLS
 from app.core.errors import ConfigError, HearthError
-from app.core.mcp_client import McpHub, read_mcp_config
-from app.core.messages import ChatMessage, ToolCall
-from app.core.tool_loop import (
-    Approval,
-    ApprovalPolicy,
-    ApproveFn,
-    AssistantTurn,
-    CallStarting,
-    LoopEvent,
-    LoopFinished,
-    LoopSettings,
-    ReplyText,
-    ToolRunning,
-    ToolTurn,
-)
-from app.core.tool_reply import HostToolReply
-from app.core.tools import ToolBox, ToolChoice, ToolSpec, parse_tool_choice
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # imported where used: the tool loop and MCP client are no part of `hearth --help`
+    from app.cli.context import CliContext
     from app.core.host import HostClient
+    from app.core.messages import ChatMessage, ToolCall
+    from app.core.tool_loop import Approval, ApproveFn, LoopEvent, LoopSettings
+    from app.core.tool_reply import HostToolReply
+    from app.core.tools import ToolBox, ToolSpec
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -74,6 +61,10 @@ def _names(text: str) -> list[str]:
 
 def open_toolbox(mcp: Path | None, builtin: str) -> ToolBox:
     """The tools the options name (MCP servers are started only when their tools are first needed)."""
+    from app.core.builtin_tools import builtin_tools
+    from app.core.mcp_client import McpHub, read_mcp_config
+    from app.core.tools import ToolBox
+
     names = list(BUILTIN_TOOLS) if builtin.strip() == "all" else _names(builtin)
     hub = McpHub(read_mcp_config(mcp)) if mcp else None
     return ToolBox(builtin_tools(names), hub)
@@ -135,6 +126,8 @@ def _first_line(text: str, limit: int = 110) -> str:
 
 
 def cmd_call(args: argparse.Namespace, ctx: CliContext) -> int:
+    from app.core.messages import ToolCall
+
     try:
         arguments = json.loads(args.args)
     except ValueError as exc:
@@ -174,6 +167,7 @@ def add_tool_args(parser: argparse.ArgumentParser) -> None:
 def terminal_approval(stdin: TextIO | None = None, out: TextIO | None = None) -> ApproveFn:
     """Ask on the terminal before a tool runs: y = once, a = always (this tool, this chat), anything else = no.
     End of input (a script, a closed pipe) means no."""
+    from app.core.tool_loop import Approval
 
     def approve(call: ToolCall, spec: ToolSpec) -> Approval:
         source = "built-in" if spec.source == "builtin" else f"MCP server {spec.source.removeprefix('mcp:')!r}"
@@ -211,6 +205,8 @@ class ChatTools:
         settings: LoopSettings | None = None,
         approve: ApproveFn | None = None,
     ) -> None:
+        from app.core.tool_loop import ApprovalPolicy, LoopSettings
+
         self.toolbox = toolbox
         self.settings = settings or LoopSettings()
         self.approve = approve or terminal_approval()
@@ -221,6 +217,9 @@ class ChatTools:
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> ChatTools | None:
         """None when the chat was started without tools."""
+        from app.core.tool_loop import LoopSettings
+        from app.core.tools import ToolChoice, parse_tool_choice
+
         if not args.mcp and not args.tools_builtin:
             if args.allow_tools or args.tool_choice != "auto":
                 raise ConfigError("--allow-tools and --tool-choice need tools: add --mcp or --tools-builtin")
@@ -253,6 +252,8 @@ class ChatTools:
 
     def host_reply(self, client: HostClient, **options: Any) -> HostToolReply:
         """One reply with these tools through the engine host (options: see HostToolReply)."""
+        from app.core.tool_reply import HostToolReply
+
         return HostToolReply(client, self.toolbox, self._ask, policy=self.policy, settings=self.settings, **options)
 
     def _ask(self, call: ToolCall, spec: ToolSpec) -> Approval:
@@ -267,6 +268,8 @@ class ChatTools:
     ) -> list[ChatMessage]:
         """Run the reply in the terminal: prose to out, tool activity to err, Ctrl-C stops (and, at an approval
         question, answers no). Returns the messages the reply added (assistant turns and tool results)."""
+        from app.core.tool_loop import LoopFinished
+
         out, err = out or sys.stdout, err or sys.stderr
 
         def on_ctrl_c(*_args: object) -> None:
@@ -293,6 +296,8 @@ def _main_thread() -> bool:
 
 def print_event(event: LoopEvent, out: TextIO, err: TextIO) -> None:
     """How the terminal shows the loop: the reply's prose on out, tool activity on err."""
+    from app.core.tool_loop import AssistantTurn, CallStarting, LoopFinished, ReplyText, ToolRunning, ToolTurn
+
     if isinstance(event, ReplyText):
         out.write(for_stream(event.text, out))  # a reply may hold escape sequences
         out.flush()

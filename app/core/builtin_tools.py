@@ -11,9 +11,7 @@ import ast
 import math
 import operator
 from collections.abc import Callable
-from datetime import datetime
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from app.core.errors import ToolError
 from app.core.tools import BuiltinFunction, ToolSpec
@@ -29,6 +27,10 @@ MAX_FACTORIAL = 450  # 450! has 1,000 digits
 
 def current_time(arguments: dict[str, Any]) -> str:
     """The date and time now, in the user's own zone or a named IANA zone."""
+    # Imported here: every `hearth` command imports this module (for the tool names in its --help).
+    from datetime import datetime
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
     zone_name = arguments.get("timezone") or ""
     if zone_name:
         try:

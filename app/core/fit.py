@@ -17,11 +17,13 @@ from bisect import bisect_right
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from app.core.errors import ModelOutOfMemoryError
-from app.core.gguf_info import ModelInfo
-from app.core.hardware import HardwareInfo
+
+if TYPE_CHECKING:  # annotations only: the Hub's file list (and so `hearth --help`) imports this module
+    from app.core.gguf_info import ModelInfo
+    from app.core.hardware import HardwareInfo
 
 log = logging.getLogger("hearth.hardware")
 T = TypeVar("T")

@@ -9,9 +9,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gguf.constants import GGMLQuantizationType, LlamaFileType
-
 from app.core.errors import GGUFError
+from app.core.gguf_constants import GGMLQuantizationType, LlamaFileType
 from app.core.gguf_reader import ArraySummary, RawHeader, RawTensor, read_header
 
 # "-00001-of-00003.gguf": the naming llama.cpp's gguf-split writes and the Hub uses for big models.
@@ -265,6 +264,13 @@ def inspect(path: str | os.PathLike[str]) -> ModelInfo:
     and sizes are added up; a missing part is an error.
     """
     path = Path(path)
+    try:
+        return _inspect(path)
+    except OSError as exc:  # a name too long for the file system, a folder without access: one line
+        raise GGUFError(f"{path.name}: cannot read: {exc.strerror or exc}") from None
+
+
+def _inspect(path: Path) -> ModelInfo:
     parts = split_parts(path) or (path,)
     missing = [p.name for p in parts if not p.is_file()]
     if missing and len(parts) > 1:

@@ -17,8 +17,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import psutil
-
 log = logging.getLogger("hearth.hardware")
 
 
@@ -169,6 +167,8 @@ def installed_backend() -> tuple[str, bool]:
 
 def detect_hardware(*, probe_gpus: bool = True) -> HardwareInfo:
     """A snapshot of this machine. probe_gpus=False skips the GPU probes (fast, CPU-only answers)."""
+    import psutil  # here: a model's fit (and `hearth --help`, through the Hub commands) imports this module
+
     notes: list[str] = []
     try:
         memory = psutil.virtual_memory()

@@ -16,7 +16,7 @@ import logging
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import urlparse
 
 import httpx2
@@ -34,6 +34,7 @@ from app.core.errors import (
     HubUnavailableError,
 )
 from app.core.hub_files import (
+    SORTS,
     FitEstimator,
     QuantOption,
     RemoteFile,
@@ -50,11 +51,6 @@ hf_constants.HF_HUB_DISABLE_TELEMETRY = True
 log = logging.getLogger("hearth.hub")
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
-SORTS: dict[str, Literal["downloads", "likes", "last_modified"]] = {
-    "downloads": "downloads",
-    "likes": "likes",
-    "updated": "last_modified",
-}
 API_TIMEOUT = 15.0  # seconds for one API answer; downloads have their own stall timeout
 
 

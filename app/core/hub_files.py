@@ -6,11 +6,20 @@ import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from app.core.fit import Fit, fit_from_size
-from app.core.gguf_info import SPLIT_RE
-from app.core.hardware import GpuInfo, HardwareInfo, current_hardware
+
+if TYPE_CHECKING:  # imported where used: `hearth --help` imports this module for SORTS
+    from app.core.hardware import HardwareInfo
+
+# Hub search orders: the name the user gives (`hearth search --sort`) -> the Hub API's. Here rather than in
+# app/core/hub.py, so the command line can offer them without importing huggingface_hub.
+SORTS: dict[str, Literal["downloads", "likes", "last_modified"]] = {
+    "downloads": "downloads",
+    "likes": "likes",
+    "updated": "last_modified",
+}
 
 # Quantization names as they appear in file names: Q4_K_M, IQ4_XS, Q4_0_4_4, UD-Q4_K_XL, TQ1_0, F16, BF16 ...
 # The last match wins ("model-f16-Q4_K_M.gguf" is a Q4_K_M made from an f16).
@@ -46,12 +55,16 @@ class MemoryBudget:
     vram_free: int = 0
 
     def as_hardware(self) -> HardwareInfo:
+        from app.core.hardware import GpuInfo, HardwareInfo
+
         gpus = (GpuInfo("GPU", self.vram_total, self.vram_free, "budget"),) if self.vram_total else ()
         return HardwareInfo("", 1, 1, self.total_ram, self.available_ram, gpus, "CUDA" if gpus else "CPU", bool(gpus))
 
 
 def quant_fit(size_bytes: int, hardware: MemoryBudget | HardwareInfo | None = None) -> Fit:
     """Fit of a GGUF of size_bytes on this machine (or the one described): app.core.fit.fit_from_size."""
+    from app.core.hardware import current_hardware
+
     if isinstance(hardware, MemoryBudget):
         hardware = hardware.as_hardware()
     return fit_from_size(size_bytes, hardware or current_hardware())
@@ -168,6 +181,8 @@ class QuantOption:
 
 def _group_key(path: str) -> tuple[str, str, int]:
     """(folder, stem, part count) for a split part; (folder, name, 1) for a single file."""
+    from app.core.gguf_info import SPLIT_RE
+
     pure = PurePosixPath(path)
     match = SPLIT_RE.match(pure.name)
     if match:
@@ -177,6 +192,8 @@ def _group_key(path: str) -> tuple[str, str, int]:
 
 def group_gguf_files(files: Iterable[RemoteFile], fit: FitEstimator = quant_fit) -> list[QuantOption]:
     """GGUF files grouped into options (split parts together), models by size then projectors."""
+    from app.core.gguf_info import SPLIT_RE
+
     groups: dict[tuple[str, str, int], dict[int, RemoteFile]] = {}
     for remote in files:
         if not remote.path.lower().endswith(".gguf"):

@@ -7,8 +7,6 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import psutil
-
 from app.core.errors import ConfigError, GGUFError
 
 if TYPE_CHECKING:
@@ -27,6 +25,8 @@ MAX_LORA_SCALE = 10.0
 
 def physical_cores() -> int:
     """Generation threads default to physical cores: hyper-threads only fight over the same FPUs."""
+    import psutil  # here, not at the top: the declared fields (and so every CLI flag) import this module
+
     return psutil.cpu_count(logical=False) or os.cpu_count() or 1
 
 

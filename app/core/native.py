@@ -8,22 +8,24 @@ imported before the CUDA backend library is loaded, every llama_model_load_from_
 layer count; loading libggml-cuda first (as llama-cpp-python's own import order happens to do) avoids it.
 Hearth's GGUF reader needs numpy long before the engine starts, so the entry points call
 preload_llama_libraries() first. CPU-only builds are unaffected and skip it (start-up stays fast). This module
-imports nothing heavy itself.
+imports nothing heavy itself: every `hearth` command runs the preload, so even ctypes and tempfile are imported
+where they are used.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import importlib.util
 import logging
 import os
 import sys
-import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import ctypes
 
 log = logging.getLogger("hearth.engine")
 
@@ -64,6 +66,8 @@ def preload_llama_libraries() -> list[str]:
             name = path.name.lower()
             if key in name and path not in chosen and not path.is_symlink() and "bench" not in name:
                 chosen.append(path)
+    import ctypes
+
     loaded = []
     for path in chosen:
         try:
@@ -97,6 +101,8 @@ def ggml_library(stem: str) -> ctypes.CDLL:
     a GGML_BACKEND_DL build loads at start, such as RPC in the portable bundle). So the file already loaded
     is found with RTLD_NOLOAD; Windows has one DLL per name.
     """
+    import ctypes
+
     llama()  # libllama loads its ggml first
     folder = library_dir()
     if folder is None:
@@ -151,6 +157,8 @@ class GgmlRegistry:
     """The few ggml-backend functions this module needs, from the libraries llama_cpp itself loaded."""
 
     def __init__(self) -> None:
+        import ctypes
+
         try:  # the very copies libllama runs on (another copy would have a registry of its own)
             ggml, base = ggml_library("ggml"), ggml_library("ggml-base")
         except OSError as exc:
@@ -175,6 +183,8 @@ class GgmlRegistry:
         self.dev_memory = bind("ggml_backend_dev_memory", None, vp, size_p, size_p)
 
     def memory(self, device: int) -> tuple[int, int]:
+        import ctypes
+
         free, total = ctypes.c_size_t(0), ctypes.c_size_t(0)
         self.dev_memory(device, ctypes.byref(free), ctypes.byref(total))
         return free.value, total.value
@@ -208,6 +218,8 @@ class Captured:
 @contextlib.contextmanager
 def captured_stderr() -> Iterator[Captured]:
     """Collect what native code writes to fd 2 during the block (and keep it off the terminal)."""
+    import tempfile
+
     result = Captured()
     sys.stderr.flush()
     saved = os.dup(2)
@@ -226,5 +238,7 @@ def release_heap() -> None:
     """Hand freed heap pages back to the OS after an unload (glibc keeps them otherwise, so the app would
     look as big as the last model long after ejecting it)."""
     if sys.platform.startswith("linux"):
+        import ctypes
+
         with contextlib.suppress(OSError, AttributeError):
             ctypes.CDLL("libc.so.6").malloc_trim(0)

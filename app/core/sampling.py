@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
@@ -93,6 +92,8 @@ class SamplingSettings:
     def request_seed(self) -> int:
         """The seed for one reply: the fixed one, else fresh randomness (llama.cpp's default seed
         gives the same reply in every process)."""
+        import secrets  # here: the declared fields (every CLI flag) import this module, rarely a seed
+
         return self.seed if self.seed is not None else secrets.randbelow(MAX_SEED + 1)
 
 

@@ -56,12 +56,21 @@ def test_info_text(tiny_model: Path):
 def test_bad_file_exits_2_with_one_line_and_no_traceback(tmp_path: Path):
     bad = tmp_path / "bad.gguf"
     bad.write_bytes(b"GGUF\x03\x00\x00\x00" + b"\xff" * 40)
-    for target in (bad, tmp_path / "missing.gguf"):
+    too_long = "m" * 300  # over every file system's 255-byte name limit: the OS refuses even to look
+    targets = (
+        bad,
+        tmp_path / "missing.gguf",
+        tmp_path / f"{too_long}.gguf",
+        tmp_path / f"{too_long}-00001-of-00002.gguf",  # a split part's siblings are looked for first
+        tmp_path / too_long / "model.gguf",
+    )
+    for target in targets:
         result = hearth("info", str(target), "--json")
         assert result.returncode == 2
         assert result.stdout == ""
         assert len(result.stderr.strip().splitlines()) == 1, result.stderr
-        assert "Traceback" not in result.stderr
+        assert "Traceback" not in result.stderr and "unexpected error" not in result.stderr, result.stderr
+    assert "cannot read: File name too long" in result.stderr
 
 
 def test_models_list_import_and_delete(tiny_model: Path, tmp_path: Path):
@@ -83,3 +92,16 @@ def test_models_list_import_and_delete(tiny_model: Path, tmp_path: Path):
     assert refused.returncode == 2 and "--yes" in refused.stderr
     assert hearth("models", "delete", str(broken.parent / "new.gguf"), "--yes").returncode == 0
     assert not (broken.parent / "new.gguf").exists()
+
+
+def test_models_import_move_and_link(tiny_model: Path, tmp_path: Path):
+    models = Path(os.environ["HEARTH_HOME"]) / "models"
+    moved, linked = tmp_path / "moved.gguf", tmp_path / "linked.gguf"
+    shutil.copy(tiny_model, moved)
+    shutil.copy(tiny_model, linked)
+    result = hearth("models", "import", "--move", str(moved))
+    assert result.returncode == 0 and "Imported (move)" in result.stdout, result.stderr
+    assert not moved.exists() and (models / "moved.gguf").is_file()
+    result = hearth("models", "import", "--link", str(linked))
+    assert result.returncode == 0 and "Imported (link)" in result.stdout, result.stderr
+    assert linked.exists() and (models / "linked.gguf").is_symlink()

@@ -206,10 +206,11 @@ def test_walker_matches_naive_walk(items: list[bytes], tail: bytes, lead: int):
     body = b"".join(gguf_string(item) for item in items)
     buf = b"\x01" * lead + body + tail
     walker = _StringArrayWalker(buf, len(buf), "<")
-    end, offsets = walker.walk(lead, len(items), "test array", keep_offsets=True)
     expected_end, expected = naive_offsets(buf, lead, len(items))
-    assert end == expected_end
-    assert offsets is not None and offsets.tolist() == expected
+    for vectorise in (True, False):  # numpy's walk and the plain one (small arrays, numpy not loaded)
+        end, offsets = walker.walk(lead, len(items), "test array", keep_offsets=True, vectorise=vectorise)
+        assert end == expected_end
+        assert offsets is not None and offsets.tolist() == expected
 
 
 def test_walker_on_a_large_vocabulary_shape():
@@ -223,7 +224,10 @@ def test_walker_on_a_large_vocabulary_shape():
     assert (end, offsets.tolist()) == naive_offsets(buf, 0, len(items))
 
 
-def test_walker_reports_truncation():
+@pytest.mark.parametrize("vectorise", [True, False])
+def test_walker_reports_truncation(vectorise: bool):
     buf = gguf_string(b"abc") + struct.pack("<Q", 100) + b"short"
     with pytest.raises(GGUFError, match="past the end"):
-        _StringArrayWalker(buf, len(buf), "<").walk(0, 2, "tokens", keep_offsets=False)
+        _StringArrayWalker(buf, len(buf), "<").walk(0, 2, "tokens", keep_offsets=False, vectorise=vectorise)
+    with pytest.raises(GGUFError, match="truncated at byte 11"):
+        _StringArrayWalker(buf[:14], 14, "<").walk(0, 2, "tokens", keep_offsets=False, vectorise=vectorise)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from app.core.hardware import current_hardware
 from app.core.hub_files import (
     Fit,
     MemoryBudget,
     RemoteFile,
-    current_hardware,
     group_gguf_files,
     quant_fit,
     quant_name,
