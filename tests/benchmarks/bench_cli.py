@@ -41,10 +41,8 @@ def median_ms(command: list[str], env: dict[str, str], runs: int) -> float:
     return statistics.median(samples)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--runs", type=int, default=10)
-    args = parser.parse_args()
+def report(runs: int = 10) -> dict[str, float]:
+    """Measure every command and print the table; returns the medians in ms."""
     work = Path(tempfile.mkdtemp(prefix="hearth-bench-cli-"))
     env = dict(os.environ, HEARTH_HOME=str(work / "hearth"), HOME=str(work), PYTHONPATH=str(REPO))
     model = write_tiny_model(work / "hearth" / "models" / "tiny.gguf")
@@ -56,13 +54,20 @@ def main() -> None:
         "hearth models": [*python, "-m", "app", "models"],
         "hearth history list": [*python, "-m", "app", "history", "list"],
     }
-    results = {name: median_ms(command, env, args.runs) for name, command in commands.items()}
+    results = {name: median_ms(command, env, runs) for name, command in commands.items()}
     baseline = results["python -c pass (baseline)"]
-    print(f"median of {args.runs} runs, fresh process each; target {TARGET_MS:.0f} ms")
+    print(f"median of {runs} runs, fresh process each; target {TARGET_MS:.0f} ms")
     print(f"{'command':28} {'median ms':>10} {'minus python':>13} {'target':>8}")
     for name, ms in results.items():
         verdict = "" if name.startswith("python") else "ok" if ms <= TARGET_MS else "MISSED"
         print(f"{name:28} {ms:10.0f} {ms - baseline:13.0f} {verdict:>8}")
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=10)
+    report(parser.parse_args().runs)
 
 
 if __name__ == "__main__":

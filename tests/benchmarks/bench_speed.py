@@ -26,11 +26,8 @@ import argparse
 import json
 import os
 import re
-import statistics
 import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -151,29 +148,11 @@ def speculation(model: Path, threads: int) -> None:
 
 
 # ---- 5. startup ---------------------------------------------------------------------------------------------------
-def wall_ms(args: list[str], env: dict[str, str], runs: int = 10) -> float:
-    times = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        subprocess.run(args, capture_output=True, env=env, cwd=ROOT, check=False)
-        times.append((time.perf_counter() - started) * 1000)
-    return statistics.median(times)
+def startup() -> None:
+    print("\n5. command-line start-up (tests/benchmarks/bench_cli.py)")
+    from tests.benchmarks import bench_cli
 
-
-def startup(model: Path) -> None:
-    print("\n5. command-line start-up, median wall time of 10 runs (target <= 150 ms)")
-    with tempfile.TemporaryDirectory() as home:
-        env = {**os.environ, "HEARTH_HOME": home}
-        subprocess.run([PY, "-m", "app", "models"], capture_output=True, env=env, cwd=ROOT, check=False)  # index
-        rows = [
-            ("python -c pass (baseline)", [PY, "-c", "pass"]),
-            ("hearth --help", [PY, "-m", "app", "--help"]),
-            ("hearth info MODEL", [PY, "-m", "app", "info", str(model)]),
-            ("hearth models", [PY, "-m", "app", "models"]),
-            ("hearth history list", [PY, "-m", "app", "history", "list"]),
-        ]
-        for name, args in rows:
-            print(f"{name:<28} {wall_ms(args, env):>8.0f} ms")
+    bench_cli.report()
 
 
 def main() -> int:
@@ -193,7 +172,7 @@ def main() -> int:
     if "spec" in wanted:
         speculation(small, args.threads)
     if "startup" in wanted:
-        startup(small)
+        startup()
     return 0
 
 
