@@ -49,7 +49,7 @@ def answer_next_message_box(button: QMessageBox.StandardButton) -> None:
     QTimer.singleShot(20, press)
 
 
-# ---- trap 1 ---------------------------------------------------------------------------------------------------------
+# ---- PySide6 and None's reference count ------------------------------------------------------------------------------
 def test_qt_calls_do_not_leak_references_to_none(qtbot: QtBot) -> None:
     """PySide6 6.12.0 on Python 3.11 dropped None's refcount by one per void Qt call until the process
     aborted (PySide6 6.12.0 on Python 3.10/3.11). 20,000 such calls must leave it where it was."""
