@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from fpdf import FPDF
 
 from app.core.documents.chunking import chunk_blocks
 from app.core.documents.extract import ExtractionError, extract
@@ -138,16 +139,21 @@ def test_indexing_reports_and_skips_unreadable_files(corpus, index: DocumentInde
     (folder / "gone.md").symlink_to(folder / "missing-target.md")  # listed, but cannot be opened
     (folder / "ignored.xyz").write_text("not a document type")
     (folder / ".hidden.md").write_text("# hidden files stay out")
+    scan = FPDF()  # a page with a drawing and no text layer, as a scanned page has
+    scan.add_page()
+    scan.rect(10, 10, 50, 50)
+    scan.output(str(folder / "scanned.pdf"))
     index.add_collection("mine", [folder, folder / "absent.pdf"])
     report = index_collection(index, "mine")
     failed = dict(report.failed)
-    assert set(failed) == {str(folder / "broken.pdf"), str(folder / "gone.md"), str(folder / "absent.pdf")}
+    assert set(failed) == {str(folder / name) for name in ("broken.pdf", "gone.md", "absent.pdf", "scanned.pdf")}
+    assert failed[str(folder / "scanned.pdf")].startswith("no text found (a scanned PDF?")
     assert "not a readable PDF" in failed[str(folder / "broken.pdf")]
     assert "cannot be read" in failed[str(folder / "gone.md")]
     assert failed[str(folder / "absent.pdf")] == "not found"
     assert report.added == 6  # pdf, docx, html, md, py, txt: the rest went on
     listed = index.collections()[0]
-    assert (listed.files, listed.failed) == (6, 2)
+    assert (listed.files, listed.failed) == (6, 3)
     assert dict(index.failures("mine"))[str(folder / "broken.pdf")].startswith("not a readable PDF")
 
 

@@ -242,6 +242,13 @@ def _index_file(
         report.failed.append((str(path), reason))
         return
     chunks = chunk_blocks(document.blocks)
+    if not chunks:  # listed like an unreadable file, so the user knows why it is never found
+        reason = "no text found" + (
+            " (a scanned PDF? Hearth reads a PDF's text layer and does no OCR)" if kind == "pdf" else ""
+        )
+        index.write_failure(name, str(path), kind=kind, size=stat.st_size, mtime_ns=stat.st_mtime_ns, error=reason)
+        report.failed.append((str(path), reason))
+        return
     characters = sum(len(c.text) for c in chunks)
     pages = document.pages or max(1, math.ceil(characters / CHARS_PER_PAGE))
     vectors = None
