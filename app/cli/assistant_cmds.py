@@ -36,7 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def parse_value(text: str) -> tuple[str, str]:
-    """argparse type for `--var NAME=VALUE` (a variable of an assistant's system prompt)."""
+    """argparse type for `--var NAME=VALUE`: a {{variable}} of an assistant's system prompt or of a saved prompt."""
     name, sep, value = text.partition("=")
     if not sep or not name.strip():
         raise argparse.ArgumentTypeError(f"expected NAME=VALUE, e.g. 'target language=French'; got {text!r}")

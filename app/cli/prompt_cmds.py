@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from app.cli.assistant_cmds import parse_value
 from app.cli.terminal import warn
 from app.core.errors import PromptError
 
@@ -28,7 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="append",
         default=[],
         metavar="NAME=VALUE",
-        type=_value,
+        type=parse_value,
         help="fill a variable and print the finished prompt (repeat for each)",
     )
     show.set_defaults(handler=cmd_show)
@@ -39,13 +40,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     export.add_argument("names", nargs="*", metavar="NAME", help="only these prompts (a built-in too)")
     export.add_argument("-o", "--output", type=Path, help="write to this file")
     export.set_defaults(handler=cmd_export)
-
-
-def _value(text: str) -> tuple[str, str]:
-    name, sep, value = text.partition("=")
-    if not sep or not name.strip():
-        raise argparse.ArgumentTypeError(f"expected NAME=VALUE; got {text!r}")
-    return name.strip(), value
 
 
 def _library(ctx: CliContext) -> PromptLibrary:
