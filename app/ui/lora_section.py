@@ -77,6 +77,7 @@ class LoraSection(QWidget):
         self.error.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.error.hide()
         layout.addWidget(self.error)
+        self._model_name = ""  # the model set_model() last named
         self.hint = plain(QLabel("Adapters apply when the model is (re)loaded.", self))  # names the model
         self.hint.setObjectName("Muted")
         self.hint.setWordWrap(True)
@@ -85,7 +86,11 @@ class LoraSection(QWidget):
 
     # ---- filling in (no signals) ------------------------------------------------------------------------------
     def set_model(self, enabled: bool, name: str = "") -> None:
-        """Adapters attach to the model selected in the picker (disabled when none is)."""
+        """Adapters attach to the model selected in the picker (disabled when none is). A refusal shown for
+        one model is cleared when another is selected, not when the library is rescanned."""
+        if name != self._model_name:
+            self.show_error("")
+        self._model_name = name
         self.setEnabled(enabled)
         self.hint.setText(
             f"Adapters for {name} apply when it is (re)loaded." if name else "Select a model to attach adapters."
@@ -101,7 +106,6 @@ class LoraSection(QWidget):
         for adapter in adapters:
             self._add_row(adapter)
         self._quiet = False
-        self.show_error("")
         self._update_buttons()
 
     def adapters(self) -> tuple[LoraAdapter, ...]:
