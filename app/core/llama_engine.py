@@ -88,6 +88,7 @@ class LlamaCppEngine:
         self._batch: Any = None  # one llama_batch, reused by every step
         self._interleave_chunk = 32  # prompt tokens per step while other runs stream (adapts to speed)
         self._spec: SpecPolicy | None = None  # speculative decoding (LoadConfig.speculative), per model
+        self._step_mark: tuple[float, int, Run] | None = None  # the lone stream's last decode: start, tokens
         self._token_data: Any = None  # candidates array for grammar-constrained sampling (numpy, reused)
         self._draft_model: Any = None  # a ModelDrafter when LoadConfig.draft_model names one
         self._abort_runs: list[Run] = []  # runs whose cancel aborts the decode in flight
@@ -887,6 +888,7 @@ class LlamaCppEngine:
         streaming = [r for r in live if r.state == "decode"]
         capacity = self._loaded.config.n_batch if self._loaded else 512
         alone = len(live) == 1 and len(streaming) == 1  # speculation only for a lone stream
+        self._time_last_step(streaming[0] if alone else None)
         for run in streaming:
             self._batch_add(batch, n, run.pending, len(run.slot.tokens), run.slot.seq, True)
             run.logits_index = n
@@ -939,7 +941,7 @@ class LlamaCppEngine:
             self._decode_failed(lib, live, rc)
             return
         if alone and self._spec is not None:
-            self._spec.observe_step(n, elapsed * 1000)
+            self._step_mark = (started, n, streaming[0])
         if prompting and streaming:  # aim at ~0.2 s per step while others stream
             per_token = elapsed / n
             self._interleave_chunk = int(min(capacity, max(8, 0.2 / max(per_token, 1e-6))))
@@ -955,6 +957,16 @@ class LlamaCppEngine:
             if run.next_prompt >= len(run.tokens):
                 run.prompt_done = now
                 run.state = "sample"
+
+    def _time_last_step(self, run: Run | None) -> None:
+        """Tell the speculation policy what the lone stream's last step cost: from its decode to this next
+        step, so sampling each checked position (a 262k-token vocabulary makes that a real share), the
+        events and the host's own work count too. Timing llama_decode alone made a batch of 3 look cheaper
+        than it is, and drafting ran where it slowed replies down."""
+        mark, self._step_mark = self._step_mark, None
+        if mark is not None and run is mark[2] and self._spec is not None:
+            started, n, _ = mark
+            self._spec.observe_step(n, (time.perf_counter() - started) * 1000)
 
     def _decode_failed(self, lib: Any, live: list[Run], rc: int) -> None:
         """After a failed or aborted decode: the caches hold exactly what was decoded before, the cancelled
