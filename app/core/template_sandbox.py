@@ -500,6 +500,15 @@ def _on_alarm(_signum: int, _frame: Any) -> None:
 
 
 def _peak_bytes() -> int | None:
+    """This worker's peak resident memory. Linux: VmHWM, since ru_maxrss survives fork and exec (a worker
+    started by a 2 GB process reports 2 GB before it renders anything)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
     try:
         import resource
     except ImportError:

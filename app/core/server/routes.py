@@ -395,12 +395,14 @@ class _Api:
         deltas, finish = calls.finish(shapes.finish_reason(stats))
         for delta in deltas:
             yield chunk(delta)
+        # Stored before the stream ends: a client that sends its next turn at once must find this reply
+        # (with its calls) in the history, or the turn would start a conversation of its own.
+        message = openai_message(calls.parsed) if calls.parsed is not None else {"content": event.text}
+        await after(event, message)
         yield chunk({}, finish)
         if usage:
             yield shapes.sse(shapes.chat_usage_chunk(ident, created, model, stats))
         yield shapes.DONE
-        message = openai_message(calls.parsed) if calls.parsed is not None else {"content": event.text}
-        await after(event, message)
 
     # ---- text completions ------------------------------------------------------------------------------------
     async def completions(self, request: Request) -> Response:
