@@ -118,6 +118,32 @@ class MessageItem:
         return " · ".join(parts)
 
 
+# The fields of a MessageItem that come from its stored message (the rest is live state: streaming, error,
+# expanded ...): what a row takes from the history once a reply or a tool turn is stored.
+STORED_FIELDS = (
+    "content",
+    "message_id",
+    "parent_id",
+    "sibling_index",
+    "sibling_count",
+    "complete",
+    "model",
+    "template",
+    "prompt_tokens",
+    "generated_tokens",
+    "gen_tps",
+    "ttft_ms",
+    "finish_reason",
+    "reply_format",
+    "sources",
+    "tool_calls",
+    "tool_call_id",
+    "tool_name",
+    "tool_outcome",
+    "notes",
+)
+
+
 class ChatModel(QAbstractListModel):
     """Rows of MessageItem. Only the GUI thread touches it (workers send text through signals)."""
 

@@ -24,7 +24,7 @@ from app.core.sampling import PRESETS, SamplingSettings
 from app.core.structured import ReplyFormat
 from app.core.tool_reply import allowed_in
 from app.core.tool_setup import TOOLS_META, enabled_names
-from app.ui.chat_model import ChatModel, MessageItem
+from app.ui.chat_model import STORED_FIELDS, ChatModel, MessageItem
 from app.ui.workers import EngineBridge
 
 if TYPE_CHECKING:
@@ -439,7 +439,7 @@ class ChatSession(QObject):
                     fresh = MessageItem.from_message(message)
                     self.model.update(
                         row,
-                        **{k: getattr(fresh, k) for k in _STORED_FIELDS},
+                        **{k: getattr(fresh, k) for k in STORED_FIELDS},
                         streaming=False,
                         error=_error_text(done),
                     )
@@ -687,25 +687,6 @@ class ChatSession(QObject):
         except HearthError as exc:
             self.error.emit(str(exc))
             return []
-
-
-_STORED_FIELDS = (
-    "content",
-    "message_id",
-    "parent_id",
-    "sibling_index",
-    "sibling_count",
-    "complete",
-    "model",
-    "template",
-    "prompt_tokens",
-    "generated_tokens",
-    "gen_tps",
-    "ttft_ms",
-    "finish_reason",
-    "reply_format",
-    "sources",
-)
 
 
 def _item(message: StoredMessage) -> MessageItem:

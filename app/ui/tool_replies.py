@@ -36,7 +36,7 @@ from app.core.tool_loop import (
 from app.core.tool_reply import HostToolReply, RoundPrompt
 from app.core.tool_setup import load_mcp_servers, mcp_config_path, toolbox_for
 from app.core.tools import ToolChoice
-from app.ui.chat_model import MessageItem
+from app.ui.chat_model import STORED_FIELDS, MessageItem
 from app.ui.tool_approval import ApprovalBridge
 
 if TYPE_CHECKING:
@@ -339,7 +339,7 @@ class ToolReplies(QObject):
             except HearthError as exc:
                 changes["error"] = str(exc)
             else:
-                changes.update({name: getattr(stored, name) for name in _STORED})
+                changes.update({name: getattr(stored, name) for name in STORED_FIELDS})
         model.update(row, **changes)
 
     def _on_notice(self, text: str) -> None:
@@ -396,28 +396,6 @@ class ToolReplies(QObject):
                 item.content = ""  # the stored text so far has the raw call text; the round's prose follows
                 run.round_keys[run.rounds] = item.key
         run.first_key = run.round_keys.get(1, run.first_key)
-
-
-_STORED = (
-    "content",
-    "message_id",
-    "parent_id",
-    "sibling_index",
-    "sibling_count",
-    "complete",
-    "model",
-    "template",
-    "prompt_tokens",
-    "generated_tokens",
-    "gen_tps",
-    "ttft_ms",
-    "finish_reason",
-    "tool_calls",
-    "tool_call_id",
-    "tool_name",
-    "tool_outcome",
-    "notes",
-)
 
 
 def _choice(value: str, specs: Sequence[ToolSpec], notices: list[str]) -> ToolChoice:
