@@ -106,16 +106,15 @@ def cmd_bench(args: argparse.Namespace, ctx: CliContext) -> int:
         }
         if args.turns:
             result["turns"] = _bench_turns(engine, args.turns)
-        if (args.resume or args.spec) and not isinstance(engine, LlamaCppEngine):
-            raise ConfigError("--resume and --spec measure an engine in this process; leave out --rpc")
-        if args.resume:
-            assert isinstance(engine, LlamaCppEngine)
-            result["resume"] = _bench_resume(engine, args.resume)
-        if args.spec:
-            assert isinstance(engine, LlamaCppEngine)
-            if policy is None:
-                raise ConfigError("speculative decoding is off for this load (it needs flash attention)")
-            result["spec"] = _bench_spec(engine, args.gen)
+        if args.resume or args.spec:
+            if not isinstance(engine, LlamaCppEngine):
+                raise ConfigError("--resume and --spec measure an engine in this process; leave out --rpc")
+            if args.resume:
+                result["resume"] = _bench_resume(engine, args.resume)
+            if args.spec:
+                if policy is None:
+                    raise ConfigError("speculative decoding is off for this load (it needs flash attention)")
+                result["spec"] = _bench_spec(engine, args.gen)
     finally:
         engine.unload()
     if args.json:
